@@ -1,0 +1,233 @@
+//! Application state, the router with its middleware stack, and the server's lifecycle.
+
+mod extract;
+pub mod idempotency;
+mod middleware;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use anyhow::Context;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tower::ServiceBuilder;
+use tower_http::compression::CompressionLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::map_request_body::MapRequestBodyLayer;
+use tower_http::map_response_body::MapResponseBodyLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::config::Settings;
+use crate::db::Db;
+
+pub use extract::{Json, Query};
+pub use middleware::current_request_id;
+
+/// Everything a handler may need; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub settings: Arc<Settings>,
+    pub metrics: PrometheusHandle,
+    pub started_at: Instant,
+}
+
+impl AppState {
+    /// Connects to the database and applies pending migrations.
+    pub async fn init(settings: Settings) -> anyhow::Result<Self> {
+        let db = Db::connect(&settings).await?;
+        let applied = db.migrate().await?;
+        if applied > 0 {
+            tracing::info!(
+                applied,
+                backend = db.backend().as_str(),
+                "database migrated"
+            );
+        }
+        Ok(Self::new(db, settings))
+    }
+
+    /// State over an existing pool, without migrating (tests use this to see `/ready` say 503).
+    pub fn new(db: Db, settings: Settings) -> Self {
+        Self {
+            db,
+            settings: Arc::new(settings),
+            metrics: metrics_handle(),
+            started_at: Instant::now(),
+        }
+    }
+}
+
+/// The process-wide Prometheus recorder (the `metrics` facade has one global recorder).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            const LATENCY_BUCKETS: &[f64] = &[
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), LATENCY_BUCKETS)
+                .expect("static bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder was installed first; then ours stays empty,
+            // which `/metrics` would show plainly.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Cedar API",
+        description = "Backend of Cedar Heights Music Academy. Errors are RFC 9457 \
+            `application/problem+json`; mutating requests accept an `Idempotency-Key` header.",
+        license(name = "MIT"),
+    ),
+    components(schemas(crate::error::Problem, crate::error::FieldError)),
+    tags(
+        (name = "ops", description = "Health, readiness, metrics and API documentation"),
+    )
+)]
+struct ApiDoc;
+
+/// All documented routes, before state and middleware.
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(crate::ops::router())
+}
+
+/// The OpenAPI document, generated from the route annotations.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().split_for_parts().1
+}
+
+/// The complete HTTP application.
+pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The application plus `extra` routes, which get the same middleware stack (used by tests
+/// to exercise the plumbing with probe handlers).
+pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
+    let (routes, api) = api_router().split_for_parts();
+    let body_limit = state.settings.body_limit_bytes;
+    let routes = routes
+        .merge(extra)
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
+        .fallback(middleware::not_found)
+        .method_not_allowed_fallback(middleware::method_not_allowed);
+
+    // Outermost first. Requests flow down this list, responses back up.
+    // Layers that change body types are followed by a `Body::new` mapping so the
+    // `from_fn` middleware around them all see plain `Request`/`Response`.
+    let stack = ServiceBuilder::new()
+        .layer(axum::middleware::from_fn(middleware::request_id))
+        .layer(MapResponseBodyLayer::new(Body::new))
+        .layer(middleware::trace_layer())
+        .layer(axum::middleware::from_fn(middleware::catch_panic))
+        .layer(axum::middleware::from_fn(middleware::record_metrics))
+        .layer(middleware::cors_layer(&state.settings.cors_origins))
+        .layer(axum::middleware::from_fn(middleware::security_headers))
+        .layer(MapResponseBodyLayer::new(Body::new))
+        .layer(CompressionLayer::new())
+        .layer(axum::middleware::from_fn(
+            middleware::problem_for_bare_errors,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::timeout,
+        ))
+        .layer(MapResponseBodyLayer::new(Body::new))
+        .layer(RequestBodyLimitLayer::new(body_limit))
+        .layer(MapRequestBodyLayer::new(Body::new))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::middleware,
+        ));
+
+    routes.layer(stack).with_state(state)
+}
+
+/// Runs the API until SIGTERM/SIGINT, then lets in-flight requests finish (up to the grace
+/// period).
+pub async fn serve(settings: Settings, no_worker: bool) -> anyhow::Result<()> {
+    let addr = settings.addr;
+    let grace = settings.shutdown_grace;
+    let state = AppState::init(settings).await?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (CEDAR_ADDR)"))?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        database = %state.settings.database_url,
+        worker = !no_worker,
+        "cedar is listening; API docs at /docs"
+    );
+    let housekeeping = tokio::spawn(housekeeping(state.clone()));
+
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = signalled_tx.send(());
+    });
+    let mut server = tokio::spawn(server.into_future());
+    tokio::select! {
+        result = &mut server => result??,
+        _ = signalled_rx => match tokio::time::timeout(grace, &mut server).await {
+            Ok(result) => result??,
+            Err(_) => tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing open connections"),
+        },
+    }
+    housekeeping.abort();
+    state.db.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Periodic in-process upkeep: expired idempotency keys, metrics histograms.
+async fn housekeeping(state: AppState) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        state.metrics.run_upkeep();
+        match idempotency::purge_expired(&state.db).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::debug!(purged, "expired idempotency keys removed"),
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "purging idempotency keys failed")
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

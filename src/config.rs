@@ -1,0 +1,579 @@
+//! Settings: command-line flags, then environment variables, then an optional `cedar.toml`,
+//! then defaults. Every setting is validated once at start-up; a bad one stops the process
+//! with a single line naming the setting and what is wrong.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+const LONG_ABOUT: &str = "\
+Cedar: the backend of a small music school, in one binary.
+
+Runs with no set-up on an embedded SQLite database (in CEDAR_DATA_DIR); set DATABASE_URL to a
+postgres:// URL for production. Every setting below can be given as a flag, as the environment
+variable shown, or as a key in cedar.toml (the variable's name in lower case without the CEDAR_
+prefix, e.g. `data_dir = \"/var/lib/cedar\"`). Flags win over variables, variables over the file.";
+
+#[derive(Debug, Parser)]
+#[command(name = "cedar", version, about = "Backend of a small music school", long_about = LONG_ABOUT)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API (and, unless --no-worker, the background worker); migrations run first.
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the OpenAPI document (JSON) and exit.
+    Openapi,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CEDAR_ADDR", value_name = "HOST:PORT")]
+    pub addr: Option<String>,
+    /// Serve the API only; run background jobs in separate `cedar worker` processes.
+    #[arg(long)]
+    pub no_worker: bool,
+}
+
+/// Settings shared by every subcommand. Kept as raw strings so that validation can name the
+/// setting in its own words, whichever source it came from.
+#[derive(Debug, Args, Default)]
+pub struct SettingsArgs {
+    /// Optional settings file (TOML). Default: ./cedar.toml when it exists.
+    #[arg(long, env = "CEDAR_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory for the SQLite database, keys and file outputs [default: ./cedar-data].
+    #[arg(long, env = "CEDAR_DATA_DIR", global = true, value_name = "DIR")]
+    pub data_dir: Option<String>,
+    /// Database: unset = SQLite file in the data dir; `sqlite://PATH` or `postgres://…`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        global = true,
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// Most connections in the database pool [default: 10 for PostgreSQL, 8 for SQLite].
+    #[arg(
+        long,
+        env = "CEDAR_DB_MAX_CONNECTIONS",
+        global = true,
+        value_name = "N"
+    )]
+    pub db_max_connections: Option<String>,
+    /// The school's time zone (IANA name); governs recurrence and schedules [default: America/Toronto].
+    #[arg(long, env = "CEDAR_TIMEZONE", global = true, value_name = "ZONE")]
+    pub timezone: Option<String>,
+    /// Log filter: a level (error, warn, info, debug, trace) or tracing directives [default: info].
+    #[arg(long, env = "CEDAR_LOG_LEVEL", global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "CEDAR_LOG_FORMAT", global = true, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Seconds a request may run before it is abandoned with 503 [default: 30].
+    #[arg(
+        long,
+        env = "CEDAR_REQUEST_TIMEOUT_SECS",
+        global = true,
+        value_name = "SECS"
+    )]
+    pub request_timeout_secs: Option<String>,
+    /// Largest request body in bytes; larger ones get 413 [default: 1048576].
+    #[arg(
+        long,
+        env = "CEDAR_BODY_LIMIT_BYTES",
+        global = true,
+        value_name = "BYTES"
+    )]
+    pub body_limit_bytes: Option<String>,
+    /// Origins allowed by CORS: `*`, a comma-separated list of origins, or `none` [default: *].
+    #[arg(
+        long,
+        env = "CEDAR_CORS_ORIGINS",
+        global = true,
+        value_name = "ORIGINS"
+    )]
+    pub cors_origins: Option<String>,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT [default: 30].
+    #[arg(
+        long,
+        env = "CEDAR_SHUTDOWN_GRACE_SECS",
+        global = true,
+        value_name = "SECS"
+    )]
+    pub shutdown_grace_secs: Option<String>,
+}
+
+/// Keys accepted in `cedar.toml`; unknown keys are an error so typos do not go unnoticed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    addr: Option<String>,
+    data_dir: Option<String>,
+    database_url: Option<String>,
+    db_max_connections: Option<u32>,
+    timezone: Option<String>,
+    log_level: Option<String>,
+    log_format: Option<String>,
+    request_timeout_secs: Option<u64>,
+    body_limit_bytes: Option<u64>,
+    cors_origins: Option<String>,
+    shutdown_grace_secs: Option<u64>,
+}
+
+/// A start-up error: always names the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {setting}: {message}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub message: String,
+}
+
+fn bad(setting: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting,
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    Any,
+    None,
+    List(Vec<String>),
+}
+
+/// Where the data lives. Its `Debug` and `Display` never show a password.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// The URL with any password replaced, safe to log.
+    pub fn redacted(&self) -> String {
+        match self {
+            Self::Sqlite(path) => format!("sqlite://{}", path.display()),
+            Self::Postgres(raw) => match url::Url::parse(raw) {
+                Ok(mut parsed) => {
+                    if parsed.password().is_some() {
+                        let _ = parsed.set_password(Some("********"));
+                    }
+                    parsed.to_string()
+                }
+                Err(_) => "postgres://(unparseable)".to_owned(),
+            },
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: DatabaseUrl,
+    pub db_max_connections: u32,
+    pub timezone: chrono_tz::Tz,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub request_timeout: Duration,
+    pub body_limit_bytes: usize,
+    pub cors_origins: CorsOrigins,
+    pub shutdown_grace: Duration,
+}
+
+impl Settings {
+    /// Settings for tests and embedding: defaults, with the given data dir and database.
+    pub fn for_data_dir(
+        data_dir: impl Into<PathBuf>,
+        database_url: Option<&str>,
+    ) -> Result<Self, ConfigError> {
+        let args = SettingsArgs {
+            data_dir: Some(data_dir.into().to_string_lossy().into_owned()),
+            database_url: database_url.map(str::to_owned),
+            ..SettingsArgs::default()
+        };
+        Self::resolve(&args, None)
+    }
+
+    /// Merges flags/environment (already in `args`, by clap) over the settings file over
+    /// defaults, and validates the result.
+    pub fn resolve(args: &SettingsArgs, addr: Option<&str>) -> Result<Self, ConfigError> {
+        let file = load_file(args.config.as_deref())?;
+        let pick = |flag: &Option<String>, from_file: Option<String>| flag.clone().or(from_file);
+
+        let addr_raw = addr
+            .map(str::to_owned)
+            .or(file.addr)
+            .unwrap_or_else(|| "127.0.0.1:8000".into());
+        let addr: SocketAddr = addr_raw.parse().map_err(|_| {
+            bad(
+                "CEDAR_ADDR",
+                format!(
+                    "{addr_raw:?} is not a socket address (expected host:port, e.g. 127.0.0.1:8000)"
+                ),
+            )
+        })?;
+
+        let data_dir = PathBuf::from(
+            pick(&args.data_dir, file.data_dir).unwrap_or_else(|| "./cedar-data".into()),
+        );
+        if data_dir.as_os_str().is_empty() {
+            return Err(bad("CEDAR_DATA_DIR", "must not be empty"));
+        }
+
+        let database_url =
+            match pick(&args.database_url, file.database_url).filter(|s| !s.trim().is_empty()) {
+                None => DatabaseUrl::Sqlite(data_dir.join("cedar.db")),
+                Some(raw) => parse_database_url(&raw)?,
+            };
+
+        let default_pool = match database_url {
+            DatabaseUrl::Sqlite(_) => 8,
+            DatabaseUrl::Postgres(_) => 10,
+        };
+        let db_max_connections = match pick(
+            &args.db_max_connections,
+            file.db_max_connections.map(|n| n.to_string()),
+        ) {
+            None => default_pool,
+            Some(raw) => parse_range("CEDAR_DB_MAX_CONNECTIONS", &raw, 1, 1000)? as u32,
+        };
+
+        let tz_raw =
+            pick(&args.timezone, file.timezone).unwrap_or_else(|| "America/Toronto".into());
+        let timezone: chrono_tz::Tz = tz_raw.parse().map_err(|_| {
+            bad(
+                "CEDAR_TIMEZONE",
+                format!("{tz_raw:?} is not an IANA time zone name (e.g. America/Toronto)"),
+            )
+        })?;
+
+        let log_level = pick(&args.log_level, file.log_level).unwrap_or_else(|| "info".into());
+        tracing_subscriber::EnvFilter::try_new(&log_level).map_err(|e| {
+            bad(
+                "CEDAR_LOG_LEVEL",
+                format!("{log_level:?} is not a log filter: {e}"),
+            )
+        })?;
+
+        let log_format = match pick(&args.log_format, file.log_format)
+            .as_deref()
+            .unwrap_or("text")
+        {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(bad(
+                    "CEDAR_LOG_FORMAT",
+                    format!("{other:?} is not one of: text, json"),
+                ));
+            }
+        };
+
+        let request_timeout = Duration::from_secs(
+            match pick(
+                &args.request_timeout_secs,
+                file.request_timeout_secs.map(|n| n.to_string()),
+            ) {
+                None => 30,
+                Some(raw) => parse_range("CEDAR_REQUEST_TIMEOUT_SECS", &raw, 1, 3600)?,
+            },
+        );
+        let body_limit_bytes = match pick(
+            &args.body_limit_bytes,
+            file.body_limit_bytes.map(|n| n.to_string()),
+        ) {
+            None => 1024 * 1024,
+            Some(raw) => parse_range("CEDAR_BODY_LIMIT_BYTES", &raw, 1024, 1 << 30)? as usize,
+        };
+        let cors_origins = parse_cors(
+            pick(&args.cors_origins, file.cors_origins)
+                .as_deref()
+                .unwrap_or("*"),
+        )?;
+        let shutdown_grace = Duration::from_secs(
+            match pick(
+                &args.shutdown_grace_secs,
+                file.shutdown_grace_secs.map(|n| n.to_string()),
+            ) {
+                None => 30,
+                Some(raw) => parse_range("CEDAR_SHUTDOWN_GRACE_SECS", &raw, 0, 3600)?,
+            },
+        );
+
+        Ok(Self {
+            addr,
+            data_dir,
+            database_url,
+            db_max_connections,
+            timezone,
+            log_level,
+            log_format,
+            request_timeout,
+            body_limit_bytes,
+            cors_origins,
+            shutdown_grace,
+        })
+    }
+}
+
+fn load_file(explicit: Option<&Path>) -> Result<FileSettings, ConfigError> {
+    let path = match explicit {
+        Some(path) => path.to_path_buf(),
+        None => {
+            let default = PathBuf::from("cedar.toml");
+            if !default.exists() {
+                return Ok(FileSettings::default());
+            }
+            default
+        }
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        bad(
+            "CEDAR_CONFIG",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    toml::from_str(&text).map_err(|e| {
+        let message = e.message().to_owned();
+        bad("CEDAR_CONFIG", format!("{}: {message}", path.display()))
+    })
+}
+
+fn parse_range(setting: &'static str, raw: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+    match raw.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(bad(
+            setting,
+            format!("{raw:?} is not a whole number between {min} and {max}"),
+        )),
+    }
+}
+
+fn parse_database_url(raw: &str) -> Result<DatabaseUrl, ConfigError> {
+    let raw = raw.trim();
+    if let Some(rest) = raw
+        .strip_prefix("sqlite://")
+        .or_else(|| raw.strip_prefix("sqlite:"))
+    {
+        let path = rest.split('?').next().unwrap_or_default();
+        if path.is_empty() {
+            return Err(bad(
+                "DATABASE_URL",
+                "a sqlite URL needs a file path, e.g. sqlite://./cedar-data/cedar.db",
+            ));
+        }
+        return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
+    }
+    if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+        let parsed = url::Url::parse(raw)
+            .map_err(|e| bad("DATABASE_URL", format!("not a valid PostgreSQL URL: {e}")))?;
+        if parsed.host_str().is_none_or(str::is_empty) && !raw.contains("host=") {
+            return Err(bad(
+                "DATABASE_URL",
+                "a PostgreSQL URL needs a host, e.g. postgres://user@127.0.0.1:5432/cedar",
+            ));
+        }
+        return Ok(DatabaseUrl::Postgres(raw.to_owned()));
+    }
+    // Never echo the value: it may hold a password.
+    Err(bad(
+        "DATABASE_URL",
+        "must start with sqlite:// or postgres://",
+    ))
+}
+
+fn parse_cors(raw: &str) -> Result<CorsOrigins, ConfigError> {
+    let raw = raw.trim();
+    match raw {
+        "*" => return Ok(CorsOrigins::Any),
+        "" | "none" => return Ok(CorsOrigins::None),
+        _ => {}
+    }
+    let mut origins = Vec::new();
+    for origin in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let parsed = url::Url::parse(origin).map_err(|_| {
+            bad(
+                "CEDAR_CORS_ORIGINS",
+                format!("{origin:?} is not an origin like https://app.example.com"),
+            )
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https")
+            || parsed.path() != "/"
+            || parsed.query().is_some()
+        {
+            return Err(bad(
+                "CEDAR_CORS_ORIGINS",
+                format!("{origin:?} is not an origin like https://app.example.com"),
+            ));
+        }
+        origins.push(origin.trim_end_matches('/').to_owned());
+    }
+    Ok(CorsOrigins::List(origins))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> SettingsArgs {
+        SettingsArgs {
+            config: Some(PathBuf::from("/dev/null")),
+            ..SettingsArgs::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_sane() {
+        let s = Settings::resolve(&args(), None).unwrap();
+        assert_eq!(s.addr.to_string(), "127.0.0.1:8000");
+        assert_eq!(
+            s.database_url,
+            DatabaseUrl::Sqlite(PathBuf::from("./cedar-data/cedar.db"))
+        );
+        assert_eq!(s.timezone, chrono_tz::America::Toronto);
+        assert_eq!(s.body_limit_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn each_bad_setting_is_named() {
+        let cases: Vec<(SettingsArgs, Option<&str>, &str)> = vec![
+            (
+                SettingsArgs {
+                    timezone: Some("Mars/Olympus".into()),
+                    ..args()
+                },
+                None,
+                "CEDAR_TIMEZONE",
+            ),
+            (
+                SettingsArgs {
+                    database_url: Some("mysql://x".into()),
+                    ..args()
+                },
+                None,
+                "DATABASE_URL",
+            ),
+            (
+                SettingsArgs {
+                    log_format: Some("xml".into()),
+                    ..args()
+                },
+                None,
+                "CEDAR_LOG_FORMAT",
+            ),
+            (
+                SettingsArgs {
+                    body_limit_bytes: Some("-1".into()),
+                    ..args()
+                },
+                None,
+                "CEDAR_BODY_LIMIT_BYTES",
+            ),
+            (
+                SettingsArgs {
+                    cors_origins: Some("not a url".into()),
+                    ..args()
+                },
+                None,
+                "CEDAR_CORS_ORIGINS",
+            ),
+            (args(), Some("localhost"), "CEDAR_ADDR"),
+        ];
+        for (a, addr, setting) in cases {
+            let err = Settings::resolve(&a, addr).unwrap_err();
+            assert_eq!(err.setting, setting, "{err}");
+            assert!(!err.to_string().contains('\n'));
+        }
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        let a = SettingsArgs {
+            database_url: Some("postgres://cedar:hunter2@db:5432/cedar".into()),
+            ..args()
+        };
+        let s = Settings::resolve(&a, None).unwrap();
+        let shown = format!("{s:?} {}", s.database_url);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let err = Settings::resolve(
+            &SettingsArgs {
+                database_url: Some("mysql://u:hunter2@x".into()),
+                ..args()
+            },
+            None,
+        )
+        .unwrap_err();
+        assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn settings_file_is_read_and_checked() {
+        let dir = std::env::temp_dir().join(format!("cedar-cfg-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.toml");
+        std::fs::write(
+            &good,
+            "timezone = \"America/Vancouver\"\nrequest_timeout_secs = 5\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(
+            &SettingsArgs {
+                config: Some(good),
+                ..SettingsArgs::default()
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.timezone, chrono_tz::America::Vancouver);
+        assert_eq!(s.request_timeout, Duration::from_secs(5));
+
+        let typo = dir.join("typo.toml");
+        std::fs::write(&typo, "time_zone = \"UTC\"\n").unwrap();
+        let err = Settings::resolve(
+            &SettingsArgs {
+                config: Some(typo),
+                ..SettingsArgs::default()
+            },
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(err.setting, "CEDAR_CONFIG");
+        assert!(err.to_string().contains("time_zone"), "{err}");
+        std::fs::remove_dir_all(dir).ok();
+    }
+}

@@ -1,0 +1,244 @@
+//! The database: one enum over the two typed pools, embedded migrations, readiness, and the
+//! registry that maps constraint names to domain errors.
+//!
+//! Queries are written once, with `$1` placeholders, and run on either backend through
+//! [`on_db!`](crate::on_db) / [`on_tx!`](crate::on_tx), which expand the same code for each
+//! typed pool so both are checked by the compiler.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+
+use crate::config::{DatabaseUrl, Settings};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// A connection pool on either backend. Cheap to clone.
+#[derive(Debug, Clone)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// A transaction on either backend.
+pub enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+/// Runs the same expression against whichever pool `db` holds:
+/// `on_db!(db, pool => sqlx::query("…").bind(x).execute(pool).await)`.
+#[macro_export]
+macro_rules! on_db {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite($pool) => $body,
+            $crate::db::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Like [`on_db!`] for a transaction: `on_tx!(tx, conn => query.execute(&mut **conn).await)`.
+#[macro_export]
+macro_rules! on_tx {
+    ($tx:expr, $conn:ident => $body:expr) => {
+        match $tx {
+            $crate::db::Tx::Sqlite($conn) => $body,
+            $crate::db::Tx::Postgres($conn) => $body,
+        }
+    };
+}
+
+impl Db {
+    /// Opens the pool (creating the SQLite file and its directory if needed).
+    pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
+        match &settings.database_url {
+            DatabaseUrl::Sqlite(path) => {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).with_context(|| {
+                        format!("creating database directory {}", parent.display())
+                    })?;
+                }
+                let options = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(10));
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(settings.db_max_connections)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await
+                    .with_context(|| format!("opening SQLite database {}", path.display()))?;
+                Ok(Self::Sqlite(pool))
+            }
+            DatabaseUrl::Postgres(url) => {
+                let options = PgConnectOptions::from_str(url)
+                    .context("parsing DATABASE_URL")?
+                    .application_name("cedar");
+                let pool = PgPoolOptions::new()
+                    .max_connections(settings.db_max_connections)
+                    .acquire_timeout(Duration::from_secs(5))
+                    .connect_with(options)
+                    .await
+                    .with_context(|| {
+                        format!("connecting to {}", settings.database_url.redacted())
+                    })?;
+                Ok(Self::Postgres(pool))
+            }
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Sqlite(_) => Backend::Sqlite,
+            Self::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    fn migrator(&self) -> &'static Migrator {
+        match self {
+            Self::Sqlite(_) => &SQLITE_MIGRATIONS,
+            Self::Postgres(_) => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    /// Applies pending migrations; returns how many were applied now. Safe to run repeatedly
+    /// and from several processes at once (PostgreSQL takes an advisory lock).
+    pub async fn migrate(&self) -> anyhow::Result<usize> {
+        let before = self.applied_migrations().await.unwrap_or(0);
+        on_db!(self, pool => self.migrator().run(pool).await)
+            .context("applying database migrations")?;
+        let after = self.applied_migrations().await?;
+        Ok(after.saturating_sub(before))
+    }
+
+    /// Number of migrations embedded in this binary for this backend.
+    pub fn known_migrations(&self) -> usize {
+        self.migrator()
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration())
+            .count()
+    }
+
+    /// Number of successfully applied migrations recorded in the database.
+    pub async fn applied_migrations(&self) -> anyhow::Result<usize> {
+        const SQL: &str = "SELECT COUNT(*) FROM _sqlx_migrations WHERE success";
+        let count: i64 = on_db!(self, pool => sqlx::query_scalar(SQL).fetch_one(pool).await)?;
+        Ok(count as usize)
+    }
+
+    /// `Ok` when the database answers and every embedded migration has been applied.
+    pub async fn check_ready(&self) -> Result<usize, String> {
+        let ping = on_db!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()));
+        ping.map_err(|e| format!("database unreachable: {e}"))?;
+        let applied = self
+            .applied_migrations()
+            .await
+            .map_err(|_| "database has not been migrated".to_owned())?;
+        let known = self.known_migrations();
+        if applied < known {
+            return Err(format!(
+                "database is migrated to {applied} of {known} migrations"
+            ));
+        }
+        Ok(applied)
+    }
+
+    /// Starts a transaction. On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`),
+    /// so two writers queue on the busy timeout instead of failing on lock upgrade.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Self::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Self::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// (connections in use, idle connections).
+    pub fn pool_usage(&self) -> (u32, u32) {
+        let (size, idle) = on_db!(self, pool => (pool.size(), pool.num_idle() as u32));
+        (size.saturating_sub(idle), idle)
+    }
+
+    pub async fn close(&self) {
+        on_db!(self, pool => pool.close().await);
+    }
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        on_tx!(self, tx => tx.commit().await)
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        on_tx!(self, tx => tx.rollback().await)
+    }
+}
+
+/// What a violated constraint means to the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConstraintKind {
+    /// → 409 Conflict.
+    Unique,
+    /// → 422 on `field`.
+    ForeignKey,
+    /// → 422 on `field`.
+    Check,
+}
+
+/// A named constraint and the domain error it stands for. Slices list theirs in
+/// [`CONSTRAINTS`]; the names are the same on both backends (PostgreSQL reports the name,
+/// SQLite the columns, given in `sqlite_columns` as in its message: `table.col, table.col`).
+#[derive(Debug, Clone, Copy)]
+pub struct Constraint {
+    pub name: &'static str,
+    pub sqlite_columns: &'static str,
+    pub kind: ConstraintKind,
+    pub field: &'static str,
+    pub message: &'static str,
+}
+
+/// Every constraint the API knows how to explain, gathered from the slices.
+pub static CONSTRAINTS: &[&[Constraint]] = &[crate::app::idempotency::CONSTRAINTS];
+
+pub fn find_constraint(name: &str) -> Option<&'static Constraint> {
+    CONSTRAINTS
+        .iter()
+        .flat_map(|list| list.iter())
+        .find(|c| c.name == name)
+}
+
+/// SQLite: `UNIQUE constraint failed: users.email` (or `... index 'name'` for expression
+/// indexes, which we name like the PostgreSQL constraint).
+pub fn find_constraint_by_sqlite_message(message: &str) -> Option<&'static Constraint> {
+    let detail = message.split_once("constraint failed: ")?.1.trim();
+    let index_name = detail
+        .strip_prefix("index '")
+        .and_then(|s| s.strip_suffix('\''));
+    CONSTRAINTS.iter().flat_map(|list| list.iter()).find(|c| {
+        Some(c.name) == index_name || (!c.sqlite_columns.is_empty() && c.sqlite_columns == detail)
+    })
+}

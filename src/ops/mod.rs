@@ -1,0 +1,84 @@
+//! Operations endpoints: liveness, readiness, Prometheus metrics.
+//! (`/openapi.json` and `/docs` are mounted by the router from the same annotations.)
+
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::{AppState, Json};
+use crate::error::ApiError;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(metrics))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok` when the process answers.
+    status: &'static str,
+    version: &'static str,
+    uptime_seconds: u64,
+}
+
+/// Liveness: the process is up and serving HTTP. Does not touch the database.
+#[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200, body = Health)))]
+async fn health(State(state): State<AppState>) -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: state.started_at.elapsed().as_secs(),
+    })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready`.
+    status: &'static str,
+    /// `sqlite` or `postgres`.
+    database: &'static str,
+    /// Migrations applied.
+    migrations: usize,
+}
+
+/// Readiness: the database answers and every migration this binary knows is applied.
+#[utoipa::path(get, path = "/ready", tag = "ops", responses(
+    (status = 200, body = Readiness),
+    (status = 503, description = "Database unreachable or not migrated", body = crate::error::Problem, content_type = "application/problem+json"),
+))]
+async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
+    match state.db.check_ready().await {
+        Ok(migrations) => Ok(Json(Readiness {
+            status: "ready",
+            database: state.db.backend().as_str(),
+            migrations,
+        })),
+        Err(reason) => {
+            tracing::warn!(reason, "not ready");
+            Err(ApiError::Unavailable(reason))
+        }
+    }
+}
+
+/// Prometheus text exposition: HTTP requests by route and status, latency histograms,
+/// database pool usage.
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+async fn metrics(State(state): State<AppState>) -> Response {
+    let (in_use, idle) = state.db.pool_usage();
+    metrics::gauge!("db_pool_connections", "state" => "in_use").set(f64::from(in_use));
+    metrics::gauge!("db_pool_connections", "state" => "idle").set(f64::from(idle));
+    metrics::gauge!("process_uptime_seconds").set(state.started_at.elapsed().as_secs_f64());
+    state.metrics.run_upkeep();
+    let mut response = state.metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
