@@ -226,13 +226,21 @@ impl Settings {
             database_url: database_url.map(str::to_owned),
             ..SettingsArgs::default()
         };
-        Self::resolve(&args, None)
+        Self::merge(&args, None, FileSettings::default())
     }
 
     /// Merges flags/environment (already in `args`, by clap) over the settings file over
     /// defaults, and validates the result.
     pub fn resolve(args: &SettingsArgs, addr: Option<&str>) -> Result<Self, ConfigError> {
         let file = load_file(args.config.as_deref())?;
+        Self::merge(args, addr, file)
+    }
+
+    fn merge(
+        args: &SettingsArgs,
+        addr: Option<&str>,
+        file: FileSettings,
+    ) -> Result<Self, ConfigError> {
         let pick = |flag: &Option<String>, from_file: Option<String>| flag.clone().or(from_file);
 
         let addr_raw = addr

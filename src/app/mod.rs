@@ -172,12 +172,27 @@ pub async fn serve(settings: Settings, no_worker: bool) -> anyhow::Result<()> {
         worker = !no_worker,
         "cedar is listening; API docs at /docs"
     );
-    let housekeeping = tokio::spawn(housekeeping(state.clone()));
+    let housekeeping = tokio::spawn(housekeeping(state.clone(), !no_worker));
+    let result =
+        run_until_shutdown(listener, router(state.clone()), shutdown_signal(), grace).await;
+    housekeeping.abort();
+    state.db.close().await;
+    tracing::info!("stopped");
+    result
+}
 
+/// Serves `app` on `listener` until `shutdown` completes, then stops accepting connections and
+/// gives in-flight requests up to `grace` to finish.
+pub async fn run_until_shutdown(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: std::time::Duration,
+) -> anyhow::Result<()> {
     let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
-    let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown_signal().await;
+        shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");
         let _ = signalled_tx.send(());
     });
@@ -186,21 +201,25 @@ pub async fn serve(settings: Settings, no_worker: bool) -> anyhow::Result<()> {
         result = &mut server => result??,
         _ = signalled_rx => match tokio::time::timeout(grace, &mut server).await {
             Ok(result) => result??,
-            Err(_) => tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing open connections"),
+            Err(_) => {
+                server.abort();
+                tracing::warn!(grace_secs = grace.as_secs(), "grace period over; closing open connections");
+            }
         },
     }
-    housekeeping.abort();
-    state.db.close().await;
-    tracing::info!("stopped");
     Ok(())
 }
 
-/// Periodic in-process upkeep: expired idempotency keys, metrics histograms.
-async fn housekeeping(state: AppState) {
+/// Periodic in-process upkeep: metrics histograms, and (when this process runs the worker)
+/// expired idempotency keys.
+async fn housekeeping(state: AppState, purge: bool) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
     loop {
         tick.tick().await;
         state.metrics.run_upkeep();
+        if !purge {
+            continue;
+        }
         match idempotency::purge_expired(&state.db).await {
             Ok(0) => {}
             Ok(purged) => tracing::debug!(purged, "expired idempotency keys removed"),

@@ -1,0 +1,254 @@
+//! Test harness: the real router on 127.0.0.1:0 with a fresh database per test, on SQLite
+//! and (when `TEST_DATABASE_URL` is set) on PostgreSQL.
+
+use std::str::FromStr;
+use std::sync::Once;
+
+use axum::Router;
+use cedar::app::AppState;
+use cedar::config::Settings;
+use sqlx::ConnectOptions;
+use sqlx::postgres::PgConnectOptions;
+use tokio::sync::oneshot;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates `sqlite::<name>` and `postgres::<name>` tests from `async fn <name>(Backend)`.
+/// The PostgreSQL variants run when `TEST_DATABASE_URL` is set (`.ci/run` always sets it)
+/// and say so on stderr when it is not.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if $crate::common::postgres_enabled() {
+                        super::$name($crate::common::Backend::Postgres).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+pub fn postgres_url() -> Option<String> {
+    std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+pub fn postgres_enabled() -> bool {
+    static NOTICE: Once = Once::new();
+    let enabled = postgres_url().is_some();
+    if !enabled {
+        NOTICE.call_once(|| {
+            eprintln!("note: TEST_DATABASE_URL is not set; PostgreSQL variants did not run")
+        });
+    }
+    enabled
+}
+
+/// A database that exists for one test and is removed afterwards.
+pub struct TestDatabase {
+    pub url: Option<String>,
+    pub data_dir: tempfile::TempDir,
+    pg_name: Option<String>,
+}
+
+impl TestDatabase {
+    pub async fn create(backend: Backend) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        match backend {
+            Backend::Sqlite => Self {
+                url: None,
+                data_dir,
+                pg_name: None,
+            },
+            Backend::Postgres => {
+                let admin_url = postgres_url().expect("TEST_DATABASE_URL");
+                let name = format!("cedar_test_{}", uuid::Uuid::now_v7().simple());
+                let mut admin = PgConnectOptions::from_str(&admin_url)
+                    .expect("TEST_DATABASE_URL is a PostgreSQL URL")
+                    .connect()
+                    .await
+                    .expect("PostgreSQL at TEST_DATABASE_URL is reachable");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut admin)
+                    .await
+                    .expect("create test database");
+                let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL parses");
+                url.set_path(&name);
+                Self {
+                    url: Some(url.to_string()),
+                    data_dir,
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+
+    pub fn settings(&self) -> Settings {
+        Settings::for_data_dir(self.data_dir.path(), self.url.as_deref()).expect("test settings")
+    }
+
+    /// Drops the PostgreSQL database now, terminating its connections (the "database went
+    /// away" case).
+    pub async fn drop_now(&self) {
+        if let Some(name) = &self.pg_name {
+            drop_postgres_database(name).await;
+        }
+    }
+}
+
+async fn drop_postgres_database(name: &str) {
+    let Some(admin_url) = postgres_url() else {
+        return;
+    };
+    if let Ok(mut admin) = PgConnectOptions::from_str(&admin_url)
+        .expect("url")
+        .connect()
+        .await
+    {
+        let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut admin)
+            .await;
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some(name) = self.pg_name.take() {
+            // Drop runs outside async context; use a private runtime on a plain thread.
+            let _ = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime")
+                    .block_on(drop_postgres_database(&name));
+            })
+            .join();
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    pub database: TestDatabase,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Stops accepting connections; in-flight requests may finish. Returns when the server
+    /// has stopped.
+    pub async fn shutdown(&mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.server.take() {
+            Some(server) => server.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+/// Starts the application with a fresh, migrated database.
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, Router::new(), |_| {}).await
+}
+
+/// Starts the application with extra probe routes and adjusted settings.
+pub async fn spawn_app_with(
+    backend: Backend,
+    extra: Router<AppState>,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let database = TestDatabase::create(backend).await;
+    let mut settings = database.settings();
+    adjust(&mut settings);
+    let state = AppState::init(settings).await.expect("app state");
+    start(state, database, extra).await
+}
+
+/// Starts the application over an already built state.
+pub async fn start(state: AppState, database: TestDatabase, extra: Router<AppState>) -> TestApp {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = cedar::app::router_with(state.clone(), extra);
+    let (tx, rx) = oneshot::channel::<()>();
+    let grace = state.settings.shutdown_grace;
+    let server = tokio::spawn(cedar::app::run_until_shutdown(
+        listener,
+        app,
+        async move {
+            let _ = rx.await;
+        },
+        grace,
+    ));
+    TestApp {
+        base: format!("http://{addr}"),
+        client: reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client"),
+        state,
+        database,
+        shutdown: Some(tx),
+        server: Some(server),
+    }
+}
+
+/// Asserts an RFC 9457 problem response with this status and returns its body.
+pub async fn assert_problem(response: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status, "unexpected status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(content_type.as_deref(), Some("application/problem+json"));
+    let body: serde_json::Value = response.json().await.expect("problem body is JSON");
+    assert_eq!(body["status"], status, "{body}");
+    for field in ["type", "title", "detail"] {
+        assert!(body[field].is_string(), "problem lacks {field}: {body}");
+    }
+    body
+}

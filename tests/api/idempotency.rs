@@ -1,0 +1,301 @@
+//! `Idempotency-Key`: replay, misuse, concurrency, failures that may be retried.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::post;
+use cedar::app::{AppState, Json};
+use cedar::error::ApiError;
+use serde_json::{Value, json};
+
+use crate::backend_tests;
+use crate::common::{Backend, TestApp, assert_problem, spawn_app_with};
+
+/// A probe that counts how often it really ran; each run returns a new id.
+fn counting_probes(runs: Arc<AtomicUsize>) -> Router<AppState> {
+    let slow_runs = runs.clone();
+    let flaky_runs = runs.clone();
+    Router::new()
+        .route(
+            "/probe/things",
+            post(move |Json(input): Json<Value>| {
+                let runs = runs.clone();
+                async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    let id = uuid::Uuid::now_v7();
+                    (
+                        StatusCode::CREATED,
+                        [("location", format!("/probe/things/{id}"))],
+                        Json(json!({"id": id, "input": input})),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/probe/slow-things",
+            post(move || {
+                let runs = slow_runs.clone();
+                async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(700)).await;
+                    (
+                        StatusCode::CREATED,
+                        Json(json!({"id": uuid::Uuid::now_v7()})),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/probe/flaky",
+            post(move || {
+                let runs = flaky_runs.clone();
+                async move {
+                    if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+                        Err(ApiError::Internal(anyhow::anyhow!("first attempt fails")))
+                    } else {
+                        Ok((StatusCode::CREATED, Json(json!({"ok": true}))))
+                    }
+                }
+            }),
+        )
+}
+
+async fn app_with_counter(backend: Backend) -> (TestApp, Arc<AtomicUsize>) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    (
+        spawn_app_with(backend, counting_probes(runs.clone()), |_| {}).await,
+        runs,
+    )
+}
+
+async fn send(
+    app: &TestApp,
+    path: &str,
+    key: Option<&str>,
+    body: Value,
+    auth: Option<&str>,
+) -> reqwest::Response {
+    let mut request = app.client.post(app.url(path)).json(&body);
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    if let Some(auth) = auth {
+        request = request.header("authorization", auth);
+    }
+    request.send().await.unwrap()
+}
+
+async fn retry_with_same_key_returns_first_response(backend: Backend) {
+    let (app, runs) = app_with_counter(backend).await;
+    let first = send(&app, "/probe/things", Some("key-1"), json!({"n": 1}), None).await;
+    assert_eq!(first.status(), 201);
+    let location = first.headers()["location"].clone();
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first_body: Value = first.json().await.unwrap();
+
+    let second = send(&app, "/probe/things", Some("key-1"), json!({"n": 1}), None).await;
+    assert_eq!(second.status(), 201);
+    assert_eq!(second.headers()["idempotent-replayed"], "true");
+    assert_eq!(second.headers()["location"], location);
+    assert_eq!(second.headers()["content-type"], "application/json");
+    let second_body: Value = second.json().await.unwrap();
+    assert_eq!(first_body, second_body);
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the retry must not run the handler again"
+    );
+
+    // Without a key every request runs.
+    send(&app, "/probe/things", None, json!({"n": 1}), None).await;
+    send(&app, "/probe/things", None, json!({"n": 1}), None).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 3);
+}
+
+async fn same_key_with_other_body_is_422(backend: Backend) {
+    let (app, runs) = app_with_counter(backend).await;
+    send(&app, "/probe/things", Some("key-2"), json!({"n": 1}), None).await;
+    let misuse = send(&app, "/probe/things", Some("key-2"), json!({"n": 2}), None).await;
+    let body = assert_problem(misuse, 422).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("different request")
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+async fn keys_are_per_caller(backend: Backend) {
+    let (app, runs) = app_with_counter(backend).await;
+    let a: Value = send(
+        &app,
+        "/probe/things",
+        Some("shared"),
+        json!({}),
+        Some("Bearer alice"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let b: Value = send(
+        &app,
+        "/probe/things",
+        Some("shared"),
+        json!({}),
+        Some("Bearer bob"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_ne!(a["id"], b["id"]);
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+async fn concurrent_requests_with_one_key_run_once(backend: Backend) {
+    let (app, runs) = app_with_counter(backend).await;
+    let requests = (0..5).map(|_| send(&app, "/probe/slow-things", Some("race"), json!({}), None));
+    let responses = futures_util::future::join_all(requests).await;
+    let statuses: Vec<u16> = responses.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 409).count(),
+        4,
+        "{statuses:?}"
+    );
+    for response in responses.into_iter().filter(|r| r.status() == 409) {
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert_problem(response, 409).await;
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    // Once finished, a retry is a replay.
+    let replay = send(&app, "/probe/slow-things", Some("race"), json!({}), None).await;
+    assert_eq!(replay.status(), 201);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+async fn server_errors_are_not_stored(backend: Backend) {
+    let (app, runs) = app_with_counter(backend).await;
+    let first = send(&app, "/probe/flaky", Some("flaky-1"), json!({}), None).await;
+    assert_problem(first, 500).await;
+    let second = send(&app, "/probe/flaky", Some("flaky-1"), json!({}), None).await;
+    assert_eq!(second.status(), 201);
+    assert!(second.headers().get("idempotent-replayed").is_none());
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+async fn client_errors_are_replayed(backend: Backend) {
+    let (app, runs) = app_with_counter(backend).await;
+    let bad = app
+        .client
+        .post(app.url("/probe/things"))
+        .header("idempotency-key", "bad-1")
+        .header("content-type", "application/json")
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(bad, 400).await;
+    let again = app
+        .client
+        .post(app.url("/probe/things"))
+        .header("idempotency-key", "bad-1")
+        .header("content-type", "application/json")
+        .body("{oops")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_problem(again, 400).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+}
+
+async fn invalid_key_is_400(backend: Backend) {
+    let (app, runs) = app_with_counter(backend).await;
+    let long = "k".repeat(300);
+    assert_problem(
+        send(&app, "/probe/things", Some(&long), json!({}), None).await,
+        400,
+    )
+    .await;
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+}
+
+async fn expired_keys_run_again(backend: Backend) {
+    let (app, runs) = app_with_counter(backend).await;
+    send(&app, "/probe/things", Some("old"), json!({}), None).await;
+    // Age the stored key past its 24 h.
+    let past = chrono::Utc::now() - chrono::Duration::hours(25);
+    cedar::on_db!(&app.state.db, pool => sqlx::query("UPDATE idempotency_keys SET expires_at = $1")
+        .bind(past).execute(pool).await.map(|_| ()))
+    .unwrap();
+    let again = send(&app, "/probe/things", Some("old"), json!({}), None).await;
+    assert!(again.headers().get("idempotent-replayed").is_none());
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+
+    send(&app, "/probe/things", Some("other"), json!({}), None).await;
+    cedar::on_db!(&app.state.db, pool => sqlx::query("UPDATE idempotency_keys SET expires_at = $1")
+        .bind(past).execute(pool).await.map(|_| ()))
+    .unwrap();
+    assert_eq!(
+        cedar::app::idempotency::purge_expired(&app.state.db)
+            .await
+            .unwrap(),
+        2
+    );
+}
+
+async fn abandoned_in_progress_key_is_taken_over(backend: Backend) {
+    let (app, runs) = app_with_counter(backend).await;
+    // A process died while holding the key: the row is in progress with an old lease.
+    let now = chrono::Utc::now();
+    let past = now - chrono::Duration::minutes(5);
+    let body = serde_json::to_vec(&json!({"n": 7})).unwrap();
+    let fingerprint = {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update("POST");
+        h.update([0]);
+        h.update("/probe/things");
+        h.update([0]);
+        h.update(&body);
+        hex::encode(h.finalize())
+    };
+    cedar::on_db!(&app.state.db, pool => sqlx::query("INSERT INTO idempotency_keys (scope, idempotency_key, \
+        request_hash, state, locked_until, created_at, expires_at) VALUES ('anonymous', 'crashed', $1, 'in_progress', $2, $2, $3)")
+        .bind(&fingerprint).bind(past).bind(now + chrono::Duration::hours(20)).execute(pool).await.map(|_| ()))
+    .unwrap();
+    let response = app
+        .client
+        .post(app.url("/probe/things"))
+        .header("idempotency-key", "crashed")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+backend_tests!(
+    retry_with_same_key_returns_first_response,
+    same_key_with_other_body_is_422,
+    keys_are_per_caller,
+    concurrent_requests_with_one_key_run_once,
+    server_errors_are_not_stored,
+    client_errors_are_replayed,
+    invalid_key_is_400,
+    expired_keys_run_again,
+    abandoned_in_progress_key_is_taken_over,
+);
