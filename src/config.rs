@@ -35,6 +35,28 @@ pub enum Command {
     Migrate,
     /// Print the OpenAPI document (JSON) and exit.
     Openapi,
+    /// Administration tasks.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create an admin account (the first one, typically). Migrates the database first.
+    Create(AdminCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AdminCreateArgs {
+    /// The admin's email address (also their sign-in name).
+    #[arg(long)]
+    pub email: String,
+    /// At least 8 characters. Prefer CEDAR_ADMIN_PASSWORD to keep it out of shell history.
+    #[arg(long, env = "CEDAR_ADMIN_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Display name.
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +137,50 @@ pub struct SettingsArgs {
         value_name = "SECS"
     )]
     pub shutdown_grace_secs: Option<String>,
+    /// The URL clients use to reach Cedar; the issuer of its tokens is URL/auth/v1
+    /// [default: http://CEDAR_ADDR].
+    #[arg(long, env = "CEDAR_PUBLIC_URL", global = true, value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Lifetime of access tokens issued by Cedar, in seconds [default: 3600].
+    #[arg(
+        long,
+        env = "CEDAR_ACCESS_TOKEN_SECS",
+        global = true,
+        value_name = "SECS"
+    )]
+    pub access_token_secs: Option<String>,
+    /// PEM file (PKCS#8, P-256) with Cedar's token signing key; created with mode 0600 when
+    /// missing [default: DATA_DIR/jwt-es256.pem].
+    #[arg(long, env = "CEDAR_JWT_KEY_FILE", global = true, value_name = "FILE")]
+    pub jwt_key_file: Option<String>,
+    /// Who may create a parent account: `open` (anyone may sign up) or `invite` (admins
+    /// create accounts) [default: open].
+    #[arg(long, env = "CEDAR_SIGNUP", global = true, value_name = "POLICY")]
+    pub signup: Option<String>,
+    /// Supabase project URL: accept Supabase Auth tokens, verified with the project's JWKS;
+    /// Cedar's own /auth/v1 sign-in is then off.
+    #[arg(long, env = "SUPABASE_URL", global = true, value_name = "URL")]
+    pub supabase_url: Option<String>,
+    /// Supabase legacy JWT secret: accept HS256 tokens signed with it.
+    #[arg(
+        long,
+        env = "SUPABASE_JWT_SECRET",
+        global = true,
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub supabase_jwt_secret: Option<String>,
+    /// Sign-in and sign-up attempts allowed per client IP per minute [default: 30].
+    #[arg(long, env = "CEDAR_AUTH_RATE_PER_IP", global = true, value_name = "N")]
+    pub auth_rate_per_ip: Option<String>,
+    /// Sign-in attempts allowed per account per 15 minutes [default: 10].
+    #[arg(
+        long,
+        env = "CEDAR_AUTH_RATE_PER_ACCOUNT",
+        global = true,
+        value_name = "N"
+    )]
+    pub auth_rate_per_account: Option<String>,
 }
 
 /// Keys accepted in `cedar.toml`; unknown keys are an error so typos do not go unnoticed.
@@ -132,6 +198,14 @@ struct FileSettings {
     body_limit_bytes: Option<u64>,
     cors_origins: Option<String>,
     shutdown_grace_secs: Option<u64>,
+    public_url: Option<String>,
+    access_token_secs: Option<u64>,
+    jwt_key_file: Option<String>,
+    signup: Option<String>,
+    supabase_url: Option<String>,
+    supabase_jwt_secret: Option<String>,
+    auth_rate_per_ip: Option<u64>,
+    auth_rate_per_account: Option<u64>,
 }
 
 /// A start-up error: always names the setting.
@@ -153,6 +227,40 @@ fn bad(setting: &'static str, message: impl Into<String>) -> ConfigError {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// A secret setting: never shown by `Debug` or `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(********)")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignupPolicy {
+    Open,
+    Invite,
+}
+
+/// How bearer tokens are verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SupabaseAuth {
+    /// Project URL without a trailing slash; JWKS at URL/auth/v1/.well-known/jwks.json.
+    pub url: Option<String>,
+    pub jwt_secret: Option<Secret>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,6 +321,14 @@ pub struct Settings {
     pub body_limit_bytes: usize,
     pub cors_origins: CorsOrigins,
     pub shutdown_grace: Duration,
+    pub public_url: String,
+    pub access_token_ttl: Duration,
+    pub jwt_key_file: PathBuf,
+    pub signup: SignupPolicy,
+    /// `Some` when tokens come from Supabase Auth instead of Cedar's built-in auth.
+    pub supabase: Option<SupabaseAuth>,
+    pub auth_rate_per_ip: u32,
+    pub auth_rate_per_account: u32,
 }
 
 impl Settings {
@@ -343,7 +459,97 @@ impl Settings {
             },
         );
 
+        let public_url = match pick(&args.public_url, file.public_url) {
+            None => format!("http://{addr}"),
+            Some(raw) => {
+                let parsed = url::Url::parse(raw.trim())
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+                match parsed {
+                    Some(_) => raw.trim().trim_end_matches('/').to_owned(),
+                    None => {
+                        return Err(bad(
+                            "CEDAR_PUBLIC_URL",
+                            format!("{raw:?} is not an http(s) URL"),
+                        ));
+                    }
+                }
+            }
+        };
+        let access_token_ttl = Duration::from_secs(
+            match pick(
+                &args.access_token_secs,
+                file.access_token_secs.map(|n| n.to_string()),
+            ) {
+                None => 3600,
+                Some(raw) => parse_range("CEDAR_ACCESS_TOKEN_SECS", &raw, 60, 7 * 86_400)?,
+            },
+        );
+        let jwt_key_file = pick(&args.jwt_key_file, file.jwt_key_file)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| data_dir.join("jwt-es256.pem"));
+        let signup = match pick(&args.signup, file.signup).as_deref().unwrap_or("open") {
+            "open" => SignupPolicy::Open,
+            "invite" => SignupPolicy::Invite,
+            other => {
+                return Err(bad(
+                    "CEDAR_SIGNUP",
+                    format!("{other:?} is not one of: open, invite"),
+                ));
+            }
+        };
+        let supabase_url =
+            match pick(&args.supabase_url, file.supabase_url).filter(|s| !s.trim().is_empty()) {
+                None => None,
+                Some(raw) => match url::Url::parse(raw.trim()) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                        Some(raw.trim().trim_end_matches('/').to_owned())
+                    }
+                    _ => {
+                        return Err(bad(
+                            "SUPABASE_URL",
+                            format!("{raw:?} is not a URL like https://xyz.supabase.co"),
+                        ));
+                    }
+                },
+            };
+        let supabase_jwt_secret = match pick(&args.supabase_jwt_secret, file.supabase_jwt_secret) {
+            Some(raw) if raw.len() < 32 => {
+                return Err(bad(
+                    "SUPABASE_JWT_SECRET",
+                    "is shorter than 32 characters; copy it whole from the Supabase dashboard",
+                ));
+            }
+            other => other.map(Secret::new),
+        };
+        let supabase =
+            (supabase_url.is_some() || supabase_jwt_secret.is_some()).then_some(SupabaseAuth {
+                url: supabase_url,
+                jwt_secret: supabase_jwt_secret,
+            });
+        let auth_rate_per_ip = match pick(
+            &args.auth_rate_per_ip,
+            file.auth_rate_per_ip.map(|n| n.to_string()),
+        ) {
+            None => 30,
+            Some(raw) => parse_range("CEDAR_AUTH_RATE_PER_IP", &raw, 1, 1_000_000)? as u32,
+        };
+        let auth_rate_per_account = match pick(
+            &args.auth_rate_per_account,
+            file.auth_rate_per_account.map(|n| n.to_string()),
+        ) {
+            None => 10,
+            Some(raw) => parse_range("CEDAR_AUTH_RATE_PER_ACCOUNT", &raw, 1, 1_000_000)? as u32,
+        };
+
         Ok(Self {
+            public_url,
+            access_token_ttl,
+            jwt_key_file,
+            signup,
+            supabase,
+            auth_rate_per_ip,
+            auth_rate_per_account,
             addr,
             data_dir,
             database_url,
@@ -547,6 +753,12 @@ mod tests {
         )
         .unwrap_err();
         assert!(!err.to_string().contains("hunter2"));
+        let a = SettingsArgs {
+            supabase_jwt_secret: Some("super-secret-jwt-token-with-at-least-32-characters".into()),
+            ..args()
+        };
+        let s = Settings::resolve(&a, None).unwrap();
+        assert!(!format!("{s:?}").contains("super-secret"));
     }
 
     #[test]

@@ -222,7 +222,10 @@ pub struct Constraint {
 }
 
 /// Every constraint the API knows how to explain, gathered from the slices.
-pub static CONSTRAINTS: &[&[Constraint]] = &[crate::app::idempotency::CONSTRAINTS];
+pub static CONSTRAINTS: &[&[Constraint]] = &[
+    crate::app::idempotency::CONSTRAINTS,
+    crate::auth::CONSTRAINTS,
+];
 
 pub fn find_constraint(name: &str) -> Option<&'static Constraint> {
     CONSTRAINTS

@@ -67,6 +67,8 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("forbidden")]
     Forbidden,
+    #[error("forbidden: {0}")]
+    ForbiddenBecause(String),
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -112,7 +114,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Forbidden | Self::ForbiddenBecause(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict { .. } => StatusCode::CONFLICT,
@@ -190,6 +192,7 @@ impl ApiError {
             | Self::Unauthorized(d)
             | Self::UnsupportedMediaType(d)
             | Self::Unprocessable(d)
+            | Self::ForbiddenBecause(d)
             | Self::Unavailable(d) => d.clone(),
             Self::Forbidden => "Your role does not allow this action".to_owned(),
             Self::NotFound => "No such resource".to_owned(),
@@ -238,6 +241,11 @@ impl IntoResponse for ApiError {
             tracing::error!(error = format!("{error:#}"), "internal error");
         }
         let mut response = problem_response(self.status(), &self.problem());
+        if let Self::Unauthorized(_) = self {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let Self::RateLimited { retry_after_secs } = self {
             response
                 .headers_mut()

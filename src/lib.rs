@@ -3,12 +3,14 @@
 //! The binary (`src/main.rs`) only parses the command line and calls [`run`].
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod ops;
+pub mod privacy;
 
-use config::{Cli, Command, LogFormat, Settings};
+use config::{AdminCommand, Cli, Command, LogFormat, Settings};
 
 /// Runs one command of the `cedar` binary.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -36,6 +38,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             db.close().await;
             Ok(())
+        }
+        Command::Admin(AdminCommand::Create(args)) => {
+            let db = db::Db::connect(&settings).await?;
+            db.migrate().await?;
+            let password = match args.password {
+                Some(password) => password,
+                None => std::env::var("CEDAR_ADMIN_PASSWORD").unwrap_or_default(),
+            };
+            let result =
+                auth::create_admin_cli(&db, &args.email, password, args.name.as_deref()).await;
+            db.close().await;
+            match result {
+                Ok(user) => {
+                    println!("created admin {} ({})", user.email, user.id);
+                    Ok(())
+                }
+                Err(why) => {
+                    eprintln!("cedar: {why}");
+                    std::process::exit(2);
+                }
+            }
         }
         Command::Openapi => {
             println!("{}", app::openapi().to_pretty_json()?);

@@ -3,6 +3,8 @@
 mod extract;
 pub mod idempotency;
 mod middleware;
+pub mod pagination;
+pub mod ratelimit;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -32,6 +34,7 @@ pub use middleware::current_request_id;
 #[derive(Clone)]
 pub struct AppState {
     pub db: Db,
+    pub auth: Arc<crate::auth::Auth>,
     pub settings: Arc<Settings>,
     pub metrics: PrometheusHandle,
     pub started_at: Instant,
@@ -49,17 +52,19 @@ impl AppState {
                 "database migrated"
             );
         }
-        Ok(Self::new(db, settings))
+        Self::new(db, settings)
     }
 
     /// State over an existing pool, without migrating (tests use this to see `/ready` say 503).
-    pub fn new(db: Db, settings: Settings) -> Self {
-        Self {
+    pub fn new(db: Db, settings: Settings) -> anyhow::Result<Self> {
+        let auth = Arc::new(crate::auth::Auth::new(&settings)?);
+        Ok(Self {
             db,
+            auth,
             settings: Arc::new(settings),
             metrics: metrics_handle(),
             started_at: Instant::now(),
-        }
+        })
     }
 }
 
@@ -93,15 +98,42 @@ pub fn metrics_handle() -> PrometheusHandle {
         license(name = "MIT"),
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError)),
+    modifiers(&BearerAuth),
     tags(
+        (name = "auth", description = "Supabase-compatible sign-up, sign-in, tokens (GoTrue error shape)"),
+        (name = "me", description = "The signed-in user and their sessions"),
+        (name = "users", description = "Accounts and roles (admin)"),
+        (name = "privacy", description = "Audit trail"),
         (name = "ops", description = "Health, readiness, metrics and API documentation"),
     )
 )]
 struct ApiDoc;
 
+/// Declares the `bearer` security scheme the routes refer to.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
 /// All documented routes, before state and middleware.
 fn api_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(crate::ops::router())
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(crate::ops::router())
+        .merge(crate::auth::router())
+        .merge(crate::privacy::router())
 }
 
 /// The OpenAPI document, generated from the route annotations.

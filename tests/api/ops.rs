@@ -51,7 +51,12 @@ async fn not_ready_when_not_migrated(backend: Backend) {
     let database = TestDatabase::create(backend).await;
     let settings = database.settings();
     let db = Db::connect(&settings).await.unwrap();
-    let app = start(AppState::new(db.clone(), settings), database, Router::new()).await;
+    let app = start(
+        AppState::new(db.clone(), settings).unwrap(),
+        database,
+        Router::new(),
+    )
+    .await;
     let body = assert_problem(app.get("/ready").await, 503).await;
     assert!(
         body["detail"].as_str().unwrap().contains("migrated"),

@@ -1,0 +1,72 @@
+//! A small in-process fixed-window rate limiter, keyed by any string (an IP, an account).
+//!
+//! In-process is enough for a single-binary deployment; with several API processes each
+//! enforces its own window, which only makes the limit a small multiple looser.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub struct RateLimiter {
+    limit: u32,
+    window: Duration,
+    windows: Mutex<HashMap<String, (Instant, u32)>>,
+}
+
+impl RateLimiter {
+    pub fn new(limit: u32, window: Duration) -> Self {
+        Self {
+            limit,
+            window,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one attempt for `key`. `Err(seconds)` when over the limit: retry after that long.
+    pub fn check(&self, key: &str) -> Result<(), u64> {
+        let now = Instant::now();
+        let mut windows = self
+            .windows
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if windows.len() > 50_000 {
+            let window = self.window;
+            windows.retain(|_, (started, _)| now.duration_since(*started) < window);
+        }
+        let entry = windows.entry(key.to_owned()).or_insert((now, 0));
+        if now.duration_since(entry.0) >= self.window {
+            *entry = (now, 0);
+        }
+        if entry.1 >= self.limit {
+            let left = self.window.saturating_sub(now.duration_since(entry.0));
+            return Err(left.as_secs().max(1));
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allows_up_to_the_limit_per_key() {
+        let limiter = RateLimiter::new(2, Duration::from_secs(60));
+        assert!(limiter.check("a").is_ok());
+        assert!(limiter.check("a").is_ok());
+        let retry = limiter.check("a").unwrap_err();
+        assert!((1..=60).contains(&retry));
+        assert!(limiter.check("b").is_ok());
+    }
+
+    #[test]
+    fn window_resets() {
+        let limiter = RateLimiter::new(1, Duration::from_millis(20));
+        assert!(limiter.check("a").is_ok());
+        assert!(limiter.check("a").is_err());
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(limiter.check("a").is_ok());
+    }
+}

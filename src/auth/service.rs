@@ -1,0 +1,262 @@
+//! The authentication service kept in `AppState`: verifies bearer tokens (with a short cache of
+//! the user behind each session), issues Cedar's own tokens, and holds the sign-in rate limits.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::{Algorithm, Header};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::current_user::{AuthFailure, CurrentUser, Role};
+use super::keys::SigningKey;
+use super::store::{self, NewUser, UserRecord};
+use super::verify::{SupabaseVerifier, TokenError, verify_builtin};
+use crate::app::ratelimit::RateLimiter;
+use crate::config::{Settings, SignupPolicy};
+use crate::db::Db;
+use crate::privacy::audit::{self, AuditEvent};
+
+/// How long a verified session's user is reused without asking the database. Revocations made
+/// by this process drop the entry at once; other processes see them within this time.
+const USER_CACHE_TTL: Duration = Duration::from_secs(5);
+
+pub enum Mode {
+    /// Cedar issues and verifies its own tokens.
+    BuiltIn(SigningKey),
+    /// Supabase Auth issues tokens; Cedar only verifies them.
+    Supabase(SupabaseVerifier),
+}
+
+pub struct Auth {
+    pub mode: Mode,
+    /// `iss` of Cedar's own tokens: PUBLIC_URL/auth/v1.
+    pub issuer: String,
+    pub access_ttl: Duration,
+    pub signup: SignupPolicy,
+    pub ip_limiter: RateLimiter,
+    pub account_limiter: RateLimiter,
+    cache: Mutex<HashMap<Uuid, (CurrentUser, Instant)>>,
+}
+
+impl Auth {
+    pub fn new(settings: &Settings) -> anyhow::Result<Self> {
+        let issuer = format!("{}/auth/v1", settings.public_url);
+        let mode = match &settings.supabase {
+            Some(supabase) => Mode::Supabase(SupabaseVerifier::new(supabase, &issuer)),
+            None => Mode::BuiltIn(SigningKey::load_or_create(&settings.jwt_key_file)?),
+        };
+        Ok(Self {
+            mode,
+            issuer,
+            access_ttl: settings.access_token_ttl,
+            signup: settings.signup,
+            ip_limiter: RateLimiter::new(settings.auth_rate_per_ip, Duration::from_secs(60)),
+            account_limiter: RateLimiter::new(
+                settings.auth_rate_per_account,
+                Duration::from_secs(15 * 60),
+            ),
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn signing_key(&self) -> Option<&SigningKey> {
+        match &self.mode {
+            Mode::BuiltIn(key) => Some(key),
+            Mode::Supabase(_) => None,
+        }
+    }
+
+    /// Verifies a bearer token and finds its Cedar user.
+    pub async fn authenticate(&self, db: &Db, token: &str) -> Result<CurrentUser, AuthFailure> {
+        let unauthorized = |e: TokenError| AuthFailure::Unauthorized(format!("Invalid token: {e}"));
+        match &self.mode {
+            Mode::BuiltIn(key) => {
+                let (user_id, claims) =
+                    verify_builtin(token, &key.kid, &key.decoding, &self.issuer)
+                        .map_err(unauthorized)?;
+                let session_id = claims
+                    .session_id
+                    .as_deref()
+                    .and_then(|s| Uuid::parse_str(s).ok())
+                    .ok_or_else(|| unauthorized(TokenError::Invalid))?;
+                if let Some(user) = self.cached(session_id).filter(|u| u.id == user_id) {
+                    return Ok(user);
+                }
+                let found = store::session_user(db, session_id)
+                    .await
+                    .map_err(internal)?;
+                match found {
+                    Some((record, true)) if record.id == user_id && record.is_active() => {
+                        let user = current_user(&record, Some(session_id));
+                        self.remember(session_id, &user);
+                        Ok(user)
+                    }
+                    _ => Err(AuthFailure::Unauthorized(
+                        "The session has ended; sign in again".into(),
+                    )),
+                }
+            }
+            Mode::Supabase(verifier) => {
+                let (user_id, claims) = verifier.verify(token).await.map_err(unauthorized)?;
+                let session_id = claims
+                    .session_id
+                    .as_deref()
+                    .and_then(|s| Uuid::parse_str(s).ok());
+                if let Some(user) = self.cached(user_id) {
+                    return Ok(CurrentUser { session_id, ..user });
+                }
+                let record = match store::user_by_id(db, user_id).await.map_err(internal)? {
+                    Some(record) => record,
+                    None => {
+                        self.adopt_supabase_user(db, user_id, claims.email.as_deref())
+                            .await?
+                    }
+                };
+                if !record.is_active() {
+                    return Err(AuthFailure::Unauthorized("This account is disabled".into()));
+                }
+                let user = current_user(&record, session_id);
+                self.remember(user_id, &user);
+                Ok(user)
+            }
+        }
+    }
+
+    /// A valid Supabase user Cedar has not seen: a parent account when sign-up is open.
+    async fn adopt_supabase_user(
+        &self,
+        db: &Db,
+        id: Uuid,
+        email: Option<&str>,
+    ) -> Result<UserRecord, AuthFailure> {
+        if self.signup == SignupPolicy::Invite {
+            return Err(AuthFailure::Forbidden(
+                "There is no Cedar account for this user; ask the school for an invitation".into(),
+            ));
+        }
+        let Some(email) = email
+            .map(|e| e.trim().to_lowercase())
+            .filter(|e| e.contains('@'))
+        else {
+            return Err(AuthFailure::Forbidden(
+                "The token carries no email address".into(),
+            ));
+        };
+        let new = NewUser {
+            id,
+            email: &email,
+            role: Role::Parent,
+            display_name: None,
+            family_id: None,
+            teacher_id: None,
+            password_hash: None,
+            user_metadata: json!({}),
+        };
+        let result: Result<UserRecord, sqlx::Error> = async {
+            let mut tx = db.begin().await?;
+            let record = store::insert_user(&mut tx, &new).await?;
+            audit::record_tx(
+                &mut tx,
+                AuditEvent::new("user.created")
+                    .actor(record.id, Role::Parent)
+                    .subject("user", record.id)
+                    .details(json!({"via": "supabase", "role": "parent"})),
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(record)
+        }
+        .await;
+        match result {
+            Ok(record) => Ok(record),
+            // A concurrent first request created it, or the email belongs to another account.
+            Err(_) => match store::user_by_id(db, id).await.map_err(internal)? {
+                Some(record) => Ok(record),
+                None => Err(AuthFailure::Forbidden(
+                    "This email address already belongs to another account".into(),
+                )),
+            },
+        }
+    }
+
+    fn cached(&self, key: Uuid) -> Option<CurrentUser> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .get(&key)
+            .filter(|(_, at)| at.elapsed() < USER_CACHE_TTL)
+            .map(|(user, _)| user.clone())
+    }
+
+    fn remember(&self, key: Uuid, user: &CurrentUser) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 10_000 {
+            cache.retain(|_, (_, at)| at.elapsed() < USER_CACHE_TTL);
+        }
+        cache.insert(key, (user.clone(), Instant::now()));
+    }
+
+    /// Drops cached sessions so a revocation or account change takes effect at once.
+    pub fn forget_sessions(&self, session_ids: &[Uuid]) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        for id in session_ids {
+            cache.remove(id);
+        }
+    }
+
+    /// Drops every cached entry of a user (role change, disable, delete).
+    pub fn forget_user(&self, user_id: Uuid) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|_, (user, _)| user.id != user_id);
+    }
+
+    /// Signs an access token with Supabase's claims; returns it with its `exp`.
+    pub fn issue_access_token(
+        &self,
+        user: &UserRecord,
+        session_id: Uuid,
+    ) -> anyhow::Result<(String, i64)> {
+        let Some(key) = self.signing_key() else {
+            anyhow::bail!("Cedar does not issue tokens in Supabase mode");
+        };
+        let now = chrono::Utc::now().timestamp();
+        let exp = now + self.access_ttl.as_secs() as i64;
+        let claims = json!({
+            "iss": self.issuer,
+            "aud": "authenticated",
+            "sub": user.id.to_string(),
+            "exp": exp,
+            "iat": now,
+            "email": user.email,
+            "phone": "",
+            "role": "authenticated",
+            "aal": "aal1",
+            "amr": [{"method": "password", "timestamp": now}],
+            "session_id": session_id.to_string(),
+            "is_anonymous": false,
+            "app_metadata": {"provider": "email", "providers": ["email"], "role": user.role},
+            "user_metadata": user.user_metadata.0,
+        });
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(key.kid.clone());
+        header.typ = Some("JWT".into());
+        Ok((jsonwebtoken::encode(&header, &claims, &key.encoding)?, exp))
+    }
+}
+
+pub fn current_user(record: &UserRecord, session_id: Option<Uuid>) -> CurrentUser {
+    CurrentUser {
+        id: record.id,
+        email: record.email.clone(),
+        role: record.role(),
+        family_id: record.family_id,
+        teacher_id: record.teacher_id,
+        session_id,
+    }
+}
+
+fn internal(error: sqlx::Error) -> AuthFailure {
+    tracing::error!(error = %error, "database error while authenticating");
+    AuthFailure::Unavailable
+}

@@ -1,0 +1,230 @@
+//! Turning a bearer token into a [`CurrentUser`]: Cedar's own ES256 tokens, or Supabase Auth
+//! tokens (ES256/RS256 via the project's JWKS, or legacy HS256 with the project secret).
+//!
+//! Algorithms are pinned per key: `alg: none` never parses, an HS256 token is only checked
+//! against the configured secret (never against a public key), and an asymmetric token only
+//! against a key of its own family. `iss`, `aud` (string or array), `exp` and `nbf` are checked.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::config::SupabaseAuth;
+
+/// Longest a fetched JWKS is trusted.
+const JWKS_MAX_AGE: Duration = Duration::from_secs(600);
+/// Least time between two JWKS fetches triggered by unknown `kid`s.
+const JWKS_MIN_REFETCH: Duration = Duration::from_secs(60);
+const LEEWAY_SECS: u64 = 30;
+
+#[derive(Debug, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub session_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("the token is malformed")]
+    Malformed,
+    #[error("the token's signing algorithm is not accepted")]
+    Algorithm,
+    #[error("the token was signed by an unknown key")]
+    UnknownKey,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token's signature or claims are invalid")]
+    Invalid,
+    #[error("the token's subject is not a user id")]
+    Subject,
+}
+
+fn validation(alg: Algorithm, issuer: &str) -> Validation {
+    let mut validation = Validation::new(alg);
+    validation.set_audience(&["authenticated"]);
+    validation.set_issuer(&[issuer]);
+    validation.set_required_spec_claims(&["exp", "sub", "aud", "iss"]);
+    validation.validate_nbf = true;
+    validation.leeway = LEEWAY_SECS;
+    validation
+}
+
+fn decode(
+    token: &str,
+    key: &DecodingKey,
+    alg: Algorithm,
+    issuer: &str,
+) -> Result<(Uuid, Claims), TokenError> {
+    use jsonwebtoken::errors::ErrorKind;
+    let data = jsonwebtoken::decode::<Claims>(token, key, &validation(alg, issuer)).map_err(
+        |e| match e.kind() {
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+            ErrorKind::InvalidAlgorithm => TokenError::Algorithm,
+            _ => TokenError::Invalid,
+        },
+    )?;
+    let id = Uuid::parse_str(&data.claims.sub).map_err(|_| TokenError::Subject)?;
+    Ok((id, data.claims))
+}
+
+fn header(token: &str) -> Result<jsonwebtoken::Header, TokenError> {
+    // An unknown `alg` (including "none") fails to parse here.
+    jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)
+}
+
+/// Verifies tokens Cedar issued itself.
+pub fn verify_builtin(
+    token: &str,
+    kid: &str,
+    key: &DecodingKey,
+    issuer: &str,
+) -> Result<(Uuid, Claims), TokenError> {
+    let header = header(token)?;
+    if header.alg != Algorithm::ES256 {
+        return Err(TokenError::Algorithm);
+    }
+    if header.kid.as_deref() != Some(kid) {
+        return Err(TokenError::UnknownKey);
+    }
+    decode(token, key, Algorithm::ES256, issuer)
+}
+
+struct JwksState {
+    keys: HashMap<String, (DecodingKey, Algorithm)>,
+    fetched_at: Option<Instant>,
+    last_attempt: Option<Instant>,
+}
+
+/// Verifies Supabase Auth tokens.
+pub struct SupabaseVerifier {
+    issuer: String,
+    jwks_url: Option<String>,
+    hs256: Option<DecodingKey>,
+    http: reqwest::Client,
+    jwks: tokio::sync::Mutex<JwksState>,
+}
+
+impl SupabaseVerifier {
+    pub fn new(config: &SupabaseAuth, fallback_issuer: &str) -> Self {
+        let issuer = config.url.as_ref().map_or_else(
+            || fallback_issuer.to_owned(),
+            |url| format!("{url}/auth/v1"),
+        );
+        Self {
+            jwks_url: config
+                .url
+                .as_ref()
+                .map(|url| format!("{url}/auth/v1/.well-known/jwks.json")),
+            hs256: config
+                .jwt_secret
+                .as_ref()
+                .map(|s| DecodingKey::from_secret(s.expose().as_bytes())),
+            issuer,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("HTTP client builds"),
+            jwks: tokio::sync::Mutex::new(JwksState {
+                keys: HashMap::new(),
+                fetched_at: None,
+                last_attempt: None,
+            }),
+        }
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<(Uuid, Claims), TokenError> {
+        let header = header(token)?;
+        match header.alg {
+            Algorithm::HS256 => {
+                let key = self.hs256.as_ref().ok_or(TokenError::Algorithm)?;
+                decode(token, key, Algorithm::HS256, &self.issuer)
+            }
+            Algorithm::ES256 | Algorithm::RS256 => {
+                let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+                let (key, alg) = self.key_for(&kid).await?;
+                if alg != header.alg {
+                    return Err(TokenError::Algorithm);
+                }
+                decode(token, &key, alg, &self.issuer)
+            }
+            _ => Err(TokenError::Algorithm),
+        }
+    }
+
+    async fn key_for(&self, kid: &str) -> Result<(DecodingKey, Algorithm), TokenError> {
+        let Some(url) = &self.jwks_url else {
+            return Err(TokenError::UnknownKey);
+        };
+        let mut state = self.jwks.lock().await;
+        let fresh = state
+            .fetched_at
+            .is_some_and(|at| at.elapsed() < JWKS_MAX_AGE);
+        if fresh && let Some(found) = state.keys.get(kid) {
+            return Ok(found.clone());
+        }
+        // Stale cache: refresh. Unknown kid on a fresh cache: refresh at most once a minute.
+        let may_fetch = !fresh
+            || state
+                .last_attempt
+                .is_none_or(|at| at.elapsed() >= JWKS_MIN_REFETCH);
+        if may_fetch {
+            state.last_attempt = Some(Instant::now());
+            match self.fetch(url).await {
+                Ok(keys) => {
+                    state.keys = keys;
+                    state.fetched_at = Some(Instant::now());
+                }
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), "fetching the Supabase JWKS failed")
+                }
+            }
+        }
+        state.keys.get(kid).cloned().ok_or(TokenError::UnknownKey)
+    }
+
+    async fn fetch(&self, url: &str) -> anyhow::Result<HashMap<String, (DecodingKey, Algorithm)>> {
+        let set: JwkSet = self
+            .http
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            let Some(kid) = jwk.common.key_id.clone() else {
+                continue;
+            };
+            let alg = match &jwk.algorithm {
+                AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+                AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                _ => continue,
+            };
+            // A key published for another algorithm is not used for this one.
+            let declared = jwk.common.key_algorithm.map(|a| format!("{a:?}"));
+            if declared.is_some_and(|d| d != format!("{alg:?}")) {
+                continue;
+            }
+            if let Ok(key) = DecodingKey::from_jwk(jwk) {
+                keys.insert(kid, (key, alg));
+            }
+        }
+        tracing::info!(keys = keys.len(), "fetched the Supabase JWKS");
+        Ok(keys)
+    }
+}

@@ -1,0 +1,157 @@
+//! The audit trail: who did what to which record, when, from where. Written in the same
+//! transaction as the change it describes (`record_tx`), or on its own for events that change
+//! nothing else (a failed sign-in). Read by admins at `GET /v1/audit-log`.
+
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::types::Json as SqlJson;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::app::pagination::{Page, PageParams};
+use crate::app::{AppState, Json, Query};
+use crate::auth::{AdminUser, Role};
+use crate::db::{Db, Tx};
+use crate::error::ApiResult;
+use crate::{on_db, on_tx};
+
+/// One event to record. Build with [`AuditEvent::new`] and the setters.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub action: &'static str,
+    pub actor_id: Option<Uuid>,
+    pub actor_role: Option<Role>,
+    pub subject_type: Option<&'static str>,
+    pub subject_id: Option<String>,
+    pub ip: Option<String>,
+    pub details: Value,
+}
+
+impl AuditEvent {
+    pub fn new(action: &'static str) -> Self {
+        Self {
+            action,
+            actor_id: None,
+            actor_role: None,
+            subject_type: None,
+            subject_id: None,
+            ip: None,
+            details: Value::Object(Default::default()),
+        }
+    }
+
+    pub fn actor(mut self, id: Uuid, role: Role) -> Self {
+        self.actor_id = Some(id);
+        self.actor_role = Some(role);
+        self
+    }
+
+    pub fn by(self, user: &crate::auth::CurrentUser) -> Self {
+        self.actor(user.id, user.role)
+    }
+
+    pub fn subject(mut self, kind: &'static str, id: impl ToString) -> Self {
+        self.subject_type = Some(kind);
+        self.subject_id = Some(id.to_string());
+        self
+    }
+
+    pub fn ip(mut self, ip: Option<String>) -> Self {
+        self.ip = ip;
+        self
+    }
+
+    pub fn details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+}
+
+const INSERT: &str = "INSERT INTO audit_log (id, occurred_at, actor_id, actor_role, action, subject_type, \
+    subject_id, ip, request_id, details) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+/// Records the event inside the caller's transaction: it exists if and only if the change does.
+pub async fn record_tx(tx: &mut Tx, event: AuditEvent) -> Result<(), sqlx::Error> {
+    let request_id = crate::app::current_request_id();
+    on_tx!(tx, conn => sqlx::query(INSERT)
+        .bind(Uuid::now_v7()).bind(Utc::now()).bind(event.actor_id).bind(event.actor_role.map(Role::as_str))
+        .bind(event.action).bind(event.subject_type).bind(&event.subject_id).bind(&event.ip)
+        .bind(&request_id).bind(SqlJson(&event.details))
+        .execute(&mut **conn).await.map(|_| ()))
+}
+
+/// Records an event that accompanies no other write.
+pub async fn record(db: &Db, event: AuditEvent) -> Result<(), sqlx::Error> {
+    let request_id = crate::app::current_request_id();
+    on_db!(db, pool => sqlx::query(INSERT)
+        .bind(Uuid::now_v7()).bind(Utc::now()).bind(event.actor_id).bind(event.actor_role.map(Role::as_str))
+        .bind(event.action).bind(event.subject_type).bind(&event.subject_id).bind(&event.ip)
+        .bind(&request_id).bind(SqlJson(&event.details))
+        .execute(pool).await.map(|_| ()))
+}
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct AuditEntry {
+    pub id: Uuid,
+    pub occurred_at: DateTime<Utc>,
+    pub actor_id: Option<Uuid>,
+    pub actor_role: Option<String>,
+    /// e.g. `auth.sign_in`, `user.role_changed`.
+    pub action: String,
+    pub subject_type: Option<String>,
+    pub subject_id: Option<String>,
+    pub ip: Option<String>,
+    pub request_id: Option<String>,
+    #[schema(value_type = Object)]
+    pub details: SqlJson<Value>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditFilter {
+    /// Only events by this user.
+    pub actor_id: Option<Uuid>,
+    /// Only events about this record id.
+    pub subject_id: Option<String>,
+    /// Only this action (`auth.sign_in_failed`, …).
+    pub action: Option<String>,
+    /// Events at or after this time (RFC 3339).
+    pub from: Option<DateTime<Utc>>,
+    /// Events before this time (RFC 3339).
+    pub to: Option<DateTime<Utc>>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_audit_log))
+}
+
+/// The audit trail, newest first (admin).
+#[utoipa::path(get, path = "/v1/audit-log", tag = "privacy", params(AuditFilter),
+    security(("bearer" = [])),
+    responses((status = 200, body = inline(Page<AuditEntry>)), (status = 401), (status = 403)))]
+async fn list_audit_log(
+    State(state): State<AppState>,
+    AdminUser(_admin): AdminUser,
+    Query(filter): Query<AuditFilter>,
+) -> ApiResult<Json<Page<AuditEntry>>> {
+    const SQL: &str = "SELECT id, occurred_at, actor_id, actor_role, action, subject_type, subject_id, ip, \
+        request_id, details FROM audit_log \
+        WHERE ($1 IS NULL OR actor_id = $1) AND ($2 IS NULL OR subject_id = $2) AND ($3 IS NULL OR action = $3) \
+        AND ($4 IS NULL OR occurred_at >= $4) AND ($5 IS NULL OR occurred_at < $5) AND ($6 IS NULL OR id < $6) \
+        ORDER BY id DESC LIMIT $7";
+    let page = PageParams {
+        limit: filter.limit,
+        cursor: filter.cursor.clone(),
+    };
+    let rows = on_db!(&state.db, pool => sqlx::query_as::<_, AuditEntry>(SQL)
+        .bind(filter.actor_id).bind(&filter.subject_id).bind(&filter.action).bind(filter.from).bind(filter.to)
+        .bind(page.after()?).bind(page.fetch_limit()?)
+        .fetch_all(pool).await)?;
+    Ok(Json(Page::from_rows(rows, &page, |e| e.id)?))
+}
