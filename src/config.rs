@@ -80,21 +80,10 @@ pub struct SettingsArgs {
     #[arg(long, env = "CEDAR_DATA_DIR", global = true, value_name = "DIR")]
     pub data_dir: Option<String>,
     /// Database: unset = SQLite file in the data dir; `sqlite://PATH` or `postgres://…`.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        global = true,
-        value_name = "URL",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "DATABASE_URL", global = true, value_name = "URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Most connections in the database pool [default: 10 for PostgreSQL, 8 for SQLite].
-    #[arg(
-        long,
-        env = "CEDAR_DB_MAX_CONNECTIONS",
-        global = true,
-        value_name = "N"
-    )]
+    #[arg(long, env = "CEDAR_DB_MAX_CONNECTIONS", global = true, value_name = "N")]
     pub db_max_connections: Option<String>,
     /// The school's time zone (IANA name); governs recurrence and schedules [default: America/Toronto].
     #[arg(long, env = "CEDAR_TIMEZONE", global = true, value_name = "ZONE")]
@@ -106,48 +95,23 @@ pub struct SettingsArgs {
     #[arg(long, env = "CEDAR_LOG_FORMAT", global = true, value_name = "FORMAT")]
     pub log_format: Option<String>,
     /// Seconds a request may run before it is abandoned with 503 [default: 30].
-    #[arg(
-        long,
-        env = "CEDAR_REQUEST_TIMEOUT_SECS",
-        global = true,
-        value_name = "SECS"
-    )]
+    #[arg(long, env = "CEDAR_REQUEST_TIMEOUT_SECS", global = true, value_name = "SECS")]
     pub request_timeout_secs: Option<String>,
     /// Largest request body in bytes; larger ones get 413 [default: 1048576].
-    #[arg(
-        long,
-        env = "CEDAR_BODY_LIMIT_BYTES",
-        global = true,
-        value_name = "BYTES"
-    )]
+    #[arg(long, env = "CEDAR_BODY_LIMIT_BYTES", global = true, value_name = "BYTES")]
     pub body_limit_bytes: Option<String>,
     /// Origins allowed by CORS: `*`, a comma-separated list of origins, or `none` [default: *].
-    #[arg(
-        long,
-        env = "CEDAR_CORS_ORIGINS",
-        global = true,
-        value_name = "ORIGINS"
-    )]
+    #[arg(long, env = "CEDAR_CORS_ORIGINS", global = true, value_name = "ORIGINS")]
     pub cors_origins: Option<String>,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT [default: 30].
-    #[arg(
-        long,
-        env = "CEDAR_SHUTDOWN_GRACE_SECS",
-        global = true,
-        value_name = "SECS"
-    )]
+    #[arg(long, env = "CEDAR_SHUTDOWN_GRACE_SECS", global = true, value_name = "SECS")]
     pub shutdown_grace_secs: Option<String>,
     /// The URL clients use to reach Cedar; the issuer of its tokens is URL/auth/v1
     /// [default: http://CEDAR_ADDR].
     #[arg(long, env = "CEDAR_PUBLIC_URL", global = true, value_name = "URL")]
     pub public_url: Option<String>,
     /// Lifetime of access tokens issued by Cedar, in seconds [default: 3600].
-    #[arg(
-        long,
-        env = "CEDAR_ACCESS_TOKEN_SECS",
-        global = true,
-        value_name = "SECS"
-    )]
+    #[arg(long, env = "CEDAR_ACCESS_TOKEN_SECS", global = true, value_name = "SECS")]
     pub access_token_secs: Option<String>,
     /// PEM file (PKCS#8, P-256) with Cedar's token signing key; created with mode 0600 when
     /// missing [default: DATA_DIR/jwt-es256.pem].
@@ -162,24 +126,13 @@ pub struct SettingsArgs {
     #[arg(long, env = "SUPABASE_URL", global = true, value_name = "URL")]
     pub supabase_url: Option<String>,
     /// Supabase legacy JWT secret: accept HS256 tokens signed with it.
-    #[arg(
-        long,
-        env = "SUPABASE_JWT_SECRET",
-        global = true,
-        value_name = "SECRET",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "SUPABASE_JWT_SECRET", global = true, value_name = "SECRET", hide_env_values = true)]
     pub supabase_jwt_secret: Option<String>,
     /// Sign-in and sign-up attempts allowed per client IP per minute [default: 30].
     #[arg(long, env = "CEDAR_AUTH_RATE_PER_IP", global = true, value_name = "N")]
     pub auth_rate_per_ip: Option<String>,
     /// Sign-in attempts allowed per account per 15 minutes [default: 10].
-    #[arg(
-        long,
-        env = "CEDAR_AUTH_RATE_PER_ACCOUNT",
-        global = true,
-        value_name = "N"
-    )]
+    #[arg(long, env = "CEDAR_AUTH_RATE_PER_ACCOUNT", global = true, value_name = "N")]
     pub auth_rate_per_account: Option<String>,
 }
 
@@ -217,10 +170,7 @@ pub struct ConfigError {
 }
 
 fn bad(setting: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        setting,
-        message: message.into(),
-    }
+    ConfigError { setting, message: message.into() }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -333,10 +283,7 @@ pub struct Settings {
 
 impl Settings {
     /// Settings for tests and embedding: defaults, with the given data dir and database.
-    pub fn for_data_dir(
-        data_dir: impl Into<PathBuf>,
-        database_url: Option<&str>,
-    ) -> Result<Self, ConfigError> {
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>, database_url: Option<&str>) -> Result<Self, ConfigError> {
         let args = SettingsArgs {
             data_dir: Some(data_dir.into().to_string_lossy().into_owned()),
             database_url: database_url.map(str::to_owned),
@@ -352,108 +299,63 @@ impl Settings {
         Self::merge(args, addr, file)
     }
 
-    fn merge(
-        args: &SettingsArgs,
-        addr: Option<&str>,
-        file: FileSettings,
-    ) -> Result<Self, ConfigError> {
+    fn merge(args: &SettingsArgs, addr: Option<&str>, file: FileSettings) -> Result<Self, ConfigError> {
         let pick = |flag: &Option<String>, from_file: Option<String>| flag.clone().or(from_file);
 
-        let addr_raw = addr
-            .map(str::to_owned)
-            .or(file.addr)
-            .unwrap_or_else(|| "127.0.0.1:8000".into());
+        let addr_raw = addr.map(str::to_owned).or(file.addr).unwrap_or_else(|| "127.0.0.1:8000".into());
         let addr: SocketAddr = addr_raw.parse().map_err(|_| {
-            bad(
-                "CEDAR_ADDR",
-                format!(
-                    "{addr_raw:?} is not a socket address (expected host:port, e.g. 127.0.0.1:8000)"
-                ),
-            )
+            bad("CEDAR_ADDR", format!("{addr_raw:?} is not a socket address (expected host:port, e.g. 127.0.0.1:8000)"))
         })?;
 
-        let data_dir = PathBuf::from(
-            pick(&args.data_dir, file.data_dir).unwrap_or_else(|| "./cedar-data".into()),
-        );
+        let data_dir = PathBuf::from(pick(&args.data_dir, file.data_dir).unwrap_or_else(|| "./cedar-data".into()));
         if data_dir.as_os_str().is_empty() {
             return Err(bad("CEDAR_DATA_DIR", "must not be empty"));
         }
 
-        let database_url =
-            match pick(&args.database_url, file.database_url).filter(|s| !s.trim().is_empty()) {
-                None => DatabaseUrl::Sqlite(data_dir.join("cedar.db")),
-                Some(raw) => parse_database_url(&raw)?,
-            };
+        let database_url = match pick(&args.database_url, file.database_url).filter(|s| !s.trim().is_empty()) {
+            None => DatabaseUrl::Sqlite(data_dir.join("cedar.db")),
+            Some(raw) => parse_database_url(&raw)?,
+        };
 
         let default_pool = match database_url {
             DatabaseUrl::Sqlite(_) => 8,
             DatabaseUrl::Postgres(_) => 10,
         };
-        let db_max_connections = match pick(
-            &args.db_max_connections,
-            file.db_max_connections.map(|n| n.to_string()),
-        ) {
+        let db_max_connections = match pick(&args.db_max_connections, file.db_max_connections.map(|n| n.to_string())) {
             None => default_pool,
             Some(raw) => parse_range("CEDAR_DB_MAX_CONNECTIONS", &raw, 1, 1000)? as u32,
         };
 
-        let tz_raw =
-            pick(&args.timezone, file.timezone).unwrap_or_else(|| "America/Toronto".into());
+        let tz_raw = pick(&args.timezone, file.timezone).unwrap_or_else(|| "America/Toronto".into());
         let timezone: chrono_tz::Tz = tz_raw.parse().map_err(|_| {
-            bad(
-                "CEDAR_TIMEZONE",
-                format!("{tz_raw:?} is not an IANA time zone name (e.g. America/Toronto)"),
-            )
+            bad("CEDAR_TIMEZONE", format!("{tz_raw:?} is not an IANA time zone name (e.g. America/Toronto)"))
         })?;
 
         let log_level = pick(&args.log_level, file.log_level).unwrap_or_else(|| "info".into());
-        tracing_subscriber::EnvFilter::try_new(&log_level).map_err(|e| {
-            bad(
-                "CEDAR_LOG_LEVEL",
-                format!("{log_level:?} is not a log filter: {e}"),
-            )
-        })?;
+        tracing_subscriber::EnvFilter::try_new(&log_level)
+            .map_err(|e| bad("CEDAR_LOG_LEVEL", format!("{log_level:?} is not a log filter: {e}")))?;
 
-        let log_format = match pick(&args.log_format, file.log_format)
-            .as_deref()
-            .unwrap_or("text")
-        {
+        let log_format = match pick(&args.log_format, file.log_format).as_deref().unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
             other => {
-                return Err(bad(
-                    "CEDAR_LOG_FORMAT",
-                    format!("{other:?} is not one of: text, json"),
-                ));
+                return Err(bad("CEDAR_LOG_FORMAT", format!("{other:?} is not one of: text, json")));
             }
         };
 
         let request_timeout = Duration::from_secs(
-            match pick(
-                &args.request_timeout_secs,
-                file.request_timeout_secs.map(|n| n.to_string()),
-            ) {
+            match pick(&args.request_timeout_secs, file.request_timeout_secs.map(|n| n.to_string())) {
                 None => 30,
                 Some(raw) => parse_range("CEDAR_REQUEST_TIMEOUT_SECS", &raw, 1, 3600)?,
             },
         );
-        let body_limit_bytes = match pick(
-            &args.body_limit_bytes,
-            file.body_limit_bytes.map(|n| n.to_string()),
-        ) {
+        let body_limit_bytes = match pick(&args.body_limit_bytes, file.body_limit_bytes.map(|n| n.to_string())) {
             None => 1024 * 1024,
             Some(raw) => parse_range("CEDAR_BODY_LIMIT_BYTES", &raw, 1024, 1 << 30)? as usize,
         };
-        let cors_origins = parse_cors(
-            pick(&args.cors_origins, file.cors_origins)
-                .as_deref()
-                .unwrap_or("*"),
-        )?;
+        let cors_origins = parse_cors(pick(&args.cors_origins, file.cors_origins).as_deref().unwrap_or("*"))?;
         let shutdown_grace = Duration::from_secs(
-            match pick(
-                &args.shutdown_grace_secs,
-                file.shutdown_grace_secs.map(|n| n.to_string()),
-            ) {
+            match pick(&args.shutdown_grace_secs, file.shutdown_grace_secs.map(|n| n.to_string())) {
                 None => 30,
                 Some(raw) => parse_range("CEDAR_SHUTDOWN_GRACE_SECS", &raw, 0, 3600)?,
             },
@@ -468,23 +370,16 @@ impl Settings {
                 match parsed {
                     Some(_) => raw.trim().trim_end_matches('/').to_owned(),
                     None => {
-                        return Err(bad(
-                            "CEDAR_PUBLIC_URL",
-                            format!("{raw:?} is not an http(s) URL"),
-                        ));
+                        return Err(bad("CEDAR_PUBLIC_URL", format!("{raw:?} is not an http(s) URL")));
                     }
                 }
             }
         };
-        let access_token_ttl = Duration::from_secs(
-            match pick(
-                &args.access_token_secs,
-                file.access_token_secs.map(|n| n.to_string()),
-            ) {
+        let access_token_ttl =
+            Duration::from_secs(match pick(&args.access_token_secs, file.access_token_secs.map(|n| n.to_string())) {
                 None => 3600,
                 Some(raw) => parse_range("CEDAR_ACCESS_TOKEN_SECS", &raw, 60, 7 * 86_400)?,
-            },
-        );
+            });
         let jwt_key_file = pick(&args.jwt_key_file, file.jwt_key_file)
             .map(PathBuf::from)
             .unwrap_or_else(|| data_dir.join("jwt-es256.pem"));
@@ -492,27 +387,20 @@ impl Settings {
             "open" => SignupPolicy::Open,
             "invite" => SignupPolicy::Invite,
             other => {
-                return Err(bad(
-                    "CEDAR_SIGNUP",
-                    format!("{other:?} is not one of: open, invite"),
-                ));
+                return Err(bad("CEDAR_SIGNUP", format!("{other:?} is not one of: open, invite")));
             }
         };
-        let supabase_url =
-            match pick(&args.supabase_url, file.supabase_url).filter(|s| !s.trim().is_empty()) {
-                None => None,
-                Some(raw) => match url::Url::parse(raw.trim()) {
-                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-                        Some(raw.trim().trim_end_matches('/').to_owned())
-                    }
-                    _ => {
-                        return Err(bad(
-                            "SUPABASE_URL",
-                            format!("{raw:?} is not a URL like https://xyz.supabase.co"),
-                        ));
-                    }
-                },
-            };
+        let supabase_url = match pick(&args.supabase_url, file.supabase_url).filter(|s| !s.trim().is_empty()) {
+            None => None,
+            Some(raw) => match url::Url::parse(raw.trim()) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                    Some(raw.trim().trim_end_matches('/').to_owned())
+                }
+                _ => {
+                    return Err(bad("SUPABASE_URL", format!("{raw:?} is not a URL like https://xyz.supabase.co")));
+                }
+            },
+        };
         let supabase_jwt_secret = match pick(&args.supabase_jwt_secret, file.supabase_jwt_secret) {
             Some(raw) if raw.len() < 32 => {
                 return Err(bad(
@@ -522,25 +410,17 @@ impl Settings {
             }
             other => other.map(Secret::new),
         };
-        let supabase =
-            (supabase_url.is_some() || supabase_jwt_secret.is_some()).then_some(SupabaseAuth {
-                url: supabase_url,
-                jwt_secret: supabase_jwt_secret,
-            });
-        let auth_rate_per_ip = match pick(
-            &args.auth_rate_per_ip,
-            file.auth_rate_per_ip.map(|n| n.to_string()),
-        ) {
+        let supabase = (supabase_url.is_some() || supabase_jwt_secret.is_some())
+            .then_some(SupabaseAuth { url: supabase_url, jwt_secret: supabase_jwt_secret });
+        let auth_rate_per_ip = match pick(&args.auth_rate_per_ip, file.auth_rate_per_ip.map(|n| n.to_string())) {
             None => 30,
             Some(raw) => parse_range("CEDAR_AUTH_RATE_PER_IP", &raw, 1, 1_000_000)? as u32,
         };
-        let auth_rate_per_account = match pick(
-            &args.auth_rate_per_account,
-            file.auth_rate_per_account.map(|n| n.to_string()),
-        ) {
-            None => 10,
-            Some(raw) => parse_range("CEDAR_AUTH_RATE_PER_ACCOUNT", &raw, 1, 1_000_000)? as u32,
-        };
+        let auth_rate_per_account =
+            match pick(&args.auth_rate_per_account, file.auth_rate_per_account.map(|n| n.to_string())) {
+                None => 10,
+                Some(raw) => parse_range("CEDAR_AUTH_RATE_PER_ACCOUNT", &raw, 1, 1_000_000)? as u32,
+            };
 
         Ok(Self {
             public_url,
@@ -576,12 +456,8 @@ fn load_file(explicit: Option<&Path>) -> Result<FileSettings, ConfigError> {
             default
         }
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        bad(
-            "CEDAR_CONFIG",
-            format!("cannot read {}: {e}", path.display()),
-        )
-    })?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| bad("CEDAR_CONFIG", format!("cannot read {}: {e}", path.display())))?;
     toml::from_str(&text).map_err(|e| {
         let message = e.message().to_owned();
         bad("CEDAR_CONFIG", format!("{}: {message}", path.display()))
@@ -591,31 +467,22 @@ fn load_file(explicit: Option<&Path>) -> Result<FileSettings, ConfigError> {
 fn parse_range(setting: &'static str, raw: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
     match raw.trim().parse::<u64>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(bad(
-            setting,
-            format!("{raw:?} is not a whole number between {min} and {max}"),
-        )),
+        _ => Err(bad(setting, format!("{raw:?} is not a whole number between {min} and {max}"))),
     }
 }
 
 fn parse_database_url(raw: &str) -> Result<DatabaseUrl, ConfigError> {
     let raw = raw.trim();
-    if let Some(rest) = raw
-        .strip_prefix("sqlite://")
-        .or_else(|| raw.strip_prefix("sqlite:"))
-    {
+    if let Some(rest) = raw.strip_prefix("sqlite://").or_else(|| raw.strip_prefix("sqlite:")) {
         let path = rest.split('?').next().unwrap_or_default();
         if path.is_empty() {
-            return Err(bad(
-                "DATABASE_URL",
-                "a sqlite URL needs a file path, e.g. sqlite://./cedar-data/cedar.db",
-            ));
+            return Err(bad("DATABASE_URL", "a sqlite URL needs a file path, e.g. sqlite://./cedar-data/cedar.db"));
         }
         return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
     }
     if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
-        let parsed = url::Url::parse(raw)
-            .map_err(|e| bad("DATABASE_URL", format!("not a valid PostgreSQL URL: {e}")))?;
+        let parsed =
+            url::Url::parse(raw).map_err(|e| bad("DATABASE_URL", format!("not a valid PostgreSQL URL: {e}")))?;
         if parsed.host_str().is_none_or(str::is_empty) && !raw.contains("host=") {
             return Err(bad(
                 "DATABASE_URL",
@@ -625,10 +492,7 @@ fn parse_database_url(raw: &str) -> Result<DatabaseUrl, ConfigError> {
         return Ok(DatabaseUrl::Postgres(raw.to_owned()));
     }
     // Never echo the value: it may hold a password.
-    Err(bad(
-        "DATABASE_URL",
-        "must start with sqlite:// or postgres://",
-    ))
+    Err(bad("DATABASE_URL", "must start with sqlite:// or postgres://"))
 }
 
 fn parse_cors(raw: &str) -> Result<CorsOrigins, ConfigError> {
@@ -641,19 +505,10 @@ fn parse_cors(raw: &str) -> Result<CorsOrigins, ConfigError> {
     let mut origins = Vec::new();
     for origin in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let parsed = url::Url::parse(origin).map_err(|_| {
-            bad(
-                "CEDAR_CORS_ORIGINS",
-                format!("{origin:?} is not an origin like https://app.example.com"),
-            )
+            bad("CEDAR_CORS_ORIGINS", format!("{origin:?} is not an origin like https://app.example.com"))
         })?;
-        if !matches!(parsed.scheme(), "http" | "https")
-            || parsed.path() != "/"
-            || parsed.query().is_some()
-        {
-            return Err(bad(
-                "CEDAR_CORS_ORIGINS",
-                format!("{origin:?} is not an origin like https://app.example.com"),
-            ));
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.path() != "/" || parsed.query().is_some() {
+            return Err(bad("CEDAR_CORS_ORIGINS", format!("{origin:?} is not an origin like https://app.example.com")));
         }
         origins.push(origin.trim_end_matches('/').to_owned());
     }
@@ -665,20 +520,14 @@ mod tests {
     use super::*;
 
     fn args() -> SettingsArgs {
-        SettingsArgs {
-            config: Some(PathBuf::from("/dev/null")),
-            ..SettingsArgs::default()
-        }
+        SettingsArgs { config: Some(PathBuf::from("/dev/null")), ..SettingsArgs::default() }
     }
 
     #[test]
     fn defaults_are_sane() {
         let s = Settings::resolve(&args(), None).unwrap();
         assert_eq!(s.addr.to_string(), "127.0.0.1:8000");
-        assert_eq!(
-            s.database_url,
-            DatabaseUrl::Sqlite(PathBuf::from("./cedar-data/cedar.db"))
-        );
+        assert_eq!(s.database_url, DatabaseUrl::Sqlite(PathBuf::from("./cedar-data/cedar.db")));
         assert_eq!(s.timezone, chrono_tz::America::Toronto);
         assert_eq!(s.body_limit_bytes, 1 << 20);
     }
@@ -686,46 +535,11 @@ mod tests {
     #[test]
     fn each_bad_setting_is_named() {
         let cases: Vec<(SettingsArgs, Option<&str>, &str)> = vec![
-            (
-                SettingsArgs {
-                    timezone: Some("Mars/Olympus".into()),
-                    ..args()
-                },
-                None,
-                "CEDAR_TIMEZONE",
-            ),
-            (
-                SettingsArgs {
-                    database_url: Some("mysql://x".into()),
-                    ..args()
-                },
-                None,
-                "DATABASE_URL",
-            ),
-            (
-                SettingsArgs {
-                    log_format: Some("xml".into()),
-                    ..args()
-                },
-                None,
-                "CEDAR_LOG_FORMAT",
-            ),
-            (
-                SettingsArgs {
-                    body_limit_bytes: Some("-1".into()),
-                    ..args()
-                },
-                None,
-                "CEDAR_BODY_LIMIT_BYTES",
-            ),
-            (
-                SettingsArgs {
-                    cors_origins: Some("not a url".into()),
-                    ..args()
-                },
-                None,
-                "CEDAR_CORS_ORIGINS",
-            ),
+            (SettingsArgs { timezone: Some("Mars/Olympus".into()), ..args() }, None, "CEDAR_TIMEZONE"),
+            (SettingsArgs { database_url: Some("mysql://x".into()), ..args() }, None, "DATABASE_URL"),
+            (SettingsArgs { log_format: Some("xml".into()), ..args() }, None, "CEDAR_LOG_FORMAT"),
+            (SettingsArgs { body_limit_bytes: Some("-1".into()), ..args() }, None, "CEDAR_BODY_LIMIT_BYTES"),
+            (SettingsArgs { cors_origins: Some("not a url".into()), ..args() }, None, "CEDAR_CORS_ORIGINS"),
             (args(), Some("localhost"), "CEDAR_ADDR"),
         ];
         for (a, addr, setting) in cases {
@@ -737,21 +551,12 @@ mod tests {
 
     #[test]
     fn passwords_never_show() {
-        let a = SettingsArgs {
-            database_url: Some("postgres://cedar:hunter2@db:5432/cedar".into()),
-            ..args()
-        };
+        let a = SettingsArgs { database_url: Some("postgres://cedar:hunter2@db:5432/cedar".into()), ..args() };
         let s = Settings::resolve(&a, None).unwrap();
         let shown = format!("{s:?} {}", s.database_url);
         assert!(!shown.contains("hunter2"), "{shown}");
-        let err = Settings::resolve(
-            &SettingsArgs {
-                database_url: Some("mysql://u:hunter2@x".into()),
-                ..args()
-            },
-            None,
-        )
-        .unwrap_err();
+        let err = Settings::resolve(&SettingsArgs { database_url: Some("mysql://u:hunter2@x".into()), ..args() }, None)
+            .unwrap_err();
         assert!(!err.to_string().contains("hunter2"));
         let a = SettingsArgs {
             supabase_jwt_secret: Some("super-secret-jwt-token-with-at-least-32-characters".into()),
@@ -766,32 +571,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("cedar-cfg-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).unwrap();
         let good = dir.join("good.toml");
-        std::fs::write(
-            &good,
-            "timezone = \"America/Vancouver\"\nrequest_timeout_secs = 5\n",
-        )
-        .unwrap();
-        let s = Settings::resolve(
-            &SettingsArgs {
-                config: Some(good),
-                ..SettingsArgs::default()
-            },
-            None,
-        )
-        .unwrap();
+        std::fs::write(&good, "timezone = \"America/Vancouver\"\nrequest_timeout_secs = 5\n").unwrap();
+        let s = Settings::resolve(&SettingsArgs { config: Some(good), ..SettingsArgs::default() }, None).unwrap();
         assert_eq!(s.timezone, chrono_tz::America::Vancouver);
         assert_eq!(s.request_timeout, Duration::from_secs(5));
 
         let typo = dir.join("typo.toml");
         std::fs::write(&typo, "time_zone = \"UTC\"\n").unwrap();
-        let err = Settings::resolve(
-            &SettingsArgs {
-                config: Some(typo),
-                ..SettingsArgs::default()
-            },
-            None,
-        )
-        .unwrap_err();
+        let err = Settings::resolve(&SettingsArgs { config: Some(typo), ..SettingsArgs::default() }, None).unwrap_err();
         assert_eq!(err.setting, "CEDAR_CONFIG");
         assert!(err.to_string().contains("time_zone"), "{err}");
         std::fs::remove_dir_all(dir).ok();

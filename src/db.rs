@@ -76,9 +76,8 @@ impl Db {
         match &settings.database_url {
             DatabaseUrl::Sqlite(path) => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(parent).with_context(|| {
-                        format!("creating database directory {}", parent.display())
-                    })?;
+                    std::fs::create_dir_all(parent)
+                        .with_context(|| format!("creating database directory {}", parent.display()))?;
                 }
                 let options = SqliteConnectOptions::new()
                     .filename(path)
@@ -96,17 +95,14 @@ impl Db {
                 Ok(Self::Sqlite(pool))
             }
             DatabaseUrl::Postgres(url) => {
-                let options = PgConnectOptions::from_str(url)
-                    .context("parsing DATABASE_URL")?
-                    .application_name("cedar");
+                let options =
+                    PgConnectOptions::from_str(url).context("parsing DATABASE_URL")?.application_name("cedar");
                 let pool = PgPoolOptions::new()
                     .max_connections(settings.db_max_connections)
                     .acquire_timeout(Duration::from_secs(5))
                     .connect_with(options)
                     .await
-                    .with_context(|| {
-                        format!("connecting to {}", settings.database_url.redacted())
-                    })?;
+                    .with_context(|| format!("connecting to {}", settings.database_url.redacted()))?;
                 Ok(Self::Postgres(pool))
             }
         }
@@ -130,18 +126,14 @@ impl Db {
     /// and from several processes at once (PostgreSQL takes an advisory lock).
     pub async fn migrate(&self) -> anyhow::Result<usize> {
         let before = self.applied_migrations().await.unwrap_or(0);
-        on_db!(self, pool => self.migrator().run(pool).await)
-            .context("applying database migrations")?;
+        on_db!(self, pool => self.migrator().run(pool).await).context("applying database migrations")?;
         let after = self.applied_migrations().await?;
         Ok(after.saturating_sub(before))
     }
 
     /// Number of migrations embedded in this binary for this backend.
     pub fn known_migrations(&self) -> usize {
-        self.migrator()
-            .iter()
-            .filter(|m| m.migration_type.is_up_migration())
-            .count()
+        self.migrator().iter().filter(|m| m.migration_type.is_up_migration()).count()
     }
 
     /// Number of successfully applied migrations recorded in the database.
@@ -155,15 +147,10 @@ impl Db {
     pub async fn check_ready(&self) -> Result<usize, String> {
         let ping = on_db!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()));
         ping.map_err(|e| format!("database unreachable: {e}"))?;
-        let applied = self
-            .applied_migrations()
-            .await
-            .map_err(|_| "database has not been migrated".to_owned())?;
+        let applied = self.applied_migrations().await.map_err(|_| "database has not been migrated".to_owned())?;
         let known = self.known_migrations();
         if applied < known {
-            return Err(format!(
-                "database is migrated to {applied} of {known} migrations"
-            ));
+            return Err(format!("database is migrated to {applied} of {known} migrations"));
         }
         Ok(applied)
     }
@@ -222,26 +209,19 @@ pub struct Constraint {
 }
 
 /// Every constraint the API knows how to explain, gathered from the slices.
-pub static CONSTRAINTS: &[&[Constraint]] = &[
-    crate::app::idempotency::CONSTRAINTS,
-    crate::auth::CONSTRAINTS,
-];
+pub static CONSTRAINTS: &[&[Constraint]] = &[crate::app::idempotency::CONSTRAINTS, crate::auth::CONSTRAINTS];
 
 pub fn find_constraint(name: &str) -> Option<&'static Constraint> {
-    CONSTRAINTS
-        .iter()
-        .flat_map(|list| list.iter())
-        .find(|c| c.name == name)
+    CONSTRAINTS.iter().flat_map(|list| list.iter()).find(|c| c.name == name)
 }
 
 /// SQLite: `UNIQUE constraint failed: users.email` (or `... index 'name'` for expression
 /// indexes, which we name like the PostgreSQL constraint).
 pub fn find_constraint_by_sqlite_message(message: &str) -> Option<&'static Constraint> {
     let detail = message.split_once("constraint failed: ")?.1.trim();
-    let index_name = detail
-        .strip_prefix("index '")
-        .and_then(|s| s.strip_suffix('\''));
-    CONSTRAINTS.iter().flat_map(|list| list.iter()).find(|c| {
-        Some(c.name) == index_name || (!c.sqlite_columns.is_empty() && c.sqlite_columns == detail)
-    })
+    let index_name = detail.strip_prefix("index '").and_then(|s| s.strip_suffix('\''));
+    CONSTRAINTS
+        .iter()
+        .flat_map(|list| list.iter())
+        .find(|c| Some(c.name) == index_name || (!c.sqlite_columns.is_empty() && c.sqlite_columns == detail))
 }

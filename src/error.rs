@@ -27,10 +27,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
+        Self { field: field.into(), message: message.into() }
     }
 }
 
@@ -74,10 +71,7 @@ pub enum ApiError {
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("conflict: {detail}")]
-    Conflict {
-        detail: String,
-        conflicts: Vec<Value>,
-    },
+    Conflict { detail: String, conflicts: Vec<Value> },
     #[error("payload too large")]
     PayloadTooLarge,
     #[error("unsupported media type: {0}")]
@@ -100,10 +94,7 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn conflict(detail: impl Into<String>) -> Self {
-        Self::Conflict {
-            detail: detail.into(),
-            conflicts: Vec::new(),
-        }
+        Self::Conflict { detail: detail.into(), conflicts: Vec::new() }
     }
 
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -162,18 +153,11 @@ impl ApiError {
             Self::Internal(_) => (
                 "about:blank",
                 "Internal Server Error",
-                "An unexpected error occurred; it has been logged with this request's id"
-                    .to_owned(),
+                "An unexpected error occurred; it has been logged with this request's id".to_owned(),
                 None,
                 None,
             ),
-            other => (
-                "about:blank",
-                reason(status),
-                other.plain_detail(),
-                None,
-                None,
-            ),
+            other => ("about:blank", reason(status), other.plain_detail(), None, None),
         };
         Problem {
             kind: kind.to_owned(),
@@ -197,9 +181,7 @@ impl ApiError {
             Self::Forbidden => "Your role does not allow this action".to_owned(),
             Self::NotFound => "No such resource".to_owned(),
             Self::MethodNotAllowed => "This method is not allowed on this resource".to_owned(),
-            Self::PayloadTooLarge => {
-                "The request body is larger than the server accepts".to_owned()
-            }
+            Self::PayloadTooLarge => "The request body is larger than the server accepts".to_owned(),
             _ => self.to_string(),
         }
     }
@@ -228,9 +210,7 @@ pub fn problem_for_status(status: StatusCode, detail: &str) -> Response {
 fn problem_response(status: StatusCode, problem: &Problem) -> Response {
     let body = serde_json::to_vec(problem).unwrap_or_default();
     let mut response = (status, body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     response
 }
 
@@ -242,14 +222,10 @@ impl IntoResponse for ApiError {
         }
         let mut response = problem_response(self.status(), &self.problem());
         if let Self::Unauthorized(_) = self {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if let Self::RateLimited { retry_after_secs } = self {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }
         response
     }
@@ -277,10 +253,7 @@ impl From<sqlx::Error> for ApiError {
 fn constraint_error(error: &dyn sqlx::error::DatabaseError) -> Option<ApiError> {
     use sqlx::error::ErrorKind;
     let kind = error.kind();
-    if !matches!(
-        kind,
-        ErrorKind::UniqueViolation | ErrorKind::ForeignKeyViolation | ErrorKind::CheckViolation
-    ) {
+    if !matches!(kind, ErrorKind::UniqueViolation | ErrorKind::ForeignKeyViolation | ErrorKind::CheckViolation) {
         return None;
     }
     let known = match error.constraint() {
@@ -290,13 +263,9 @@ fn constraint_error(error: &dyn sqlx::error::DatabaseError) -> Option<ApiError> 
     Some(match (known, kind) {
         (Some(c), _) => match c.kind {
             ConstraintKind::Unique => ApiError::conflict(c.message),
-            ConstraintKind::ForeignKey | ConstraintKind::Check => {
-                ApiError::invalid(c.field, c.message)
-            }
+            ConstraintKind::ForeignKey | ConstraintKind::Check => ApiError::invalid(c.field, c.message),
         },
-        (None, ErrorKind::UniqueViolation) => {
-            ApiError::conflict("A record with the same unique values already exists")
-        }
+        (None, ErrorKind::UniqueViolation) => ApiError::conflict("A record with the same unique values already exists"),
         (None, ErrorKind::ForeignKeyViolation) => {
             ApiError::Unprocessable("The request refers to a record that does not exist".into())
         }

@@ -46,8 +46,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(password) => password,
                 None => std::env::var("CEDAR_ADMIN_PASSWORD").unwrap_or_default(),
             };
-            let result =
-                auth::create_admin_cli(&db, &args.email, password, args.name.as_deref()).await;
+            let result = auth::create_admin_cli(&db, &args.email, password, args.name.as_deref()).await;
             db.close().await;
             match result {
                 Ok(user) => {
@@ -69,16 +68,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn init_logging(settings: &Settings) {
     let filter = tracing_subscriber::EnvFilter::new(&settings.log_level);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match settings.log_format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
     };
 }

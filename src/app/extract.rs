@@ -35,10 +35,7 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         JsonRejection::JsonDataError(e) => {
             let detail = e.body_text();
             // serde_path_to_error gives "path: message" for nested fields.
-            let message = detail
-                .rsplit_once(": ")
-                .map_or(detail.as_str(), |(_, m)| m)
-                .to_owned();
+            let message = detail.rsplit_once(": ").map_or(detail.as_str(), |(_, m)| m).to_owned();
             let field = detail
                 .strip_prefix("Failed to deserialize the JSON body into the target type: ")
                 .and_then(|rest| rest.split_once(": "))
@@ -47,12 +44,10 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
                 .unwrap_or_else(|| "body".to_owned());
             ApiError::invalid(field, message)
         }
-        JsonRejection::JsonSyntaxError(e) => {
-            ApiError::BadRequest(format!("Malformed JSON: {}", e.body_text()))
+        JsonRejection::JsonSyntaxError(e) => ApiError::BadRequest(format!("Malformed JSON: {}", e.body_text())),
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::UnsupportedMediaType("Expected a request body with Content-Type: application/json".into())
         }
-        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
-            "Expected a request body with Content-Type: application/json".into(),
-        ),
         other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
         other => ApiError::BadRequest(other.body_text()),
     }
@@ -78,9 +73,9 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(Self(value)),
-            Err(QueryRejection::FailedToDeserializeQueryString(e)) => Err(ApiError::BadRequest(
-                format!("Invalid query string: {}", e.body_text()),
-            )),
+            Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
+                Err(ApiError::BadRequest(format!("Invalid query string: {}", e.body_text())))
+            }
             Err(other) => Err(ApiError::BadRequest(other.body_text())),
         }
     }

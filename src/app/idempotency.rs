@@ -59,27 +59,15 @@ struct StoredResponse {
 }
 
 pub async fn middleware(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let mutating = matches!(
-        *request.method(),
-        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-    );
-    let Some(key) = request
-        .headers()
-        .get(&IDEMPOTENCY_KEY)
-        .filter(|_| mutating)
-        .cloned()
-    else {
+    let mutating = matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
+    let Some(key) = request.headers().get(&IDEMPOTENCY_KEY).filter(|_| mutating).cloned() else {
         return next.run(request).await;
     };
     let key = match key.to_str() {
-        Ok(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()) => {
-            k.to_owned()
-        }
+        Ok(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()) => k.to_owned(),
         _ => {
-            return ApiError::BadRequest(
-                "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
-            )
-            .into_response();
+            return ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".into())
+                .into_response();
         }
     };
     let scope = scope_of(&request);
@@ -88,11 +76,7 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
         Ok(bytes) => bytes,
         Err(_) => return ApiError::PayloadTooLarge.into_response(),
     };
-    let fingerprint = fingerprint(
-        &parts.method,
-        parts.uri.path_and_query().map_or("", |p| p.as_str()),
-        &body,
-    );
+    let fingerprint = fingerprint(&parts.method, parts.uri.path_and_query().map_or("", |p| p.as_str()), &body);
 
     let lease = state.settings.request_timeout + std::time::Duration::from_secs(30);
     let claim = match claim(&state.db, &scope, &key, &fingerprint, lease).await {
@@ -103,11 +87,8 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
         Claim::Replay(stored) => replay(stored),
         Claim::StillRunning => {
             let mut response =
-                ApiError::conflict("A request with this Idempotency-Key is still being processed")
-                    .into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                ApiError::conflict("A request with this Idempotency-Key is still being processed").into_response();
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             response
         }
         Claim::DifferentRequest => ApiError::Unprocessable(
@@ -126,10 +107,7 @@ fn scope_of(request: &Request) -> String {
         return format!("user:{scope}");
     }
     match request.headers().get(header::AUTHORIZATION) {
-        Some(credentials) => format!(
-            "credentials:{}",
-            hex::encode(Sha256::digest(credentials.as_bytes()))
-        ),
+        Some(credentials) => format!("credentials:{}", hex::encode(Sha256::digest(credentials.as_bytes()))),
         None => "anonymous".to_owned(),
     }
 }
@@ -157,7 +135,8 @@ async fn claim(
         ON CONFLICT (scope, idempotency_key) DO NOTHING";
     const SELECT: &str = "SELECT request_hash, state, response_status, response_headers, response_body, \
         locked_until, expires_at FROM idempotency_keys WHERE scope = $1 AND idempotency_key = $2";
-    const DELETE_EXPIRED: &str = "DELETE FROM idempotency_keys WHERE scope = $1 AND idempotency_key = $2 AND expires_at <= $3";
+    const DELETE_EXPIRED: &str =
+        "DELETE FROM idempotency_keys WHERE scope = $1 AND idempotency_key = $2 AND expires_at <= $3";
     const TAKE_OVER: &str = "UPDATE idempotency_keys SET locked_until = $3 \
         WHERE scope = $1 AND idempotency_key = $2 AND state = 'in_progress' AND locked_until <= $4";
 
@@ -174,15 +153,15 @@ async fn claim(
     // Two rounds at most: a row may expire or vanish between our statements.
     for _ in 0..3 {
         let now = Utc::now();
-        let locked_until =
-            now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(1));
+        let locked_until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(1));
         let inserted = on_db!(db, pool => sqlx::query(INSERT)
             .bind(scope).bind(key).bind(fingerprint).bind(locked_until).bind(now).bind(now + KEY_TTL)
             .execute(pool).await.map(|r| r.rows_affected()))?;
         if inserted == 1 {
             return Ok(Claim::Run);
         }
-        let row: Option<Row> = on_db!(db, pool => sqlx::query_as(SELECT).bind(scope).bind(key).fetch_optional(pool).await)?;
+        let row: Option<Row> =
+            on_db!(db, pool => sqlx::query_as(SELECT).bind(scope).bind(key).fetch_optional(pool).await)?;
         let Some((hash, state, status, headers, body, row_locked_until, expires_at)) = row else {
             continue;
         };
@@ -222,7 +201,8 @@ async fn finish(db: &Db, scope: &str, key: &str, response: Response) -> Response
 
     let status = response.status();
     if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-        if let Err(error) = on_db!(db, pool => sqlx::query(FORGET).bind(scope).bind(key).execute(pool).await.map(|r| r.rows_affected()))
+        if let Err(error) =
+            on_db!(db, pool => sqlx::query(FORGET).bind(scope).bind(key).execute(pool).await.map(|r| r.rows_affected()))
         {
             tracing::warn!(error = %error, "could not release idempotency key");
         }
@@ -232,18 +212,12 @@ async fn finish(db: &Db, scope: &str, key: &str, response: Response) -> Response
     let body = match axum::body::to_bytes(body, usize::MAX).await {
         Ok(bytes) => bytes,
         Err(error) => {
-            return ApiError::Internal(anyhow::anyhow!("reading response body: {error}"))
-                .into_response();
+            return ApiError::Internal(anyhow::anyhow!("reading response body: {error}")).into_response();
         }
     };
     let kept: Vec<(String, String)> = [header::CONTENT_TYPE, header::LOCATION]
         .iter()
-        .filter_map(|name| {
-            Some((
-                name.as_str().to_owned(),
-                parts.headers.get(name)?.to_str().ok()?.to_owned(),
-            ))
-        })
+        .filter_map(|name| Some((name.as_str().to_owned(), parts.headers.get(name)?.to_str().ok()?.to_owned())))
         .collect();
     let stored = on_db!(db, pool => sqlx::query(COMPLETE)
         .bind(scope).bind(key).bind(i32::from(status.as_u16())).bind(SqlJson(&kept)).bind(body.as_ref())
@@ -263,9 +237,7 @@ fn replay(stored: StoredResponse) -> Response {
             response.headers_mut().insert(name, value);
         }
     }
-    response
-        .headers_mut()
-        .insert(REPLAYED, HeaderValue::from_static("true"));
+    response.headers_mut().insert(REPLAYED, HeaderValue::from_static("true"));
     response
 }
 

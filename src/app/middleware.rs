@@ -51,19 +51,10 @@ type OnResponse = fn(&Response, Duration, &Span);
 
 /// One span per request carrying its id, method and route template; one log line per
 /// response with status and latency.
-pub fn trace_layer()
--> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, MakeSpan, (), OnResponse> {
+pub fn trace_layer() -> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, MakeSpan, (), OnResponse> {
     fn make_span(request: &Request) -> Span {
-        let request_id = request
-            .headers()
-            .get(&REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let route = request
-            .extensions()
-            .get::<MatchedPath>()
-            .map(MatchedPath::as_str)
-            .unwrap_or("-");
+        let request_id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or("-");
         tracing::info_span!("request", request_id, method = %request.method(), route, path = %request.uri().path())
     }
     fn on_response(response: &Response, latency: Duration, _span: &Span) {
@@ -83,10 +74,7 @@ pub fn trace_layer()
 
 /// A panicking handler becomes a 500 problem (and a log line), not a dropped connection.
 pub async fn catch_panic(request: Request, next: Next) -> Response {
-    match std::panic::AssertUnwindSafe(next.run(request))
-        .catch_unwind()
-        .await
-    {
+    match std::panic::AssertUnwindSafe(next.run(request)).catch_unwind().await {
         Ok(response) => response,
         Err(panic) => {
             let message = panic
@@ -110,14 +98,9 @@ pub async fn record_metrics(request: Request, next: Next) -> Response {
     let method = request.method().as_str().to_owned();
     let started = Instant::now();
     let response = next.run(request).await;
-    let labels = [
-        ("method", method),
-        ("route", route),
-        ("status", response.status().as_u16().to_string()),
-    ];
+    let labels = [("method", method), ("route", route), ("status", response.status().as_u16().to_string())];
     metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
+    metrics::histogram!("http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
     response
 }
 
@@ -126,20 +109,11 @@ pub fn cors_layer(origins: &CorsOrigins) -> CorsLayer {
     let allow_origin = match origins {
         CorsOrigins::Any => AllowOrigin::any(),
         CorsOrigins::None => AllowOrigin::list(Vec::<HeaderValue>::new()),
-        CorsOrigins::List(list) => {
-            AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
-        }
+        CorsOrigins::List(list) => AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok())),
     };
     CorsLayer::new()
         .allow_origin(allow_origin)
-        .allow_methods([
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::PATCH,
-            Method::DELETE,
-            Method::OPTIONS,
-        ])
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
@@ -178,14 +152,10 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
         (header::STRICT_TRANSPORT_SECURITY, "max-age=31536000"),
     ];
     for (name, value) in defaults {
-        headers
-            .entry(name)
-            .or_insert(HeaderValue::from_static(value));
+        headers.entry(name).or_insert(HeaderValue::from_static(value));
     }
     if !is_docs {
-        headers
-            .entry(header::CACHE_CONTROL)
-            .or_insert(HeaderValue::from_static("no-store"));
+        headers.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
     }
     response
 }
@@ -206,13 +176,9 @@ pub async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
     let status = response.status();
     // Problem bodies pass, and so do JSON bodies: the GoTrue-compatible /auth/v1 routes answer
     // errors in GoTrue's own `{code, error_code, msg}` shape, which supabase-js expects.
-    let is_structured = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| {
-            v.as_bytes().starts_with(PROBLEM_JSON.as_bytes())
-                || v.as_bytes().starts_with(b"application/json")
-        });
+    let is_structured = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()) || v.as_bytes().starts_with(b"application/json")
+    });
     if !(status.is_client_error() || status.is_server_error()) || is_structured {
         return response;
     }
@@ -220,19 +186,14 @@ pub async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
     let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
     let text = String::from_utf8_lossy(&text);
     let detail = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            "The request body is larger than the server accepts".to_owned()
-        }
+        StatusCode::PAYLOAD_TOO_LARGE => "The request body is larger than the server accepts".to_owned(),
         _ if text.trim().is_empty() => error::reason(status).to_owned(),
         _ => text.trim().to_owned(),
     };
     let problem = error::problem_for_status(status, &detail);
     let (problem_parts, problem_body) = problem.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        problem_parts.headers[header::CONTENT_TYPE].clone(),
-    );
+    parts.headers.insert(header::CONTENT_TYPE, problem_parts.headers[header::CONTENT_TYPE].clone());
     Response::from_parts(parts, Body::new(problem_body))
 }
 

@@ -46,11 +46,7 @@ impl AppState {
         let db = Db::connect(&settings).await?;
         let applied = db.migrate().await?;
         if applied > 0 {
-            tracing::info!(
-                applied,
-                backend = db.backend().as_str(),
-                "database migrated"
-            );
+            tracing::info!(applied, backend = db.backend().as_str(), "database migrated");
         }
         Self::new(db, settings)
     }
@@ -58,13 +54,7 @@ impl AppState {
     /// State over an existing pool, without migrating (tests use this to see `/ready` say 503).
     pub fn new(db: Db, settings: Settings) -> anyhow::Result<Self> {
         let auth = Arc::new(crate::auth::Auth::new(&settings)?);
-        Ok(Self {
-            db,
-            auth,
-            settings: Arc::new(settings),
-            metrics: metrics_handle(),
-            started_at: Instant::now(),
-        })
+        Ok(Self { db, auth, settings: Arc::new(settings), metrics: metrics_handle(), started_at: Instant::now() })
     }
 }
 
@@ -73,9 +63,8 @@ pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            const LATENCY_BUCKETS: &[f64] = &[
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ];
+            const LATENCY_BUCKETS: &[f64] =
+                &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0];
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), LATENCY_BUCKETS)
                 .expect("static bucket list is not empty")
@@ -118,12 +107,7 @@ impl utoipa::Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
         );
     }
 }
@@ -170,21 +154,14 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .layer(axum::middleware::from_fn(middleware::security_headers))
         .layer(MapResponseBodyLayer::new(Body::new))
         .layer(CompressionLayer::new())
-        .layer(axum::middleware::from_fn(
-            middleware::problem_for_bare_errors,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::timeout,
-        ))
+        .layer(axum::middleware::from_fn(middleware::problem_for_bare_errors))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::timeout))
         .layer(MapResponseBodyLayer::new(Body::new))
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(MapRequestBodyLayer::new(Body::new))
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            idempotency::middleware,
-        ));
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::authenticate))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::middleware));
 
     routes.layer(stack).with_state(state)
 }
@@ -195,9 +172,8 @@ pub async fn serve(settings: Settings, no_worker: bool) -> anyhow::Result<()> {
     let addr = settings.addr;
     let grace = settings.shutdown_grace;
     let state = AppState::init(settings).await?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} (CEDAR_ADDR)"))?;
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} (CEDAR_ADDR)"))?;
     tracing::info!(
         addr = %listener.local_addr()?,
         database = %state.settings.database_url,
@@ -205,8 +181,7 @@ pub async fn serve(settings: Settings, no_worker: bool) -> anyhow::Result<()> {
         "cedar is listening; API docs at /docs"
     );
     let housekeeping = tokio::spawn(housekeeping(state.clone(), !no_worker));
-    let result =
-        run_until_shutdown(listener, router(state.clone()), shutdown_signal(), grace).await;
+    let result = run_until_shutdown(listener, router(state.clone()), shutdown_signal(), grace).await;
     housekeeping.abort();
     state.db.close().await;
     tracing::info!("stopped");

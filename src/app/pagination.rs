@@ -33,10 +33,7 @@ impl PageParams {
         match self.limit {
             None => Ok(DEFAULT_LIMIT),
             Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-            Some(_) => Err(ApiError::invalid(
-                "limit",
-                format!("must be between 1 and {MAX_LIMIT}"),
-            )),
+            Some(_) => Err(ApiError::invalid("limit", format!("must be between 1 and {MAX_LIMIT}"))),
         }
     }
 
@@ -63,22 +60,14 @@ pub struct Page<T> {
 
 impl<T> Page<T> {
     /// Builds a page from up to `limit + 1` rows fetched in list order.
-    pub fn from_rows(
-        mut rows: Vec<T>,
-        params: &PageParams,
-        id_of: impl Fn(&T) -> Uuid,
-    ) -> Result<Self, ApiError> {
+    pub fn from_rows(mut rows: Vec<T>, params: &PageParams, id_of: impl Fn(&T) -> Uuid) -> Result<Self, ApiError> {
         let limit = params.limit()? as usize;
         let next_cursor = if rows.len() > limit {
             rows.truncate(limit);
-            rows.last()
-                .map(|last| URL_SAFE_NO_PAD.encode(id_of(last).as_bytes()))
+            rows.last().map(|last| URL_SAFE_NO_PAD.encode(id_of(last).as_bytes()))
         } else {
             None
         };
-        Ok(Self {
-            items: rows,
-            next_cursor,
-        })
+        Ok(Self { items: rows, next_cursor })
     }
 }

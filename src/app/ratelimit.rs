@@ -16,20 +16,13 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(limit: u32, window: Duration) -> Self {
-        Self {
-            limit,
-            window,
-            windows: Mutex::new(HashMap::new()),
-        }
+        Self { limit, window, windows: Mutex::new(HashMap::new()) }
     }
 
     /// Counts one attempt for `key`. `Err(seconds)` when over the limit: retry after that long.
     pub fn check(&self, key: &str) -> Result<(), u64> {
         let now = Instant::now();
-        let mut windows = self
-            .windows
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if windows.len() > 50_000 {
             let window = self.window;
             windows.retain(|_, (started, _)| now.duration_since(*started) < window);

@@ -79,11 +79,7 @@ impl CurrentUser {
 
     /// 403 unless the user has one of `roles`.
     pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
-        if roles.contains(&self.role) {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden)
-        }
+        if roles.contains(&self.role) { Ok(()) } else { Err(ApiError::Forbidden) }
     }
 
     pub fn scope(&self) -> Scope {
@@ -118,23 +114,14 @@ pub enum AuthFailure {
 pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
-pub async fn authenticate(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     if let Some(token) = bearer_token(request.headers()) {
         match state.auth.authenticate(&state.db, token).await {
             Ok(user) => {
-                request
-                    .extensions_mut()
-                    .insert(IdempotencyScope(user.id.to_string()));
+                request.extensions_mut().insert(IdempotencyScope(user.id.to_string()));
                 request.extensions_mut().insert(user);
             }
             Err(failure) => {
@@ -155,9 +142,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
         Err(match parts.extensions.get::<AuthFailure>() {
             Some(AuthFailure::Unauthorized(why)) => ApiError::Unauthorized(why.clone()),
             Some(AuthFailure::Forbidden(why)) => ApiError::ForbiddenBecause(why.clone()),
-            Some(AuthFailure::Unavailable) => {
-                ApiError::Unavailable("Could not verify the token right now".into())
-            }
+            Some(AuthFailure::Unavailable) => ApiError::Unavailable("Could not verify the token right now".into()),
             None => ApiError::Unauthorized("A bearer token is required".to_owned()),
         })
     }

@@ -20,9 +20,7 @@ impl Email {
             && !domain.starts_with('.')
             && !domain.ends_with('.')
             && !domain.contains("..")
-            && domain
-                .chars()
-                .all(|c| c.is_alphanumeric() || c == '-' || c == '.');
+            && domain.chars().all(|c| c.is_alphanumeric() || c == '-' || c == '.');
         if local.is_empty()
             || local.len() > 64
             || !domain_ok
@@ -50,19 +48,8 @@ mod tests {
 
     #[test]
     fn normalises_and_rejects() {
-        assert_eq!(
-            Email::parse("  Hélène.Côté@Example.CA ").unwrap().as_str(),
-            "hélène.côté@example.ca"
-        );
-        for bad in [
-            "",
-            "no-at",
-            "a@b",
-            "a b@example.com",
-            "@example.com",
-            "a@.example.com",
-            "a@example..com",
-        ] {
+        assert_eq!(Email::parse("  Hélène.Côté@Example.CA ").unwrap().as_str(), "hélène.côté@example.ca");
+        for bad in ["", "no-at", "a@b", "a b@example.com", "@example.com", "a@.example.com", "a@example..com"] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
     }

@@ -38,40 +38,23 @@ pub struct GoTrueError {
 
 impl GoTrueError {
     fn new(status: StatusCode, error_code: &'static str, msg: impl Into<String>) -> Self {
-        Self {
-            status,
-            error_code,
-            msg: msg.into(),
-            retry_after: None,
-        }
+        Self { status, error_code, msg: msg.into(), retry_after: None }
     }
 
     fn invalid_credentials() -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_credentials",
-            "Invalid login credentials",
-        )
+        Self::new(StatusCode::BAD_REQUEST, "invalid_credentials", "Invalid login credentials")
     }
 
     fn rate_limited(retry_after: u64) -> Self {
         Self {
             retry_after: Some(retry_after),
-            ..Self::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "over_request_rate_limit",
-                "Request rate limit reached",
-            )
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "over_request_rate_limit", "Request rate limit reached")
         }
     }
 
     fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(error = %error, "auth endpoint failed");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "unexpected_failure",
-            "Unexpected failure; please retry",
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "unexpected_failure", "Unexpected failure; please retry")
     }
 }
 
@@ -89,13 +72,10 @@ impl From<anyhow::Error> for GoTrueError {
 
 impl IntoResponse for GoTrueError {
     fn into_response(self) -> Response {
-        let body =
-            json!({"code": self.status.as_u16(), "error_code": self.error_code, "msg": self.msg});
+        let body = json!({"code": self.status.as_u16(), "error_code": self.error_code, "msg": self.msg});
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -147,18 +127,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 fn parse<T: DeserializeOwned>(body: &Bytes) -> GoTrueResult<T> {
     if body.is_empty() {
-        return Err(GoTrueError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_json",
-            "A JSON request body is required",
-        ));
+        return Err(GoTrueError::new(StatusCode::BAD_REQUEST, "bad_json", "A JSON request body is required"));
     }
     serde_json::from_slice(body).map_err(|e| {
-        GoTrueError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_json",
-            format!("Could not parse request body as JSON: {e}"),
-        )
+        GoTrueError::new(StatusCode::BAD_REQUEST, "bad_json", format!("Could not parse request body as JSON: {e}"))
     })
 }
 
@@ -174,9 +146,7 @@ fn built_in(auth: &Auth) -> GoTrueResult<()> {
 }
 
 fn user_agent(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
+    headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok())
 }
 
 fn limit(limiter: &crate::app::ratelimit::RateLimiter, key: &str) -> GoTrueResult<()> {
@@ -192,21 +162,12 @@ async fn start_session(
     event: AuditEvent,
 ) -> GoTrueResult<TokenResponse> {
     let mut tx = state.db.begin().await?;
-    let (session_id, refresh_token) =
-        store::create_session(&mut tx, user.id, user_agent(headers), Some(ip)).await?;
+    let (session_id, refresh_token) = store::create_session(&mut tx, user.id, user_agent(headers), Some(ip)).await?;
     store::touch_sign_in(&mut tx, user.id).await?;
-    audit::record_tx(
-        &mut tx,
-        event
-            .actor(user.id, user.role())
-            .subject("session", session_id)
-            .ip(Some(ip.to_owned())),
-    )
-    .await?;
+    audit::record_tx(&mut tx, event.actor(user.id, user.role()).subject("session", session_id).ip(Some(ip.to_owned())))
+        .await?;
     tx.commit().await?;
-    let user = store::user_by_id(&state.db, user.id)
-        .await?
-        .unwrap_or_else(|| user.clone());
+    let user = store::user_by_id(&state.db, user.id).await?.unwrap_or_else(|| user.clone());
     token_response(&state.auth, &user, session_id, refresh_token)
 }
 
@@ -265,17 +226,10 @@ async fn signup(
         )
     })?;
     if let Some(why) = password::weakness(&input.password) {
-        return Err(GoTrueError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "weak_password",
-            why,
-        ));
+        return Err(GoTrueError::new(StatusCode::UNPROCESSABLE_ENTITY, "weak_password", why));
     }
     let hash = password::hash(input.password).await?;
-    let metadata = input
-        .data
-        .filter(Value::is_object)
-        .unwrap_or_else(|| json!({}));
+    let metadata = input.data.filter(Value::is_object).unwrap_or_else(|| json!({}));
     let new = NewUser {
         id: uuid::Uuid::now_v7(),
         email: email.as_str(),
@@ -307,16 +261,7 @@ async fn signup(
     )
     .await?;
     tx.commit().await?;
-    Ok(axum::Json(
-        start_session(
-            &state,
-            &user,
-            &headers,
-            &ip,
-            AuditEvent::new("auth.sign_in"),
-        )
-        .await?,
-    ))
+    Ok(axum::Json(start_session(&state, &user, &headers, &ip, AuditEvent::new("auth.sign_in")).await?))
 }
 
 fn is_unique_violation(error: &sqlx::Error) -> bool {
@@ -349,17 +294,9 @@ async fn token(
     built_in(&state.auth)?;
     let ip = peer.ip().to_string();
     match grant.grant_type.as_deref() {
-        Some("password") => password_grant(&state, &ip, &headers, parse(&body)?)
-            .await
-            .map(axum::Json),
-        Some("refresh_token") => refresh_grant(&state, &ip, parse(&body)?)
-            .await
-            .map(axum::Json),
-        _ => Err(GoTrueError::new(
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
-            "Unsupported grant_type",
-        )),
+        Some("password") => password_grant(&state, &ip, &headers, parse(&body)?).await.map(axum::Json),
+        Some("refresh_token") => refresh_grant(&state, &ip, parse(&body)?).await.map(axum::Json),
+        _ => Err(GoTrueError::new(StatusCode::BAD_REQUEST, "validation_failed", "Unsupported grant_type")),
     }
 }
 
@@ -399,39 +336,19 @@ async fn password_grant(
     }
 }
 
-async fn refresh_grant(
-    state: &AppState,
-    ip: &str,
-    input: RefreshInput,
-) -> GoTrueResult<TokenResponse> {
+async fn refresh_grant(state: &AppState, ip: &str, input: RefreshInput) -> GoTrueResult<TokenResponse> {
     let mut tx = state.db.begin().await?;
     let outcome = store::rotate_refresh_token(&mut tx, input.refresh_token.trim()).await?;
     match outcome {
-        Refresh::Rotated {
-            user_id,
-            session_id,
-            refresh_token,
-        } => {
+        Refresh::Rotated { user_id, session_id, refresh_token } => {
             tx.commit().await?;
-            let user = store::user_by_id(&state.db, user_id)
-                .await?
-                .filter(UserRecord::is_active)
-                .ok_or_else(|| {
-                    GoTrueError::new(
-                        StatusCode::BAD_REQUEST,
-                        "session_not_found",
-                        "Invalid Refresh Token: Session Expired",
-                    )
-                })?;
+            let user = store::user_by_id(&state.db, user_id).await?.filter(UserRecord::is_active).ok_or_else(|| {
+                GoTrueError::new(StatusCode::BAD_REQUEST, "session_not_found", "Invalid Refresh Token: Session Expired")
+            })?;
             token_response(&state.auth, &user, session_id, refresh_token)
         }
-        Refresh::Reused {
-            user_id,
-            session_id,
-        } => {
-            let role = store::user_by_id(&state.db, user_id)
-                .await?
-                .map_or(Role::Parent, |u| u.role());
+        Refresh::Reused { user_id, session_id } => {
+            let role = store::user_by_id(&state.db, user_id).await?.map_or(Role::Parent, |u| u.role());
             audit::record_tx(
                 &mut tx,
                 AuditEvent::new("auth.session_revoked")
@@ -500,12 +417,8 @@ async fn logout(
             }
         }
         ("local", None) => vec![],
-        ("others", _) => {
-            store::revoke_user_sessions(&mut tx, user.id, current, "logout_others").await?
-        }
-        ("global", _) => {
-            store::revoke_user_sessions(&mut tx, user.id, None, "logout_global").await?
-        }
+        ("others", _) => store::revoke_user_sessions(&mut tx, user.id, current, "logout_others").await?,
+        ("global", _) => store::revoke_user_sessions(&mut tx, user.id, None, "logout_global").await?,
         _ => {
             return Err(GoTrueError::new(
                 StatusCode::BAD_REQUEST,
@@ -537,9 +450,7 @@ async fn get_user(
     let user = signed_in(user)?;
     let record = store::user_by_id(&state.db, user.id)
         .await?
-        .ok_or_else(|| {
-            GoTrueError::new(StatusCode::NOT_FOUND, "user_not_found", "User not found")
-        })?;
+        .ok_or_else(|| GoTrueError::new(StatusCode::NOT_FOUND, "user_not_found", "User not found"))?;
     Ok(axum::Json(gotrue_user(&record)))
 }
 
@@ -572,11 +483,7 @@ async fn update_user(
     let hash = match input.password {
         Some(password) => match password::weakness(&password) {
             Some(why) => {
-                return Err(GoTrueError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "weak_password",
-                    why,
-                ));
+                return Err(GoTrueError::new(StatusCode::UNPROCESSABLE_ENTITY, "weak_password", why));
             }
             None => Some(password::hash(password).await?),
         },
@@ -585,13 +492,7 @@ async fn update_user(
     let mut tx = state.db.begin().await?;
     if let Some(hash) = &hash {
         store::set_password(&mut tx, user.id, hash).await?;
-        audit::record_tx(
-            &mut tx,
-            AuditEvent::new("auth.password_changed")
-                .by(&user)
-                .subject("user", user.id),
-        )
-        .await?;
+        audit::record_tx(&mut tx, AuditEvent::new("auth.password_changed").by(&user).subject("user", user.id)).await?;
     }
     if let Some(data) = input.data.filter(Value::is_object) {
         store::set_user_metadata(&mut tx, user.id, &data).await?;
@@ -599,9 +500,7 @@ async fn update_user(
     tx.commit().await?;
     let record = store::user_by_id(&state.db, user.id)
         .await?
-        .ok_or_else(|| {
-            GoTrueError::new(StatusCode::NOT_FOUND, "user_not_found", "User not found")
-        })?;
+        .ok_or_else(|| GoTrueError::new(StatusCode::NOT_FOUND, "user_not_found", "User not found"))?;
     Ok(axum::Json(gotrue_user(&record)))
 }
 
@@ -642,20 +541,12 @@ async fn verify(
         }
     };
     let Some(token) = input.token.or(input.token_hash).filter(|t| !t.is_empty()) else {
-        return Err(GoTrueError::new(
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
-            "token is required",
-        ));
+        return Err(GoTrueError::new(StatusCode::BAD_REQUEST, "validation_failed", "token is required"));
     };
     let hash = match input.password {
         Some(password) => match password::weakness(&password) {
             Some(why) => {
-                return Err(GoTrueError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "weak_password",
-                    why,
-                ));
+                return Err(GoTrueError::new(StatusCode::UNPROCESSABLE_ENTITY, "weak_password", why));
             }
             None => Some(password::hash(password).await?),
         },
@@ -663,11 +554,7 @@ async fn verify(
     };
     let mut tx = state.db.begin().await?;
     let Some(user_id) = store::consume_one_time_token(&mut tx, &token, purpose).await? else {
-        return Err(GoTrueError::new(
-            StatusCode::FORBIDDEN,
-            "otp_expired",
-            "Token has expired or is invalid",
-        ));
+        return Err(GoTrueError::new(StatusCode::FORBIDDEN, "otp_expired", "Token has expired or is invalid"));
     };
     if let Some(hash) = &hash {
         store::set_password(&mut tx, user_id, hash).await?;
@@ -681,20 +568,12 @@ async fn verify(
     let user = store::user_by_id(&state.db, user_id)
         .await?
         .filter(UserRecord::is_active)
-        .ok_or_else(|| {
-            GoTrueError::new(
-                StatusCode::FORBIDDEN,
-                "otp_expired",
-                "Token has expired or is invalid",
-            )
-        })?;
+        .ok_or_else(|| GoTrueError::new(StatusCode::FORBIDDEN, "otp_expired", "Token has expired or is invalid"))?;
     let action = match purpose {
         OneTimePurpose::Invite => "auth.invite_accepted",
         OneTimePurpose::Recovery => "auth.password_reset",
     };
-    Ok(axum::Json(
-        start_session(&state, &user, &headers, &ip, AuditEvent::new(action)).await?,
-    ))
+    Ok(axum::Json(start_session(&state, &user, &headers, &ip, AuditEvent::new(action)).await?))
 }
 
 /// Public keys of Cedar's token signing key (JWKS), for other services to verify tokens.
@@ -703,9 +582,6 @@ async fn jwks(State(state): State<AppState>) -> GoTrueResult<Response> {
     built_in(&state.auth)?;
     let key = state.auth.signing_key().expect("built-in mode has a key");
     let mut response = axum::Json(&key.jwks).into_response();
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=600"),
-    );
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=600"));
     Ok(response)
 }

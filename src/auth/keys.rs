@@ -28,39 +28,23 @@ impl SigningKey {
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(path)?,
             Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("reading the signing key {}", path.display()));
+                return Err(e).with_context(|| format!("reading the signing key {}", path.display()));
             }
         };
-        Self::from_pem(&pem).with_context(|| {
-            format!(
-                "loading the signing key {} (CEDAR_JWT_KEY_FILE)",
-                path.display()
-            )
-        })
+        Self::from_pem(&pem).with_context(|| format!("loading the signing key {} (CEDAR_JWT_KEY_FILE)", path.display()))
     }
 
     pub fn from_pem(pem: &str) -> anyhow::Result<Self> {
-        let secret =
-            p256::SecretKey::from_pkcs8_pem(pem).context("not a PKCS#8 P-256 private key")?;
+        let secret = p256::SecretKey::from_pkcs8_pem(pem).context("not a PKCS#8 P-256 private key")?;
         let public = secret.public_key();
-        let public_pem = public
-            .to_public_key_pem(LineEnding::LF)
-            .context("encoding public key")?;
+        let public_pem = public.to_public_key_pem(LineEnding::LF).context("encoding public key")?;
         let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(public.to_sec1_bytes())[..12]);
         let encoding = EncodingKey::from_ec_pem(pem.as_bytes()).context("loading private key")?;
-        let decoding =
-            DecodingKey::from_ec_pem(public_pem.as_bytes()).context("loading public key")?;
-        let mut jwk =
-            Jwk::from_encoding_key(&encoding, Algorithm::ES256).context("building JWK")?;
+        let decoding = DecodingKey::from_ec_pem(public_pem.as_bytes()).context("loading public key")?;
+        let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::ES256).context("building JWK")?;
         jwk.common.key_id = Some(kid.clone());
         jwk.common.public_key_use = Some(PublicKeyUse::Signature);
-        Ok(Self {
-            kid,
-            encoding,
-            decoding,
-            jwks: JwkSet { keys: vec![jwk] },
-        })
+        Ok(Self { kid, encoding, decoding, jwks: JwkSet { keys: vec![jwk] } })
     }
 }
 
@@ -75,9 +59,7 @@ fn create(path: &Path) -> anyhow::Result<String> {
             break secret;
         }
     };
-    let pem = secret
-        .to_pkcs8_pem(LineEnding::LF)
-        .context("encoding key")?;
+    let pem = secret.to_pkcs8_pem(LineEnding::LF).context("encoding key")?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -90,9 +72,7 @@ fn create(path: &Path) -> anyhow::Result<String> {
             Ok(pem.to_string())
         }
         // Another process created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            Ok(std::fs::read_to_string(path)?)
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(std::fs::read_to_string(path)?),
         Err(e) => Err(e).with_context(|| format!("writing the signing key {}", path.display())),
     }
 }
@@ -123,18 +103,12 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
         let jwk = serde_json::to_value(&first.jwks).unwrap();
         assert_eq!(jwk["keys"][0]["kty"], "EC");
         assert_eq!(jwk["keys"][0]["crv"], "P-256");
         assert_eq!(jwk["keys"][0]["kid"], first.kid);
-        assert!(
-            jwk["keys"][0].get("d").is_none(),
-            "private part must not be published"
-        );
+        assert!(jwk["keys"][0].get("d").is_none(), "private part must not be published");
     }
 }

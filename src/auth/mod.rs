@@ -13,9 +13,7 @@ mod verify;
 
 use utoipa_axum::router::OpenApiRouter;
 
-pub use current_user::{
-    AdminUser, AuthFailure, CurrentUser, Role, Scope, authenticate, bearer_token, visible,
-};
+pub use current_user::{AdminUser, AuthFailure, CurrentUser, Role, Scope, authenticate, bearer_token, visible};
 pub use email::Email;
 pub use service::{Auth, Mode};
 pub use users::create_admin_cli;

@@ -18,9 +18,7 @@ fn argon2() -> Argon2<'static> {
 pub fn weakness(password: &str) -> Option<String> {
     let chars = password.chars().count();
     if chars < MIN_LENGTH {
-        return Some(format!(
-            "Password should be at least {MIN_LENGTH} characters"
-        ));
+        return Some(format!("Password should be at least {MIN_LENGTH} characters"));
     }
     if password.len() > MAX_LENGTH {
         return Some(format!("Password should be at most {MAX_LENGTH} bytes"));
@@ -56,9 +54,7 @@ pub async fn verify(password: String, stored: Option<String>) -> bool {
         let Ok(parsed) = PasswordHash::new(&hash) else {
             return false;
         };
-        let matches = argon2()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok();
+        let matches = argon2().verify_password(password.as_bytes(), &parsed).is_ok();
         real && matches
     })
     .await
@@ -69,10 +65,7 @@ fn dummy_hash() -> &'static str {
     static DUMMY: OnceLock<String> = OnceLock::new();
     DUMMY.get_or_init(|| {
         let salt = SaltString::encode_b64(b"cedar-dummy-salt").expect("static salt");
-        argon2()
-            .hash_password(b"not a real password", &salt)
-            .expect("static hash")
-            .to_string()
+        argon2().hash_password(b"not a real password", &salt).expect("static hash").to_string()
     })
 }
 
@@ -83,10 +76,7 @@ mod tests {
     #[tokio::test]
     async fn hashes_are_argon2id_and_verify() {
         let hash = hash("correct horse".into()).await.unwrap();
-        assert!(
-            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
-            "{hash}"
-        );
+        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
         assert!(verify("correct horse".into(), Some(hash.clone())).await);
         assert!(!verify("wrong horse".into(), Some(hash)).await);
         assert!(!verify("anything".into(), None).await);

@@ -53,10 +53,7 @@ impl Auth {
             access_ttl: settings.access_token_ttl,
             signup: settings.signup,
             ip_limiter: RateLimiter::new(settings.auth_rate_per_ip, Duration::from_secs(60)),
-            account_limiter: RateLimiter::new(
-                settings.auth_rate_per_account,
-                Duration::from_secs(15 * 60),
-            ),
+            account_limiter: RateLimiter::new(settings.auth_rate_per_account, Duration::from_secs(15 * 60)),
             cache: Mutex::new(HashMap::new()),
         })
     }
@@ -74,8 +71,7 @@ impl Auth {
         match &self.mode {
             Mode::BuiltIn(key) => {
                 let (user_id, claims) =
-                    verify_builtin(token, &key.kid, &key.decoding, &self.issuer)
-                        .map_err(unauthorized)?;
+                    verify_builtin(token, &key.kid, &key.decoding, &self.issuer).map_err(unauthorized)?;
                 let session_id = claims
                     .session_id
                     .as_deref()
@@ -84,35 +80,25 @@ impl Auth {
                 if let Some(user) = self.cached(session_id).filter(|u| u.id == user_id) {
                     return Ok(user);
                 }
-                let found = store::session_user(db, session_id)
-                    .await
-                    .map_err(internal)?;
+                let found = store::session_user(db, session_id).await.map_err(internal)?;
                 match found {
                     Some((record, true)) if record.id == user_id && record.is_active() => {
                         let user = current_user(&record, Some(session_id));
                         self.remember(session_id, &user);
                         Ok(user)
                     }
-                    _ => Err(AuthFailure::Unauthorized(
-                        "The session has ended; sign in again".into(),
-                    )),
+                    _ => Err(AuthFailure::Unauthorized("The session has ended; sign in again".into())),
                 }
             }
             Mode::Supabase(verifier) => {
                 let (user_id, claims) = verifier.verify(token).await.map_err(unauthorized)?;
-                let session_id = claims
-                    .session_id
-                    .as_deref()
-                    .and_then(|s| Uuid::parse_str(s).ok());
+                let session_id = claims.session_id.as_deref().and_then(|s| Uuid::parse_str(s).ok());
                 if let Some(user) = self.cached(user_id) {
                     return Ok(CurrentUser { session_id, ..user });
                 }
                 let record = match store::user_by_id(db, user_id).await.map_err(internal)? {
                     Some(record) => record,
-                    None => {
-                        self.adopt_supabase_user(db, user_id, claims.email.as_deref())
-                            .await?
-                    }
+                    None => self.adopt_supabase_user(db, user_id, claims.email.as_deref()).await?,
                 };
                 if !record.is_active() {
                     return Err(AuthFailure::Unauthorized("This account is disabled".into()));
@@ -125,24 +111,14 @@ impl Auth {
     }
 
     /// A valid Supabase user Cedar has not seen: a parent account when sign-up is open.
-    async fn adopt_supabase_user(
-        &self,
-        db: &Db,
-        id: Uuid,
-        email: Option<&str>,
-    ) -> Result<UserRecord, AuthFailure> {
+    async fn adopt_supabase_user(&self, db: &Db, id: Uuid, email: Option<&str>) -> Result<UserRecord, AuthFailure> {
         if self.signup == SignupPolicy::Invite {
             return Err(AuthFailure::Forbidden(
                 "There is no Cedar account for this user; ask the school for an invitation".into(),
             ));
         }
-        let Some(email) = email
-            .map(|e| e.trim().to_lowercase())
-            .filter(|e| e.contains('@'))
-        else {
-            return Err(AuthFailure::Forbidden(
-                "The token carries no email address".into(),
-            ));
+        let Some(email) = email.map(|e| e.trim().to_lowercase()).filter(|e| e.contains('@')) else {
+            return Err(AuthFailure::Forbidden("The token carries no email address".into()));
         };
         let new = NewUser {
             id,
@@ -174,19 +150,14 @@ impl Auth {
             // A concurrent first request created it, or the email belongs to another account.
             Err(_) => match store::user_by_id(db, id).await.map_err(internal)? {
                 Some(record) => Ok(record),
-                None => Err(AuthFailure::Forbidden(
-                    "This email address already belongs to another account".into(),
-                )),
+                None => Err(AuthFailure::Forbidden("This email address already belongs to another account".into())),
             },
         }
     }
 
     fn cached(&self, key: Uuid) -> Option<CurrentUser> {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache
-            .get(&key)
-            .filter(|(_, at)| at.elapsed() < USER_CACHE_TTL)
-            .map(|(user, _)| user.clone())
+        cache.get(&key).filter(|(_, at)| at.elapsed() < USER_CACHE_TTL).map(|(user, _)| user.clone())
     }
 
     fn remember(&self, key: Uuid, user: &CurrentUser) {
@@ -212,11 +183,7 @@ impl Auth {
     }
 
     /// Signs an access token with Supabase's claims; returns it with its `exp`.
-    pub fn issue_access_token(
-        &self,
-        user: &UserRecord,
-        session_id: Uuid,
-    ) -> anyhow::Result<(String, i64)> {
+    pub fn issue_access_token(&self, user: &UserRecord, session_id: Uuid) -> anyhow::Result<(String, i64)> {
         let Some(key) = self.signing_key() else {
             anyhow::bail!("Cedar does not issue tokens in Supabase mode");
         };

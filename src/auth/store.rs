@@ -86,11 +86,7 @@ pub async fn set_password(tx: &mut Tx, user_id: Uuid, hash: &str) -> Result<(), 
     on_tx!(tx, conn => sqlx::query(SQL).bind(user_id).bind(hash).bind(Utc::now()).execute(&mut **conn).await.map(|_| ()))
 }
 
-pub async fn set_user_metadata(
-    tx: &mut Tx,
-    user_id: Uuid,
-    metadata: &Value,
-) -> Result<(), sqlx::Error> {
+pub async fn set_user_metadata(tx: &mut Tx, user_id: Uuid, metadata: &Value) -> Result<(), sqlx::Error> {
     const SQL: &str = "UPDATE users SET user_metadata = $2, updated_at = $3 WHERE id = $1";
     on_tx!(tx, conn => sqlx::query(SQL).bind(user_id).bind(SqlJson(metadata)).bind(Utc::now())
         .execute(&mut **conn).await.map(|_| ()))
@@ -130,8 +126,7 @@ pub async fn create_session(
 }
 
 async fn insert_refresh_token(tx: &mut Tx, session_id: Uuid) -> Result<String, sqlx::Error> {
-    const SQL: &str =
-        "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)";
+    const SQL: &str = "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)";
     let (token, hash) = new_secret_token();
     on_tx!(tx, conn => sqlx::query(SQL).bind(hash).bind(session_id).bind(Utc::now())
         .execute(&mut **conn).await.map(|_| ()))?;
@@ -159,14 +154,12 @@ pub enum Refresh {
 pub async fn rotate_refresh_token(tx: &mut Tx, token: &str) -> Result<Refresh, sqlx::Error> {
     const FIND: &str = "SELECT rt.session_id, rt.used_at, s.user_id, s.revoked_at \
         FROM refresh_tokens rt JOIN auth_sessions s ON s.id = rt.session_id WHERE rt.token_hash = $1";
-    const SPEND: &str =
-        "UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL";
+    const SPEND: &str = "UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL";
     const TOUCH: &str = "UPDATE auth_sessions SET refreshed_at = $2 WHERE id = $1";
     type Row = (Uuid, Option<DateTime<Utc>>, Uuid, Option<DateTime<Utc>>);
 
     let hash = hash_token(token);
-    let row: Option<Row> =
-        on_tx!(tx, conn => sqlx::query_as(FIND).bind(&hash).fetch_optional(&mut **conn).await)?;
+    let row: Option<Row> = on_tx!(tx, conn => sqlx::query_as(FIND).bind(&hash).fetch_optional(&mut **conn).await)?;
     let Some((session_id, used_at, user_id, revoked_at)) = row else {
         return Ok(Refresh::NotFound);
     };
@@ -180,28 +173,18 @@ pub async fn rotate_refresh_token(tx: &mut Tx, token: &str) -> Result<Refresh, s
         let spent_at = used_at.unwrap_or(now);
         if now - spent_at > REFRESH_REUSE_GRACE {
             revoke_session(tx, session_id, "refresh_token_reused").await?;
-            return Ok(Refresh::Reused {
-                user_id,
-                session_id,
-            });
+            return Ok(Refresh::Reused { user_id, session_id });
         }
     }
     on_tx!(tx, conn => sqlx::query(TOUCH).bind(session_id).bind(now).execute(&mut **conn).await.map(|_| ()))?;
     let refresh_token = insert_refresh_token(tx, session_id).await?;
-    Ok(Refresh::Rotated {
-        user_id,
-        session_id,
-        refresh_token,
-    })
+    Ok(Refresh::Rotated { user_id, session_id, refresh_token })
 }
 
 /// Revokes one session; returns whether it was active.
-pub async fn revoke_session(
-    tx: &mut Tx,
-    session_id: Uuid,
-    reason: &str,
-) -> Result<bool, sqlx::Error> {
-    const SQL: &str = "UPDATE auth_sessions SET revoked_at = $2, revoked_reason = $3 WHERE id = $1 AND revoked_at IS NULL";
+pub async fn revoke_session(tx: &mut Tx, session_id: Uuid, reason: &str) -> Result<bool, sqlx::Error> {
+    const SQL: &str =
+        "UPDATE auth_sessions SET revoked_at = $2, revoked_reason = $3 WHERE id = $1 AND revoked_at IS NULL";
     let done = on_tx!(tx, conn => sqlx::query(SQL).bind(session_id).bind(Utc::now()).bind(reason)
         .execute(&mut **conn).await.map(|r| r.rows_affected()))?;
     Ok(done == 1)
@@ -236,10 +219,7 @@ pub async fn active_sessions(db: &Db, user_id: Uuid) -> Result<Vec<SessionRecord
 }
 
 /// The user behind a session, if the session is still active.
-pub async fn session_user(
-    db: &Db,
-    session_id: Uuid,
-) -> Result<Option<(UserRecord, bool)>, sqlx::Error> {
+pub async fn session_user(db: &Db, session_id: Uuid) -> Result<Option<(UserRecord, bool)>, sqlx::Error> {
     const SQL: &str = "SELECT u.id, u.email, u.role, u.display_name, u.status, u.family_id, u.teacher_id, \
         CAST(NULL AS TEXT) AS password_hash, u.user_metadata, u.created_at, u.updated_at, u.last_sign_in_at, \
         CASE WHEN s.revoked_at IS NULL THEN 1 ELSE 0 END AS session_active \
@@ -276,7 +256,8 @@ pub async fn issue_one_time_token(
     purpose: OneTimePurpose,
     valid_for: chrono::Duration,
 ) -> Result<(String, DateTime<Utc>), sqlx::Error> {
-    const RETIRE: &str = "UPDATE one_time_tokens SET used_at = $3 WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL";
+    const RETIRE: &str =
+        "UPDATE one_time_tokens SET used_at = $3 WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL";
     const INSERT: &str = "INSERT INTO one_time_tokens (token_hash, user_id, purpose, created_at, expires_at) \
         VALUES ($1, $2, $3, $4, $5)";
     let now = Utc::now();

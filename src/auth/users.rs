@@ -49,9 +49,7 @@ pub struct Me {
 /// The signed-in user.
 #[utoipa::path(get, path = "/v1/me", tag = "me", security(("bearer" = [])), responses((status = 200, body = Me), (status = 401)))]
 async fn me(State(state): State<AppState>, user: CurrentUser) -> ApiResult<Json<Me>> {
-    let record = store::user_by_id(&state.db, user.id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let record = store::user_by_id(&state.db, user.id).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(Me {
         id: record.id,
         role: record.role(),
@@ -76,10 +74,7 @@ pub struct Session {
 /// The signed-in user's active sessions, newest first.
 #[utoipa::path(get, path = "/v1/me/sessions", tag = "me", security(("bearer" = [])),
     responses((status = 200, body = inline(Page<Session>)), (status = 401)))]
-async fn my_sessions(
-    State(state): State<AppState>,
-    user: CurrentUser,
-) -> ApiResult<Json<Page<Session>>> {
+async fn my_sessions(State(state): State<AppState>, user: CurrentUser) -> ApiResult<Json<Page<Session>>> {
     let items = store::active_sessions(&state.db, user.id)
         .await?
         .into_iter()
@@ -92,10 +87,7 @@ async fn my_sessions(
             ip: s.ip,
         })
         .collect();
-    Ok(Json(Page {
-        items,
-        next_cursor: None,
-    }))
+    Ok(Json(Page { items, next_cursor: None }))
 }
 
 /// Signs one of the user's own sessions out (its tokens stop working at once).
@@ -106,22 +98,13 @@ async fn end_my_session(
     user: CurrentUser,
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
-    let owned = store::active_sessions(&state.db, user.id)
-        .await?
-        .iter()
-        .any(|s| s.id == id);
+    let owned = store::active_sessions(&state.db, user.id).await?.iter().any(|s| s.id == id);
     if !owned {
         return Err(ApiError::NotFound);
     }
     let mut tx = state.db.begin().await?;
     store::revoke_session(&mut tx, id, "ended_by_user").await?;
-    audit::record_tx(
-        &mut tx,
-        AuditEvent::new("auth.session_revoked")
-            .by(&user)
-            .subject("session", id),
-    )
-    .await?;
+    audit::record_tx(&mut tx, AuditEvent::new("auth.session_revoked").by(&user).subject("session", id)).await?;
     tx.commit().await?;
     state.auth.forget_sessions(&[id]);
     Ok(StatusCode::NO_CONTENT)
@@ -192,41 +175,23 @@ async fn list_users(
     if let Some(role) = &filter.role
         && Role::parse(role).is_none()
     {
-        return Err(ApiError::invalid(
-            "role",
-            "must be admin, teacher or parent",
-        ));
+        return Err(ApiError::invalid("role", "must be admin, teacher or parent"));
     }
     if let Some(status) = &filter.status
         && !matches!(status.as_str(), "active" | "disabled")
     {
         return Err(ApiError::invalid("status", "must be active or disabled"));
     }
-    let pattern = filter
-        .q
-        .as_deref()
-        .map(str::trim)
-        .filter(|q| !q.is_empty())
-        .map(|q| {
-            let escaped = q
-                .to_lowercase()
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
-            format!("%{escaped}%")
-        });
-    let page = PageParams {
-        limit: filter.limit,
-        cursor: filter.cursor,
-    };
+    let pattern = filter.q.as_deref().map(str::trim).filter(|q| !q.is_empty()).map(|q| {
+        let escaped = q.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        format!("%{escaped}%")
+    });
+    let page = PageParams { limit: filter.limit, cursor: filter.cursor };
     let rows = on_db!(&state.db, pool => sqlx::query_as::<_, UserRecord>(SQL)
         .bind(&filter.role).bind(&filter.status).bind(&pattern).bind(page.after()?).bind(page.fetch_limit()?)
         .fetch_all(pool).await)?;
     let page = Page::from_rows(rows, &page, |u| u.id)?;
-    Ok(Json(Page {
-        items: page.items.into_iter().map(User::from).collect(),
-        next_cursor: page.next_cursor,
-    }))
+    Ok(Json(Page { items: page.items.into_iter().map(User::from).collect(), next_cursor: page.next_cursor }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -264,10 +229,7 @@ pub struct CreatedUser {
 fn validate_display_name(name: Option<String>, errors: &mut Vec<FieldError>) -> Option<String> {
     let name = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
     if name.as_ref().is_some_and(|n| n.chars().count() > 200) {
-        errors.push(FieldError::new(
-            "display_name",
-            "must be at most 200 characters",
-        ));
+        errors.push(FieldError::new("display_name", "must be at most 200 characters"));
     }
     name
 }
@@ -281,9 +243,7 @@ async fn create_user(
     Json(input): Json<CreateUser>,
 ) -> ApiResult<(StatusCode, Json<CreatedUser>)> {
     let mut errors = Vec::new();
-    let email = Email::parse(&input.email)
-        .map_err(|why| errors.push(FieldError::new("email", why)))
-        .ok();
+    let email = Email::parse(&input.email).map_err(|why| errors.push(FieldError::new("email", why))).ok();
     let role = Role::parse(&input.role);
     if role.is_none() {
         errors.push(FieldError::new("role", "must be admin, teacher or parent"));
@@ -314,18 +274,9 @@ async fn create_user(
     let invite = match hash {
         Some(_) => None,
         None => {
-            let (token, expires_at) = store::issue_one_time_token(
-                &mut tx,
-                record.id,
-                OneTimePurpose::Invite,
-                INVITE_VALID_FOR,
-            )
-            .await?;
-            Some(OneTimeToken {
-                kind: "invite",
-                token,
-                expires_at,
-            })
+            let (token, expires_at) =
+                store::issue_one_time_token(&mut tx, record.id, OneTimePurpose::Invite, INVITE_VALID_FOR).await?;
+            Some(OneTimeToken { kind: "invite", token, expires_at })
         }
     };
     audit::record_tx(
@@ -337,13 +288,7 @@ async fn create_user(
     )
     .await?;
     tx.commit().await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedUser {
-            user: record.into(),
-            invite,
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(CreatedUser { user: record.into(), invite })))
 }
 
 /// One account (admin).
@@ -354,16 +299,12 @@ async fn get_user(
     AdminUser(_admin): AdminUser,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<User>> {
-    let record = store::user_by_id(&state.db, id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let record = store::user_by_id(&state.db, id).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(record.into()))
 }
 
 /// `Some(None)` when the field is present as `null`, `None` when absent.
-fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -394,14 +335,10 @@ async fn update_user(
     Path(id): Path<Uuid>,
     Json(input): Json<UpdateUser>,
 ) -> ApiResult<Json<User>> {
-    let current = store::user_by_id(&state.db, id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let current = store::user_by_id(&state.db, id).await?.ok_or(ApiError::NotFound)?;
     let mut errors = Vec::new();
     let email = match &input.email {
-        Some(raw) => Email::parse(raw)
-            .map_err(|why| errors.push(FieldError::new("email", why)))
-            .ok(),
+        Some(raw) => Email::parse(raw).map_err(|why| errors.push(FieldError::new("email", why))).ok(),
         None => None,
     };
     let role = match &input.role {
@@ -419,21 +356,14 @@ async fn update_user(
     {
         errors.push(FieldError::new("status", "must be active or disabled"));
     }
-    let display_name = input
-        .display_name
-        .map(|name| validate_display_name(name, &mut errors));
+    let display_name = input.display_name.map(|name| validate_display_name(name, &mut errors));
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
     let new_role = role.unwrap_or(current.role());
-    let new_status = input
-        .status
-        .clone()
-        .unwrap_or_else(|| current.status.clone());
+    let new_status = input.status.clone().unwrap_or_else(|| current.status.clone());
     if id == admin.id && (new_role != Role::Admin || new_status != "active") {
-        return Err(ApiError::conflict(
-            "You cannot remove your own admin role or disable your own account",
-        ));
+        return Err(ApiError::conflict("You cannot remove your own admin role or disable your own account"));
     }
 
     const SQL: &str = "UPDATE users SET email = $2, role = $3, status = $4, display_name = $5, family_id = $6, \
@@ -458,37 +388,24 @@ async fn update_user(
         .await?;
     }
     if new_status != current.status {
-        let action = if new_status == "disabled" {
-            "user.disabled"
-        } else {
-            "user.enabled"
-        };
+        let action = if new_status == "disabled" { "user.disabled" } else { "user.enabled" };
         if new_status == "disabled" {
             store::revoke_user_sessions(&mut tx, id, None, "user_disabled").await?;
         }
-        audit::record_tx(
-            &mut tx,
-            AuditEvent::new(action).by(&admin).subject("user", id),
-        )
-        .await?;
+        audit::record_tx(&mut tx, AuditEvent::new(action).by(&admin).subject("user", id)).await?;
     }
     audit::record_tx(
         &mut tx,
-        AuditEvent::new("user.updated")
-            .by(&admin)
-            .subject("user", id)
-            .details(json!({
-                "email_changed": email != current.email,
-                "family_id": family_id,
-                "teacher_id": teacher_id,
-            })),
+        AuditEvent::new("user.updated").by(&admin).subject("user", id).details(json!({
+            "email_changed": email != current.email,
+            "family_id": family_id,
+            "teacher_id": teacher_id,
+        })),
     )
     .await?;
     tx.commit().await?;
     state.auth.forget_user(id);
-    let record = store::user_by_id(&state.db, id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let record = store::user_by_id(&state.db, id).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(record.into()))
 }
 
@@ -509,13 +426,7 @@ async fn delete_user(
     if deleted == 0 {
         return Err(ApiError::NotFound);
     }
-    audit::record_tx(
-        &mut tx,
-        AuditEvent::new("user.deleted")
-            .by(&admin)
-            .subject("user", id),
-    )
-    .await?;
+    audit::record_tx(&mut tx, AuditEvent::new("user.deleted").by(&admin).subject("user", id)).await?;
     tx.commit().await?;
     state.auth.forget_user(id);
     Ok(StatusCode::NO_CONTENT)
@@ -530,28 +441,13 @@ async fn issue_password_reset(
     AdminUser(admin): AdminUser,
     Path(id): Path<Uuid>,
 ) -> ApiResult<(StatusCode, Json<OneTimeToken>)> {
-    store::user_by_id(&state.db, id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    store::user_by_id(&state.db, id).await?.ok_or(ApiError::NotFound)?;
     let mut tx = state.db.begin().await?;
     let (token, expires_at) =
         store::issue_one_time_token(&mut tx, id, OneTimePurpose::Recovery, RESET_VALID_FOR).await?;
-    audit::record_tx(
-        &mut tx,
-        AuditEvent::new("auth.password_reset_issued")
-            .by(&admin)
-            .subject("user", id),
-    )
-    .await?;
+    audit::record_tx(&mut tx, AuditEvent::new("auth.password_reset_issued").by(&admin).subject("user", id)).await?;
     tx.commit().await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(OneTimeToken {
-            kind: "recovery",
-            token,
-            expires_at,
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(OneTimeToken { kind: "recovery", token, expires_at })))
 }
 
 /// Creates an admin account from the command line (`cedar admin create`).
@@ -565,9 +461,7 @@ pub async fn create_admin_cli(
     if let Some(why) = password::weakness(&password) {
         return Err(format!("--password is too weak: {why}"));
     }
-    let hash = password::hash(password)
-        .await
-        .map_err(|e| format!("{e:#}"))?;
+    let hash = password::hash(password).await.map_err(|e| format!("{e:#}"))?;
     let new = NewUser {
         id: Uuid::now_v7(),
         email: email.as_str(),
@@ -583,9 +477,7 @@ pub async fn create_admin_cli(
         let record = store::insert_user(&mut tx, &new).await?;
         audit::record_tx(
             &mut tx,
-            AuditEvent::new("user.created")
-                .subject("user", record.id)
-                .details(json!({"role": "admin", "via": "cli"})),
+            AuditEvent::new("user.created").subject("user", record.id).details(json!({"role": "admin", "via": "cli"})),
         )
         .await?;
         tx.commit().await?;

@@ -58,21 +58,14 @@ fn validation(alg: Algorithm, issuer: &str) -> Validation {
     validation
 }
 
-fn decode(
-    token: &str,
-    key: &DecodingKey,
-    alg: Algorithm,
-    issuer: &str,
-) -> Result<(Uuid, Claims), TokenError> {
+fn decode(token: &str, key: &DecodingKey, alg: Algorithm, issuer: &str) -> Result<(Uuid, Claims), TokenError> {
     use jsonwebtoken::errors::ErrorKind;
-    let data = jsonwebtoken::decode::<Claims>(token, key, &validation(alg, issuer)).map_err(
-        |e| match e.kind() {
-            ErrorKind::ExpiredSignature => TokenError::Expired,
-            ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-            ErrorKind::InvalidAlgorithm => TokenError::Algorithm,
-            _ => TokenError::Invalid,
-        },
-    )?;
+    let data = jsonwebtoken::decode::<Claims>(token, key, &validation(alg, issuer)).map_err(|e| match e.kind() {
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+        ErrorKind::InvalidAlgorithm => TokenError::Algorithm,
+        _ => TokenError::Invalid,
+    })?;
     let id = Uuid::parse_str(&data.claims.sub).map_err(|_| TokenError::Subject)?;
     Ok((id, data.claims))
 }
@@ -83,12 +76,7 @@ fn header(token: &str) -> Result<jsonwebtoken::Header, TokenError> {
 }
 
 /// Verifies tokens Cedar issued itself.
-pub fn verify_builtin(
-    token: &str,
-    kid: &str,
-    key: &DecodingKey,
-    issuer: &str,
-) -> Result<(Uuid, Claims), TokenError> {
+pub fn verify_builtin(token: &str, kid: &str, key: &DecodingKey, issuer: &str) -> Result<(Uuid, Claims), TokenError> {
     let header = header(token)?;
     if header.alg != Algorithm::ES256 {
         return Err(TokenError::Algorithm);
@@ -116,29 +104,13 @@ pub struct SupabaseVerifier {
 
 impl SupabaseVerifier {
     pub fn new(config: &SupabaseAuth, fallback_issuer: &str) -> Self {
-        let issuer = config.url.as_ref().map_or_else(
-            || fallback_issuer.to_owned(),
-            |url| format!("{url}/auth/v1"),
-        );
+        let issuer = config.url.as_ref().map_or_else(|| fallback_issuer.to_owned(), |url| format!("{url}/auth/v1"));
         Self {
-            jwks_url: config
-                .url
-                .as_ref()
-                .map(|url| format!("{url}/auth/v1/.well-known/jwks.json")),
-            hs256: config
-                .jwt_secret
-                .as_ref()
-                .map(|s| DecodingKey::from_secret(s.expose().as_bytes())),
+            jwks_url: config.url.as_ref().map(|url| format!("{url}/auth/v1/.well-known/jwks.json")),
+            hs256: config.jwt_secret.as_ref().map(|s| DecodingKey::from_secret(s.expose().as_bytes())),
             issuer,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .expect("HTTP client builds"),
-            jwks: tokio::sync::Mutex::new(JwksState {
-                keys: HashMap::new(),
-                fetched_at: None,
-                last_attempt: None,
-            }),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("HTTP client builds"),
+            jwks: tokio::sync::Mutex::new(JwksState { keys: HashMap::new(), fetched_at: None, last_attempt: None }),
         }
     }
 
@@ -170,17 +142,12 @@ impl SupabaseVerifier {
             return Err(TokenError::UnknownKey);
         };
         let mut state = self.jwks.lock().await;
-        let fresh = state
-            .fetched_at
-            .is_some_and(|at| at.elapsed() < JWKS_MAX_AGE);
+        let fresh = state.fetched_at.is_some_and(|at| at.elapsed() < JWKS_MAX_AGE);
         if fresh && let Some(found) = state.keys.get(kid) {
             return Ok(found.clone());
         }
         // Stale cache: refresh. Unknown kid on a fresh cache: refresh at most once a minute.
-        let may_fetch = !fresh
-            || state
-                .last_attempt
-                .is_none_or(|at| at.elapsed() >= JWKS_MIN_REFETCH);
+        let may_fetch = !fresh || state.last_attempt.is_none_or(|at| at.elapsed() >= JWKS_MIN_REFETCH);
         if may_fetch {
             state.last_attempt = Some(Instant::now());
             match self.fetch(url).await {
@@ -197,14 +164,7 @@ impl SupabaseVerifier {
     }
 
     async fn fetch(&self, url: &str) -> anyhow::Result<HashMap<String, (DecodingKey, Algorithm)>> {
-        let set: JwkSet = self
-            .http
-            .get(url)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        let set: JwkSet = self.http.get(url).send().await?.error_for_status()?.json().await?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
             let Some(kid) = jwk.common.key_id.clone() else {

@@ -13,10 +13,7 @@ use crate::app::{AppState, Json};
 use crate::error::ApiError;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(health))
-        .routes(routes!(ready))
-        .routes(routes!(metrics))
+    OpenApiRouter::new().routes(routes!(health)).routes(routes!(ready)).routes(routes!(metrics))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -54,11 +51,7 @@ pub struct Readiness {
 ))]
 async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
     match state.db.check_ready().await {
-        Ok(migrations) => Ok(Json(Readiness {
-            status: "ready",
-            database: state.db.backend().as_str(),
-            migrations,
-        })),
+        Ok(migrations) => Ok(Json(Readiness { status: "ready", database: state.db.backend().as_str(), migrations })),
         Err(reason) => {
             tracing::warn!(reason, "not ready");
             Err(ApiError::Unavailable(reason))
@@ -76,9 +69,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
     metrics::gauge!("process_uptime_seconds").set(state.started_at.elapsed().as_secs_f64());
     state.metrics.run_upkeep();
     let mut response = state.metrics.render().into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     response
 }

@@ -145,10 +145,7 @@ async fn list_audit_log(
         WHERE ($1 IS NULL OR actor_id = $1) AND ($2 IS NULL OR subject_id = $2) AND ($3 IS NULL OR action = $3) \
         AND ($4 IS NULL OR occurred_at >= $4) AND ($5 IS NULL OR occurred_at < $5) AND ($6 IS NULL OR id < $6) \
         ORDER BY id DESC LIMIT $7";
-    let page = PageParams {
-        limit: filter.limit,
-        cursor: filter.cursor.clone(),
-    };
+    let page = PageParams { limit: filter.limit, cursor: filter.cursor.clone() };
     let rows = on_db!(&state.db, pool => sqlx::query_as::<_, AuditEntry>(SQL)
         .bind(filter.actor_id).bind(&filter.subject_id).bind(&filter.action).bind(filter.from).bind(filter.to)
         .bind(page.after()?).bind(page.fetch_limit()?)

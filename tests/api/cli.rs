@@ -37,10 +37,7 @@ fn help_documents_every_setting() {
         "CEDAR_CONFIG",
         "--no-worker",
     ] {
-        assert!(
-            help.contains(setting),
-            "serve --help does not mention {setting}"
-        );
+        assert!(help.contains(setting), "serve --help does not mention {setting}");
     }
     let top = String::from_utf8(cedar().arg("--help").output().unwrap().stdout).unwrap();
     for command in ["serve", "migrate", "openapi"] {
@@ -67,21 +64,11 @@ fn bad_setting_stops_startup_with_one_line() {
         let stderr = String::from_utf8(output.stderr).unwrap();
         assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
         assert!(stderr.contains(var), "{stderr}");
-        assert!(
-            !stderr.contains("hunter2"),
-            "a secret was printed: {stderr}"
-        );
+        assert!(!stderr.contains("hunter2"), "a secret was printed: {stderr}");
     }
-    let output = cedar()
-        .args(["serve", "--addr", "nowhere"])
-        .output()
-        .unwrap();
+    let output = cedar().args(["serve", "--addr", "nowhere"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(
-        String::from_utf8(output.stderr)
-            .unwrap()
-            .contains("CEDAR_ADDR")
-    );
+    assert!(String::from_utf8(output.stderr).unwrap().contains("CEDAR_ADDR"));
 }
 
 #[test]
@@ -95,15 +82,8 @@ fn database_password_never_reaches_the_logs() {
         .output()
         .unwrap();
     assert!(!output.status.success());
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        all.contains("127.0.0.1:1"),
-        "error names the database: {all}"
-    );
+    let all = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(all.contains("127.0.0.1:1"), "error names the database: {all}");
     assert!(!all.contains("hunter2"), "{all}");
 }
 
@@ -111,33 +91,14 @@ fn database_password_never_reaches_the_logs() {
 fn migrate_creates_the_sqlite_database_and_is_repeatable() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("nested/data");
-    let first = cedar()
-        .arg("migrate")
-        .env("CEDAR_DATA_DIR", &data)
-        .output()
-        .unwrap();
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
+    let first = cedar().arg("migrate").env("CEDAR_DATA_DIR", &data).output().unwrap();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     assert!(data.join("cedar.db").exists());
     let out = String::from_utf8(first.stdout).unwrap();
-    assert!(
-        out.contains(" 1 migration(s) applied") || out.contains("applied"),
-        "{out}"
-    );
-    let second = cedar()
-        .arg("migrate")
-        .env("CEDAR_DATA_DIR", &data)
-        .output()
-        .unwrap();
+    assert!(out.contains(" 1 migration(s) applied") || out.contains("applied"), "{out}");
+    let second = cedar().arg("migrate").env("CEDAR_DATA_DIR", &data).output().unwrap();
     assert!(second.status.success());
-    assert!(
-        String::from_utf8(second.stdout)
-            .unwrap()
-            .contains(": 0 migration(s) applied")
-    );
+    assert!(String::from_utf8(second.stdout).unwrap().contains(": 0 migration(s) applied"));
 }
 
 #[test]
@@ -149,17 +110,10 @@ fn openapi_command_prints_the_document() {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-#[expect(
-    clippy::zombie_processes,
-    reason = "the caller owns the child and waits for it"
-)]
+#[expect(clippy::zombie_processes, reason = "the caller owns the child and waits for it")]
 fn serve_until_ready(command: &mut Command) -> (std::process::Child, u16) {
     let port = free_port();
     let mut child = command
@@ -172,9 +126,7 @@ fn serve_until_ready(command: &mut Command) -> (std::process::Child, u16) {
     loop {
         if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
             use std::io::{Read, Write};
-            stream
-                .write_all(b"GET /ready HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-                .unwrap();
+            stream.write_all(b"GET /ready HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
             let mut reply = String::new();
             let _ = stream.read_to_string(&mut reply);
             if reply.starts_with("HTTP/1.1 200") {
@@ -191,10 +143,7 @@ fn serve_until_ready(command: &mut Command) -> (std::process::Child, u16) {
 }
 
 fn terminate_and_wait(mut child: std::process::Child) -> std::process::ExitStatus {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -220,14 +169,10 @@ fn serve_on_postgres_when_configured() {
         return;
     };
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let database = runtime.block_on(crate::common::TestDatabase::create(
-        crate::common::Backend::Postgres,
-    ));
+    let database = runtime.block_on(crate::common::TestDatabase::create(crate::common::Backend::Postgres));
     assert!(database.url.as_deref().unwrap().starts_with(&admin[..10]));
     let (child, _port) = serve_until_ready(
-        cedar()
-            .env("CEDAR_DATA_DIR", database.data_dir.path())
-            .env("DATABASE_URL", database.url.as_deref().unwrap()),
+        cedar().env("CEDAR_DATA_DIR", database.data_dir.path()).env("DATABASE_URL", database.url.as_deref().unwrap()),
     );
     assert!(terminate_and_wait(child).success());
     drop(database);

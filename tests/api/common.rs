@@ -45,18 +45,14 @@ macro_rules! backend_tests {
 }
 
 pub fn postgres_url() -> Option<String> {
-    std::env::var("TEST_DATABASE_URL")
-        .ok()
-        .filter(|s| !s.is_empty())
+    std::env::var("TEST_DATABASE_URL").ok().filter(|s| !s.is_empty())
 }
 
 pub fn postgres_enabled() -> bool {
     static NOTICE: Once = Once::new();
     let enabled = postgres_url().is_some();
     if !enabled {
-        NOTICE.call_once(|| {
-            eprintln!("note: TEST_DATABASE_URL is not set; PostgreSQL variants did not run")
-        });
+        NOTICE.call_once(|| eprintln!("note: TEST_DATABASE_URL is not set; PostgreSQL variants did not run"));
     }
     enabled
 }
@@ -72,11 +68,7 @@ impl TestDatabase {
     pub async fn create(backend: Backend) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         match backend {
-            Backend::Sqlite => Self {
-                url: None,
-                data_dir,
-                pg_name: None,
-            },
+            Backend::Sqlite => Self { url: None, data_dir, pg_name: None },
             Backend::Postgres => {
                 let admin_url = postgres_url().expect("TEST_DATABASE_URL");
                 let name = format!("cedar_test_{}", uuid::Uuid::now_v7().simple());
@@ -91,11 +83,7 @@ impl TestDatabase {
                     .expect("create test database");
                 let mut url = url::Url::parse(&admin_url).expect("TEST_DATABASE_URL parses");
                 url.set_path(&name);
-                Self {
-                    url: Some(url.to_string()),
-                    data_dir,
-                    pg_name: Some(name),
-                }
+                Self { url: Some(url.to_string()), data_dir, pg_name: Some(name) }
             }
         }
     }
@@ -117,15 +105,9 @@ async fn drop_postgres_database(name: &str) {
     let Some(admin_url) = postgres_url() else {
         return;
     };
-    if let Ok(mut admin) = PgConnectOptions::from_str(&admin_url)
-        .expect("url")
-        .connect()
-        .await
-    {
+    if let Ok(mut admin) = PgConnectOptions::from_str(&admin_url).expect("url").connect().await {
         let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-            .execute(&mut admin)
-            .await;
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await;
     }
 }
 
@@ -160,20 +142,11 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("request")
+        self.client.get(self.url(path)).send().await.expect("request")
     }
 
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
-        self.client
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .expect("request")
+        self.client.post(self.url(path)).json(body).send().await.expect("request")
     }
 
     /// Stops accepting connections; in-flight requests may finish. Returns when the server
@@ -195,11 +168,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 /// Starts the application with extra probe routes and adjusted settings.
-pub async fn spawn_app_with(
-    backend: Backend,
-    extra: Router<AppState>,
-    adjust: impl FnOnce(&mut Settings),
-) -> TestApp {
+pub async fn spawn_app_with(backend: Backend, extra: Router<AppState>, adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let database = TestDatabase::create(backend).await;
     let mut settings = database.settings();
     adjust(&mut settings);
@@ -209,9 +178,7 @@ pub async fn spawn_app_with(
 
 /// Starts the application over an already built state.
 pub async fn start(state: AppState, database: TestDatabase, extra: Router<AppState>) -> TestApp {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let app = cedar::app::router_with(state.clone(), extra);
     let (tx, rx) = oneshot::channel::<()>();
@@ -226,10 +193,7 @@ pub async fn start(state: AppState, database: TestDatabase, extra: Router<AppSta
     ));
     TestApp {
         base: format!("http://{addr}"),
-        client: reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client"),
+        client: reqwest::Client::builder().no_proxy().build().expect("client"),
         state,
         database,
         shutdown: Some(tx),
@@ -240,10 +204,7 @@ pub async fn start(state: AppState, database: TestDatabase, extra: Router<AppSta
 /// Asserts an RFC 9457 problem response with this status and returns its body.
 pub async fn assert_problem(response: reqwest::Response, status: u16) -> serde_json::Value {
     assert_eq!(response.status().as_u16(), status, "unexpected status");
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned());
+    let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
     assert_eq!(content_type.as_deref(), Some("application/problem+json"));
     let body: serde_json::Value = response.json().await.expect("problem body is JSON");
     assert_eq!(body["status"], status, "{body}");
@@ -251,4 +212,77 @@ pub async fn assert_problem(response: reqwest::Response, status: u16) -> serde_j
         assert!(body[field].is_string(), "problem lacks {field}: {body}");
     }
     body
+}
+
+pub const ADMIN_EMAIL: &str = "owner@cedarheights.ca";
+pub const ADMIN_PASSWORD: &str = "owner-password-1";
+
+/// Creates the first admin the way `cedar admin create` does and signs them in.
+pub async fn admin_token(app: &TestApp) -> String {
+    if cedar::auth::store::user_by_email(&app.state.db, ADMIN_EMAIL).await.unwrap().is_none() {
+        cedar::auth::create_admin_cli(&app.state.db, ADMIN_EMAIL, ADMIN_PASSWORD.into(), Some("Owner"))
+            .await
+            .expect("admin created");
+    }
+    sign_in(app, ADMIN_EMAIL, ADMIN_PASSWORD).await["access_token"].as_str().unwrap().to_owned()
+}
+
+/// Signs in with a password; panics unless it works. Returns the token response.
+pub async fn sign_in(app: &TestApp, email: &str, password: &str) -> serde_json::Value {
+    let response = app
+        .client
+        .post(app.url("/auth/v1/token?grant_type=password"))
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "sign-in of {email} failed");
+    response.json().await.unwrap()
+}
+
+/// Signs a parent up; returns the token response.
+pub async fn sign_up(app: &TestApp, email: &str, password: &str) -> serde_json::Value {
+    let response = app
+        .client
+        .post(app.url("/auth/v1/signup"))
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "sign-up of {email} failed");
+    response.json().await.unwrap()
+}
+
+/// Creates a user of any role through the admin API with a password; returns its id and a
+/// signed-in access token.
+pub async fn user_with_role(app: &TestApp, admin: &str, email: &str, role: &str) -> (String, String) {
+    let response = app
+        .client
+        .post(app.url("/v1/users"))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({"email": email, "role": role, "password": "a-good-password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let user: serde_json::Value = response.json().await.unwrap();
+    let token = sign_in(app, email, "a-good-password").await["access_token"].as_str().unwrap().to_owned();
+    (user["id"].as_str().unwrap().to_owned(), token)
+}
+
+/// Asserts a GoTrue-shaped error `{code, error_code, msg}`.
+pub async fn assert_gotrue_error(response: reqwest::Response, status: u16, error_code: &str) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status);
+    let body: serde_json::Value = response.json().await.expect("GoTrue error body is JSON");
+    assert_eq!(body["code"], status, "{body}");
+    assert_eq!(body["error_code"], error_code, "{body}");
+    assert!(body["msg"].is_string(), "{body}");
+    body
+}
+
+/// The claims of a JWT, without verifying it.
+pub fn jwt_claims(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }

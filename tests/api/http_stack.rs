@@ -35,12 +35,15 @@ fn probes() -> Router<AppState> {
             "/probe/internal",
             get(|| async { Err::<(), _>(ApiError::Internal(anyhow::anyhow!("password=hunter2 leaked in a cause"))) }),
         )
-        .route("/probe/panic", get(|| async {
-            if chrono::Utc::now().timestamp() > 0 {
-                panic!("probe panic with password=hunter2");
-            }
-            "unreachable"
-        }))
+        .route(
+            "/probe/panic",
+            get(|| async {
+                if chrono::Utc::now().timestamp() > 0 {
+                    panic!("probe panic with password=hunter2");
+                }
+                "unreachable"
+            }),
+        )
         .route(
             "/probe/slow",
             get(|| async {
@@ -65,10 +68,7 @@ fn probes() -> Router<AppState> {
 }
 
 async fn probe_app(backend: Backend) -> crate::common::TestApp {
-    spawn_app_with(backend, probes(), |s| {
-        s.request_timeout = Duration::from_secs(1)
-    })
-    .await
+    spawn_app_with(backend, probes(), |s| s.request_timeout = Duration::from_secs(1)).await
 }
 
 async fn unknown_route_is_404_problem(backend: Backend) {
@@ -80,10 +80,7 @@ async fn unknown_route_is_404_problem(backend: Backend) {
 async fn wrong_method_is_405_problem_with_allow(backend: Backend) {
     let app = spawn_app(backend).await;
     let response = app.client.delete(app.url("/health")).send().await.unwrap();
-    let allow = response
-        .headers()
-        .get("allow")
-        .map(|v| v.to_str().unwrap().to_owned());
+    let allow = response.headers().get("allow").map(|v| v.to_str().unwrap().to_owned());
     assert!(allow.unwrap_or_default().contains("GET"));
     assert_problem(response, 405).await;
 }
@@ -99,51 +96,26 @@ async fn malformed_json_is_400(backend: Backend) {
         .await
         .unwrap();
     let body = assert_problem(response, 400).await;
-    assert!(
-        body["detail"].as_str().unwrap().contains("Malformed JSON"),
-        "{body}"
-    );
+    assert!(body["detail"].as_str().unwrap().contains("Malformed JSON"), "{body}");
 }
 
 async fn wrong_shape_is_422_naming_the_field(backend: Backend) {
     let app = probe_app(backend).await;
-    let body = assert_problem(
-        app.post_json(
-            "/probe/lessons",
-            &json!({"title": "Piano", "minutes": "lots"}),
-        )
-        .await,
-        422,
-    )
-    .await;
+    let body =
+        assert_problem(app.post_json("/probe/lessons", &json!({"title": "Piano", "minutes": "lots"})).await, 422).await;
     assert_eq!(body["errors"][0]["field"], "minutes", "{body}");
 
-    let body = assert_problem(
-        app.post_json("/probe/lessons", &json!({"title": "Piano", "minutes": 50}))
-            .await,
-        422,
-    )
-    .await;
-    assert_eq!(
-        body["errors"],
-        json!([{"field": "minutes", "message": "must be 30, 45 or 60"}])
-    );
+    let body =
+        assert_problem(app.post_json("/probe/lessons", &json!({"title": "Piano", "minutes": 50})).await, 422).await;
+    assert_eq!(body["errors"], json!([{"field": "minutes", "message": "must be 30, 45 or 60"}]));
 
-    let ok = app
-        .post_json("/probe/lessons", &json!({"title": "Piano", "minutes": 45}))
-        .await;
+    let ok = app.post_json("/probe/lessons", &json!({"title": "Piano", "minutes": 45})).await;
     assert_eq!(ok.status(), 200);
 }
 
 async fn missing_content_type_is_415(backend: Backend) {
     let app = probe_app(backend).await;
-    let response = app
-        .client
-        .post(app.url("/probe/lessons"))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+    let response = app.client.post(app.url("/probe/lessons")).body("{}").send().await.unwrap();
     assert_problem(response, 415).await;
 }
 
@@ -154,15 +126,12 @@ async fn oversized_body_is_413(backend: Backend) {
     assert_problem(app.post_json("/probe/lessons", &body).await, 413).await;
 
     // Also when the size is not announced up front (chunked body).
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        vec![Ok(vec![b' '; 700 * 1024]), Ok(vec![b' '; 700 * 1024])];
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(vec![b' '; 700 * 1024]), Ok(vec![b' '; 700 * 1024])];
     let response = app
         .client
         .post(app.url("/probe/lessons"))
         .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-            chunks,
-        )))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
         .send()
         .await
         .unwrap();
@@ -172,16 +141,10 @@ async fn oversized_body_is_413(backend: Backend) {
 async fn internal_error_hides_internals(backend: Backend) {
     let app = probe_app(backend).await;
     let response = app.get("/probe/internal").await;
-    let request_id = response.headers()["x-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
     let body = assert_problem(response, 500).await;
     let text = body.to_string();
-    assert!(
-        !text.contains("hunter2") && !text.contains("cause"),
-        "{text}"
-    );
+    assert!(!text.contains("hunter2") && !text.contains("cause"), "{text}");
     assert_eq!(body["request_id"], request_id);
 }
 
@@ -201,39 +164,16 @@ async fn slow_request_times_out_with_503(backend: Backend) {
 
 async fn unique_violation_maps_to_409_by_constraint(backend: Backend) {
     let app = probe_app(backend).await;
-    let body = assert_problem(
-        app.client
-            .post(app.url("/probe/unique"))
-            .send()
-            .await
-            .unwrap(),
-        409,
-    )
-    .await;
-    assert_eq!(
-        body["detail"], "This idempotency key is already in use",
-        "{body}"
-    );
+    let body = assert_problem(app.client.post(app.url("/probe/unique")).send().await.unwrap(), 409).await;
+    assert_eq!(body["detail"], "This idempotency key is already in use", "{body}");
 }
 
 async fn request_id_is_taken_or_made_and_echoed(backend: Backend) {
     let app = spawn_app(backend).await;
-    let response = app
-        .client
-        .get(app.url("/health"))
-        .header("x-request-id", "req-abc-123")
-        .send()
-        .await
-        .unwrap();
+    let response = app.client.get(app.url("/health")).header("x-request-id", "req-abc-123").send().await.unwrap();
     assert_eq!(response.headers()["x-request-id"], "req-abc-123");
 
-    let response = app
-        .client
-        .get(app.url("/health"))
-        .header("x-request-id", "x".repeat(500))
-        .send()
-        .await
-        .unwrap();
+    let response = app.client.get(app.url("/health")).header("x-request-id", "x".repeat(500)).send().await.unwrap();
     let made = response.headers()["x-request-id"].to_str().unwrap();
     assert!(uuid::Uuid::parse_str(made).is_ok(), "{made}");
 }
@@ -244,12 +184,7 @@ async fn security_headers_are_set(backend: Backend) {
     let headers = response.headers();
     assert_eq!(headers["x-content-type-options"], "nosniff");
     assert_eq!(headers["x-frame-options"], "DENY");
-    assert!(
-        headers["content-security-policy"]
-            .to_str()
-            .unwrap()
-            .contains("default-src 'none'")
-    );
+    assert!(headers["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
     assert_eq!(headers["cache-control"], "no-store");
 }
 
@@ -268,17 +203,8 @@ async fn cors_preflight_allows_supabase_headers(backend: Backend) {
         .await
         .unwrap();
     assert!(response.status().is_success(), "{}", response.status());
-    let allowed = response.headers()["access-control-allow-headers"]
-        .to_str()
-        .unwrap()
-        .to_lowercase();
-    for h in [
-        "apikey",
-        "x-client-info",
-        "x-supabase-api-version",
-        "authorization",
-        "idempotency-key",
-    ] {
+    let allowed = response.headers()["access-control-allow-headers"].to_str().unwrap().to_lowercase();
+    for h in ["apikey", "x-client-info", "x-supabase-api-version", "authorization", "idempotency-key"] {
         assert!(allowed.contains(h), "{h} missing from {allowed}");
     }
     assert_eq!(response.headers()["access-control-allow-origin"], "*");
@@ -286,40 +212,19 @@ async fn cors_preflight_allows_supabase_headers(backend: Backend) {
 
 async fn cors_list_only_allows_listed_origins(backend: Backend) {
     let app = spawn_app_with(backend, Router::new(), |s| {
-        s.cors_origins =
-            cedar::config::CorsOrigins::List(vec!["https://app.cedarheights.ca".into()]);
+        s.cors_origins = cedar::config::CorsOrigins::List(vec!["https://app.cedarheights.ca".into()]);
     })
     .await;
-    let allowed = app
-        .client
-        .get(app.url("/health"))
-        .header("origin", "https://app.cedarheights.ca")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        allowed.headers()["access-control-allow-origin"],
-        "https://app.cedarheights.ca"
-    );
-    let other = app
-        .client
-        .get(app.url("/health"))
-        .header("origin", "https://evil.example")
-        .send()
-        .await
-        .unwrap();
+    let allowed =
+        app.client.get(app.url("/health")).header("origin", "https://app.cedarheights.ca").send().await.unwrap();
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.cedarheights.ca");
+    let other = app.client.get(app.url("/health")).header("origin", "https://evil.example").send().await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
 }
 
 async fn responses_are_compressed_on_request(backend: Backend) {
     let app = spawn_app(backend).await;
-    let response = app
-        .client
-        .get(app.url("/openapi.json"))
-        .header("accept-encoding", "gzip")
-        .send()
-        .await
-        .unwrap();
+    let response = app.client.get(app.url("/openapi.json")).header("accept-encoding", "gzip").send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-encoding"], "gzip");
 }
@@ -332,34 +237,21 @@ async fn graceful_shutdown_lets_in_flight_requests_finish(backend: Backend) {
     let in_flight = tokio::spawn(async move { client.get(url).send().await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     app.shutdown().await.expect("clean shutdown");
-    let response = in_flight
-        .await
-        .unwrap()
-        .expect("in-flight request completed");
+    let response = in_flight.await.unwrap().expect("in-flight request completed");
     // It was abandoned by the 1 s request timeout or completed, but it was answered.
-    assert!(
-        response.status() == 200 || response.status() == 503,
-        "{}",
-        response.status()
-    );
+    assert!(response.status() == 200 || response.status() == 503, "{}", response.status());
     let after = reqwest::Client::new().get(app.url("/health")).send().await;
     assert!(after.is_err(), "server still accepting after shutdown");
 }
 
 async fn shutdown_waits_for_a_request_that_completes(backend: Backend) {
-    let mut app = spawn_app_with(backend, probes(), |s| {
-        s.request_timeout = Duration::from_secs(10)
-    })
-    .await;
+    let mut app = spawn_app_with(backend, probes(), |s| s.request_timeout = Duration::from_secs(10)).await;
     let client = app.client.clone();
     let url = app.url("/probe/slow");
     let in_flight = tokio::spawn(async move { client.get(url).send().await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     app.shutdown().await.expect("clean shutdown");
-    let response = in_flight
-        .await
-        .unwrap()
-        .expect("in-flight request completed");
+    let response = in_flight.await.unwrap().expect("in-flight request completed");
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "done");
 }
@@ -367,21 +259,11 @@ async fn shutdown_waits_for_a_request_that_completes(backend: Backend) {
 async fn unknown_json_field_is_rejected_clearly(backend: Backend) {
     let app = probe_app(backend).await;
     let body: Value = assert_problem(
-        app.post_json(
-            "/probe/lessons",
-            &json!({"title": "Piano", "minutes": 30, "colour": "red"}),
-        )
-        .await,
+        app.post_json("/probe/lessons", &json!({"title": "Piano", "minutes": 30, "colour": "red"})).await,
         422,
     )
     .await;
-    assert!(
-        body["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("colour"),
-        "{body}"
-    );
+    assert!(body["errors"][0]["message"].as_str().unwrap().contains("colour"), "{body}");
 }
 
 backend_tests!(

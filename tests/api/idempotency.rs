@@ -41,10 +41,7 @@ fn counting_probes(runs: Arc<AtomicUsize>) -> Router<AppState> {
                 async move {
                     runs.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(700)).await;
-                    (
-                        StatusCode::CREATED,
-                        Json(json!({"id": uuid::Uuid::now_v7()})),
-                    )
+                    (StatusCode::CREATED, Json(json!({"id": uuid::Uuid::now_v7()})))
                 }
             }),
         )
@@ -65,19 +62,10 @@ fn counting_probes(runs: Arc<AtomicUsize>) -> Router<AppState> {
 
 async fn app_with_counter(backend: Backend) -> (TestApp, Arc<AtomicUsize>) {
     let runs = Arc::new(AtomicUsize::new(0));
-    (
-        spawn_app_with(backend, counting_probes(runs.clone()), |_| {}).await,
-        runs,
-    )
+    (spawn_app_with(backend, counting_probes(runs.clone()), |_| {}).await, runs)
 }
 
-async fn send(
-    app: &TestApp,
-    path: &str,
-    key: Option<&str>,
-    body: Value,
-    auth: Option<&str>,
-) -> reqwest::Response {
+async fn send(app: &TestApp, path: &str, key: Option<&str>, body: Value, auth: Option<&str>) -> reqwest::Response {
     let mut request = app.client.post(app.url(path)).json(&body);
     if let Some(key) = key {
         request = request.header("idempotency-key", key);
@@ -103,11 +91,7 @@ async fn retry_with_same_key_returns_first_response(backend: Backend) {
     assert_eq!(second.headers()["content-type"], "application/json");
     let second_body: Value = second.json().await.unwrap();
     assert_eq!(first_body, second_body);
-    assert_eq!(
-        runs.load(Ordering::SeqCst),
-        1,
-        "the retry must not run the handler again"
-    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the retry must not run the handler again");
 
     // Without a key every request runs.
     send(&app, "/probe/things", None, json!({"n": 1}), None).await;
@@ -120,39 +104,16 @@ async fn same_key_with_other_body_is_422(backend: Backend) {
     send(&app, "/probe/things", Some("key-2"), json!({"n": 1}), None).await;
     let misuse = send(&app, "/probe/things", Some("key-2"), json!({"n": 2}), None).await;
     let body = assert_problem(misuse, 422).await;
-    assert!(
-        body["detail"]
-            .as_str()
-            .unwrap()
-            .contains("different request")
-    );
+    assert!(body["detail"].as_str().unwrap().contains("different request"));
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
 async fn keys_are_per_caller(backend: Backend) {
     let (app, runs) = app_with_counter(backend).await;
-    let a: Value = send(
-        &app,
-        "/probe/things",
-        Some("shared"),
-        json!({}),
-        Some("Bearer alice"),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let b: Value = send(
-        &app,
-        "/probe/things",
-        Some("shared"),
-        json!({}),
-        Some("Bearer bob"),
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let a: Value =
+        send(&app, "/probe/things", Some("shared"), json!({}), Some("Bearer alice")).await.json().await.unwrap();
+    let b: Value =
+        send(&app, "/probe/things", Some("shared"), json!({}), Some("Bearer bob")).await.json().await.unwrap();
     assert_ne!(a["id"], b["id"]);
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
@@ -162,16 +123,8 @@ async fn concurrent_requests_with_one_key_run_once(backend: Backend) {
     let requests = (0..5).map(|_| send(&app, "/probe/slow-things", Some("race"), json!({}), None));
     let responses = futures_util::future::join_all(requests).await;
     let statuses: Vec<u16> = responses.iter().map(|r| r.status().as_u16()).collect();
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 201).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 409).count(),
-        4,
-        "{statuses:?}"
-    );
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 4, "{statuses:?}");
     for response in responses.into_iter().filter(|r| r.status() == 409) {
         assert_eq!(response.headers()["retry-after"], "1");
         assert_problem(response, 409).await;
@@ -223,11 +176,7 @@ async fn client_errors_are_replayed(backend: Backend) {
 async fn invalid_key_is_400(backend: Backend) {
     let (app, runs) = app_with_counter(backend).await;
     let long = "k".repeat(300);
-    assert_problem(
-        send(&app, "/probe/things", Some(&long), json!({}), None).await,
-        400,
-    )
-    .await;
+    assert_problem(send(&app, "/probe/things", Some(&long), json!({}), None).await, 400).await;
     assert_eq!(runs.load(Ordering::SeqCst), 0);
 }
 
@@ -247,12 +196,7 @@ async fn expired_keys_run_again(backend: Backend) {
     cedar::on_db!(&app.state.db, pool => sqlx::query("UPDATE idempotency_keys SET expires_at = $1")
         .bind(past).execute(pool).await.map(|_| ()))
     .unwrap();
-    assert_eq!(
-        cedar::app::idempotency::purge_expired(&app.state.db)
-            .await
-            .unwrap(),
-        2
-    );
+    assert_eq!(cedar::app::idempotency::purge_expired(&app.state.db).await.unwrap(), 2);
 }
 
 async fn abandoned_in_progress_key_is_taken_over(backend: Backend) {

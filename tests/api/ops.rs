@@ -39,10 +39,7 @@ async fn not_ready_when_database_goes_away(backend: Backend) {
         Backend::Postgres => app.database.drop_now().await,
     }
     let body = assert_problem(app.get("/ready").await, 503).await;
-    assert!(
-        body["detail"].as_str().unwrap().contains("unreachable"),
-        "{body}"
-    );
+    assert!(body["detail"].as_str().unwrap().contains("unreachable"), "{body}");
     // Liveness does not depend on the database.
     assert_eq!(app.get("/health").await.status(), 200);
 }
@@ -51,17 +48,9 @@ async fn not_ready_when_not_migrated(backend: Backend) {
     let database = TestDatabase::create(backend).await;
     let settings = database.settings();
     let db = Db::connect(&settings).await.unwrap();
-    let app = start(
-        AppState::new(db.clone(), settings).unwrap(),
-        database,
-        Router::new(),
-    )
-    .await;
+    let app = start(AppState::new(db.clone(), settings).unwrap(), database, Router::new()).await;
     let body = assert_problem(app.get("/ready").await, 503).await;
-    assert!(
-        body["detail"].as_str().unwrap().contains("migrated"),
-        "{body}"
-    );
+    assert!(body["detail"].as_str().unwrap().contains("migrated"), "{body}");
     db.migrate().await.unwrap();
     assert_eq!(app.get("/ready").await.status(), 200);
 }
@@ -82,26 +71,12 @@ async fn metrics_report_requests_and_pool(backend: Backend) {
     app.get("/no-such-route").await;
     let response = app.get("/metrics").await;
     assert_eq!(response.status(), 200);
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/plain")
-    );
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     let text = response.text().await.unwrap();
-    assert!(
-        text.contains(r#"http_requests_total{method="GET",route="/health",status="200"}"#),
-        "{text}"
-    );
+    assert!(text.contains(r#"http_requests_total{method="GET",route="/health",status="200"}"#), "{text}");
     assert!(text.contains(r#"route="unmatched",status="404""#), "{text}");
-    assert!(
-        text.contains("http_request_duration_seconds_bucket{"),
-        "{text}"
-    );
-    assert!(
-        text.contains(r#"db_pool_connections{state="idle"}"#),
-        "{text}"
-    );
+    assert!(text.contains("http_request_duration_seconds_bucket{"), "{text}");
+    assert!(text.contains(r#"db_pool_connections{state="idle"}"#), "{text}");
 }
 
 async fn openapi_and_docs_are_served(backend: Backend) {
@@ -109,10 +84,7 @@ async fn openapi_and_docs_are_served(backend: Backend) {
     let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
     assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
     for path in ["/health", "/ready", "/metrics"] {
-        assert!(
-            spec["paths"][path].is_object(),
-            "{path} missing from the OpenAPI document"
-        );
+        assert!(spec["paths"][path].is_object(), "{path} missing from the OpenAPI document");
     }
     assert!(spec["components"]["schemas"]["Problem"].is_object());
 
@@ -121,28 +93,15 @@ async fn openapi_and_docs_are_served(backend: Backend) {
     let html = page.text().await.unwrap();
     assert!(html.contains("swagger-ui"));
     // Every asset comes from the binary: the page works offline.
-    for asset in [
-        "swagger-ui-bundle.js",
-        "swagger-ui.css",
-        "swagger-initializer.js",
-    ] {
+    for asset in ["swagger-ui-bundle.js", "swagger-ui.css", "swagger-initializer.js"] {
         assert!(html.contains(asset), "{asset} not referenced");
         let response = app.get(&format!("/docs/{asset}")).await;
         assert_eq!(response.status(), 200, "{asset}");
-        assert!(
-            response.bytes().await.unwrap().len() > 100,
-            "{asset} is empty"
-        );
+        assert!(response.bytes().await.unwrap().len() > 100, "{asset} is empty");
     }
-    assert!(
-        !html.contains("https://"),
-        "docs page loads something from the internet"
-    );
+    assert!(!html.contains("https://"), "docs page loads something from the internet");
     // /docs without the slash redirects to the page.
-    let redirect = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let response = redirect.get(app.url("/docs")).send().await.unwrap();
     assert!(response.status().is_redirection());
 }
