@@ -7,3 +7,4 @@ mod cli;
 mod http_stack;
 mod idempotency;
 mod ops;
+mod users;
