@@ -100,6 +100,7 @@ pub struct SupabaseVerifier {
     hs256: Option<DecodingKey>,
     http: reqwest::Client,
     jwks: tokio::sync::Mutex<JwksState>,
+    min_refetch: Duration,
 }
 
 impl SupabaseVerifier {
@@ -111,6 +112,7 @@ impl SupabaseVerifier {
             issuer,
             http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("HTTP client builds"),
             jwks: tokio::sync::Mutex::new(JwksState { keys: HashMap::new(), fetched_at: None, last_attempt: None }),
+            min_refetch: JWKS_MIN_REFETCH,
         }
     }
 
@@ -147,7 +149,7 @@ impl SupabaseVerifier {
             return Ok(found.clone());
         }
         // Stale cache: refresh. Unknown kid on a fresh cache: refresh at most once a minute.
-        let may_fetch = !fresh || state.last_attempt.is_none_or(|at| at.elapsed() >= JWKS_MIN_REFETCH);
+        let may_fetch = !fresh || state.last_attempt.is_none_or(|at| at.elapsed() >= self.min_refetch);
         if may_fetch {
             state.last_attempt = Some(Instant::now());
             match self.fetch(url).await {
@@ -186,5 +188,77 @@ impl SupabaseVerifier {
         }
         tracing::info!(keys = keys.len(), "fetched the Supabase JWKS");
         Ok(keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use jsonwebtoken::jwk::Jwk;
+    use jsonwebtoken::{EncodingKey, Header};
+
+    use super::*;
+    use crate::config::Secret;
+
+    const EC1: &str = include_str!("../../tests/fixtures/ec1.key.pem");
+    const EC2: &str = include_str!("../../tests/fixtures/ec2.key.pem");
+
+    fn jwk(pem: &str, kid: &str) -> Jwk {
+        let mut jwk =
+            Jwk::from_encoding_key(&EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(), Algorithm::ES256).unwrap();
+        jwk.common.key_id = Some(kid.to_owned());
+        jwk
+    }
+
+    fn token(pem: &str, kid: &str, issuer: &str) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let claims = serde_json::json!({"iss": issuer, "aud": "authenticated", "sub": Uuid::new_v4().to_string(),
+            "exp": now + 600, "iat": now});
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid.to_owned());
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_pem(pem.as_bytes()).unwrap()).unwrap()
+    }
+
+    /// Key rotation: a token signed with a newly published key is accepted once the JWKS is
+    /// refetched, and unknown kids trigger at most one fetch per interval.
+    #[tokio::test]
+    async fn unknown_kid_refetches_at_most_once_per_interval() {
+        let published = Arc::new(Mutex::new(JwkSet { keys: vec![jwk(EC1, "k1")] }));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let (served, counter) = (published.clone(), fetches.clone());
+        let app = axum::Router::new().route(
+            "/auth/v1/.well-known/jwks.json",
+            axum::routing::get(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let set = served.lock().unwrap().clone();
+                async move { axum::Json(set) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let config = SupabaseAuth { url: Some(url.clone()), jwt_secret: Some(Secret::new("x".repeat(40))) };
+        let mut verifier = SupabaseVerifier::new(&config, "unused");
+        verifier.min_refetch = Duration::from_millis(200);
+        let issuer = format!("{url}/auth/v1");
+
+        assert!(verifier.verify(&token(EC1, "k1", &issuer)).await.is_ok());
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        // k2 is not published yet, and the last fetch was just now: no new fetch.
+        assert_eq!(verifier.verify(&token(EC2, "k2", &issuer)).await.unwrap_err(), TokenError::UnknownKey);
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+
+        published.lock().unwrap().keys.push(jwk(EC2, "k2"));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(verifier.verify(&token(EC2, "k2", &issuer)).await.is_ok(), "refetched on the unknown kid");
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+        assert_eq!(verifier.verify(&token(EC2, "k3", &issuer)).await.unwrap_err(), TokenError::UnknownKey);
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+        // Known keys keep working from the cache.
+        assert!(verifier.verify(&token(EC1, "k1", &issuer)).await.is_ok());
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
     }
 }

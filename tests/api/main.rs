@@ -7,4 +7,5 @@ mod cli;
 mod http_stack;
 mod idempotency;
 mod ops;
+mod supabase;
 mod users;
