@@ -38,7 +38,21 @@ pub struct Auth {
     pub ip_limiter: RateLimiter,
     pub account_limiter: RateLimiter,
     cache: Mutex<HashMap<Uuid, (CurrentUser, Instant)>>,
+    verified: Mutex<HashMap<[u8; 32], VerifiedToken>>,
 }
+
+/// What a verified token says, kept so a repeated token is not verified again.
+#[derive(Debug, Clone)]
+struct VerifiedToken {
+    user_id: Uuid,
+    session_id: Option<Uuid>,
+    email: Option<String>,
+    /// Unix seconds: the token's `exp`, or sooner.
+    valid_until: i64,
+}
+
+/// Longest a verified token is remembered.
+const VERIFIED_TOKEN_TTL_SECS: i64 = 60;
 
 impl Auth {
     pub fn new(settings: &Settings) -> anyhow::Result<Self> {
@@ -55,6 +69,7 @@ impl Auth {
             ip_limiter: RateLimiter::new(settings.auth_rate_per_ip, Duration::from_secs(60)),
             account_limiter: RateLimiter::new(settings.auth_rate_per_account, Duration::from_secs(15 * 60)),
             cache: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashMap::new()),
         })
     }
 
@@ -67,22 +82,18 @@ impl Auth {
 
     /// Verifies a bearer token and finds its Cedar user.
     pub async fn authenticate(&self, db: &Db, token: &str) -> Result<CurrentUser, AuthFailure> {
-        let unauthorized = |e: TokenError| AuthFailure::Unauthorized(format!("Invalid token: {e}"));
+        let verified = self.verify_token(token).await?;
         match &self.mode {
-            Mode::BuiltIn(key) => {
-                let (user_id, claims) =
-                    verify_builtin(token, &key.kid, &key.decoding, &self.issuer).map_err(unauthorized)?;
-                let session_id = claims
-                    .session_id
-                    .as_deref()
-                    .and_then(|s| Uuid::parse_str(s).ok())
-                    .ok_or_else(|| unauthorized(TokenError::Invalid))?;
-                if let Some(user) = self.cached(session_id).filter(|u| u.id == user_id) {
+            Mode::BuiltIn(_) => {
+                let Some(session_id) = verified.session_id else {
+                    return Err(AuthFailure::Unauthorized(format!("Invalid token: {}", TokenError::Invalid)));
+                };
+                if let Some(user) = self.cached(session_id).filter(|u| u.id == verified.user_id) {
                     return Ok(user);
                 }
                 let found = store::session_user(db, session_id).await.map_err(internal)?;
                 match found {
-                    Some((record, true)) if record.id == user_id && record.is_active() => {
+                    Some((record, true)) if record.id == verified.user_id && record.is_active() => {
                         let user = current_user(&record, Some(session_id));
                         self.remember(session_id, &user);
                         Ok(user)
@@ -90,24 +101,59 @@ impl Auth {
                     _ => Err(AuthFailure::Unauthorized("The session has ended; sign in again".into())),
                 }
             }
-            Mode::Supabase(verifier) => {
-                let (user_id, claims) = verifier.verify(token).await.map_err(unauthorized)?;
-                let session_id = claims.session_id.as_deref().and_then(|s| Uuid::parse_str(s).ok());
+            Mode::Supabase(_) => {
+                let user_id = verified.user_id;
                 if let Some(user) = self.cached(user_id) {
-                    return Ok(CurrentUser { session_id, ..user });
+                    return Ok(CurrentUser { session_id: verified.session_id, ..user });
                 }
                 let record = match store::user_by_id(db, user_id).await.map_err(internal)? {
                     Some(record) => record,
-                    None => self.adopt_supabase_user(db, user_id, claims.email.as_deref()).await?,
+                    None => self.adopt_supabase_user(db, user_id, verified.email.as_deref()).await?,
                 };
                 if !record.is_active() {
                     return Err(AuthFailure::Unauthorized("This account is disabled".into()));
                 }
-                let user = current_user(&record, session_id);
+                let user = current_user(&record, verified.session_id);
                 self.remember(user_id, &user);
                 Ok(user)
             }
         }
+    }
+
+    /// Checks the signature and claims, remembering the outcome for a token already seen: the
+    /// same bytes verify the same way until `exp`, so a repeated token skips the ECDSA/RSA
+    /// work. Entries live at most a minute, so a key withdrawn from a JWKS stops being
+    /// honoured soon after. Revocation is not decided here but by the session check.
+    async fn verify_token(&self, token: &str) -> Result<VerifiedToken, AuthFailure> {
+        use sha2::Digest;
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let now = chrono::Utc::now().timestamp();
+        {
+            let seen = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(hit) = seen.get(&digest).filter(|v| v.valid_until > now) {
+                return Ok(hit.clone());
+            }
+        }
+        let unauthorized = |e: TokenError| AuthFailure::Unauthorized(format!("Invalid token: {e}"));
+        let (user_id, claims) = match &self.mode {
+            Mode::BuiltIn(key) => verify_builtin(token, &key.kid, &key.decoding, &self.issuer).map_err(unauthorized)?,
+            Mode::Supabase(verifier) => verifier.verify(token).await.map_err(unauthorized)?,
+        };
+        let verified = VerifiedToken {
+            user_id,
+            session_id: claims.session_id.as_deref().and_then(|s| Uuid::parse_str(s).ok()),
+            email: claims.email,
+            valid_until: claims.exp.min(now + VERIFIED_TOKEN_TTL_SECS),
+        };
+        let mut seen = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= 10_000 {
+            seen.retain(|_, v| v.valid_until > now);
+            if seen.len() >= 10_000 {
+                seen.clear();
+            }
+        }
+        seen.insert(digest, verified.clone());
+        Ok(verified)
     }
 
     /// A valid Supabase user Cedar has not seen: a parent account when sign-up is open.

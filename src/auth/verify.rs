@@ -24,6 +24,7 @@ const LEEWAY_SECS: u64 = 30;
 #[derive(Debug, Deserialize)]
 pub struct Claims {
     pub sub: String,
+    pub exp: i64,
     #[serde(default)]
     pub email: Option<String>,
     #[serde(default)]

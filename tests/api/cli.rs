@@ -35,12 +35,20 @@ fn help_documents_every_setting() {
         "CEDAR_CORS_ORIGINS",
         "CEDAR_SHUTDOWN_GRACE_SECS",
         "CEDAR_CONFIG",
+        "CEDAR_PUBLIC_URL",
+        "CEDAR_ACCESS_TOKEN_SECS",
+        "CEDAR_JWT_KEY_FILE",
+        "CEDAR_SIGNUP",
+        "SUPABASE_URL",
+        "SUPABASE_JWT_SECRET",
+        "CEDAR_AUTH_RATE_PER_IP",
+        "CEDAR_AUTH_RATE_PER_ACCOUNT",
         "--no-worker",
     ] {
         assert!(help.contains(setting), "serve --help does not mention {setting}");
     }
     let top = String::from_utf8(cedar().arg("--help").output().unwrap().stdout).unwrap();
-    for command in ["serve", "migrate", "openapi"] {
+    for command in ["serve", "migrate", "openapi", "admin"] {
         assert!(top.contains(command));
     }
 }
@@ -176,4 +184,67 @@ fn serve_on_postgres_when_configured() {
     );
     assert!(terminate_and_wait(child).success());
     drop(database);
+}
+
+#[test]
+fn admin_create_makes_the_first_admin_and_refuses_weak_passwords() {
+    let dir = tempfile::tempdir().unwrap();
+    let weak = cedar()
+        .args(["admin", "create", "--email", "owner@cedarheights.ca", "--password", "short"])
+        .env("CEDAR_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(weak.status.code(), Some(2));
+    let stderr = String::from_utf8(weak.stderr).unwrap();
+    assert!(stderr.contains("too weak") && stderr.contains("at least 8"), "{stderr}");
+
+    let created = cedar()
+        .args(["admin", "create", "--email", "Owner@CedarHeights.ca", "--name", "Owner"])
+        .env("CEDAR_DATA_DIR", dir.path())
+        .env("CEDAR_ADMIN_PASSWORD", "a-strong-passphrase")
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    assert!(String::from_utf8(created.stdout).unwrap().contains("created admin owner@cedarheights.ca"));
+
+    let again = cedar()
+        .args(["admin", "create", "--email", "owner@cedarheights.ca", "--password", "another-passphrase"])
+        .env("CEDAR_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8(again.stderr).unwrap().contains("already exists"));
+}
+
+#[test]
+fn served_admin_can_sign_in_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let created = cedar()
+        .args(["admin", "create", "--email", "owner@cedarheights.ca", "--password", "a-strong-passphrase"])
+        .env("CEDAR_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(created.status.success());
+    let (child, port) = serve_until_ready(cedar().env("CEDAR_DATA_DIR", dir.path()));
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let status = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let session: serde_json::Value = client
+            .post(format!("http://127.0.0.1:{port}/auth/v1/token?grant_type=password"))
+            .json(&serde_json::json!({"email": "owner@cedarheights.ca", "password": "a-strong-passphrase"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = session["access_token"].as_str().expect("a token").to_owned();
+        client.get(format!("http://127.0.0.1:{port}/v1/users")).bearer_auth(token).send().await.unwrap().status()
+    });
+    assert!(terminate_and_wait(child).success());
+    assert_eq!(status, 200);
+    // The signing key was created owner-only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("jwt-es256.pem")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
 }
