@@ -35,6 +35,8 @@ pub enum Command {
     Migrate,
     /// Print the OpenAPI document (JSON) and exit.
     Openapi,
+    /// Load a realistic demo school (idempotent) and print its logins.
+    Demo,
     /// Administration tasks.
     #[command(subcommand)]
     Admin(AdminCommand),

@@ -8,7 +8,9 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod ops;
+pub mod people;
 pub mod privacy;
+pub mod workflows;
 
 use config::{AdminCommand, Cli, Command, LogFormat, Settings};
 
@@ -58,6 +60,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     std::process::exit(2);
                 }
             }
+        }
+        Command::Demo => {
+            let db = db::Db::connect(&settings).await?;
+            db.migrate().await?;
+            let summary = people::demo::load(&db).await?;
+            db.close().await;
+            if summary.created {
+                println!("Loaded the demo school: 8 teachers, 6 rooms, 120 families, 180 students.");
+            } else {
+                println!("The demo school is already loaded; nothing changed.");
+            }
+            println!("Demo logins (password: {}):", people::demo::PASSWORD);
+            for (role, email) in summary.logins {
+                println!("  {role:<8} {email}");
+            }
+            Ok(())
         }
         Command::Openapi => {
             println!("{}", app::openapi().to_pretty_json()?);

@@ -5,8 +5,8 @@ CREATE TABLE users (
     role            TEXT NOT NULL CHECK (role IN ('admin', 'teacher', 'parent')),
     display_name    TEXT,
     status          TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'disabled')),
-    family_id       BLOB,                       -- constraint added with the families table
-    teacher_id      BLOB,                       -- constraint added with the teachers table
+    family_id       BLOB REFERENCES families (id) ON DELETE SET NULL, -- table created in 0003
+    teacher_id      BLOB REFERENCES teachers (id) ON DELETE SET NULL, -- table created in 0003
     password_hash   TEXT,                       -- argon2id PHC string; NULL until set
     user_metadata   TEXT NOT NULL DEFAULT '{}', -- free-form, user-editable: never trusted
     created_at      TEXT NOT NULL,

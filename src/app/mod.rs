@@ -92,6 +92,11 @@ pub fn metrics_handle() -> PrometheusHandle {
         (name = "auth", description = "Supabase-compatible sign-up, sign-in, tokens (GoTrue error shape)"),
         (name = "me", description = "The signed-in user and their sessions"),
         (name = "users", description = "Accounts and roles (admin)"),
+        (name = "families", description = "Households, guardians and payee"),
+        (name = "students", description = "Students, search and progress notes"),
+        (name = "teachers", description = "The teaching roster"),
+        (name = "rooms", description = "Teaching rooms"),
+        (name = "enrollments", description = "Enrollment requests and decisions"),
         (name = "privacy", description = "Audit trail"),
         (name = "ops", description = "Health, readiness, metrics and API documentation"),
     )
@@ -117,6 +122,7 @@ fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(crate::ops::router())
         .merge(crate::auth::router())
+        .merge(crate::people::router())
         .merge(crate::privacy::router())
 }
 

@@ -1,0 +1,109 @@
+//! Families, students, teachers, rooms, progress notes and enrollment requests, with the
+//! ownership rules of `docs/auth.md`: admins see everything, parents their own family,
+//! teachers their own students; anything else is 404 in single reads and lists alike.
+
+pub mod demo;
+mod enrollments;
+mod families;
+mod progress;
+mod rooms;
+mod students;
+mod teachers;
+pub mod validate;
+
+use utoipa_axum::router::OpenApiRouter;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::{CurrentUser, Scope};
+use crate::db::{Constraint, ConstraintKind};
+
+pub use validate::WeeklyWindow;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    families::router()
+        .merge(students::router())
+        .merge(progress::router())
+        .merge(teachers::router())
+        .merge(rooms::router())
+        .merge(enrollments::router())
+}
+
+pub static CONSTRAINTS: &[Constraint] = &[
+    Constraint {
+        name: "teachers_email_key",
+        sqlite_columns: "teachers.email",
+        kind: ConstraintKind::Unique,
+        field: "email",
+        message: "A teacher with this email address already exists",
+    },
+    Constraint {
+        name: "rooms_name_key",
+        sqlite_columns: "rooms.name",
+        kind: ConstraintKind::Unique,
+        field: "name",
+        message: "A room with this name already exists",
+    },
+    Constraint {
+        name: "users_teacher_id_key",
+        sqlite_columns: "users.teacher_id",
+        kind: ConstraintKind::Unique,
+        field: "user_id",
+        message: "This account is already linked to another teacher",
+    },
+    Constraint {
+        name: "students_family_id_fkey",
+        sqlite_columns: "",
+        kind: ConstraintKind::ForeignKey,
+        field: "family_id",
+        message: "No such family",
+    },
+    Constraint {
+        name: "students_teacher_id_fkey",
+        sqlite_columns: "",
+        kind: ConstraintKind::ForeignKey,
+        field: "teacher_id",
+        message: "No such teacher",
+    },
+    Constraint {
+        name: "enrollments_assigned_teacher_id_fkey",
+        sqlite_columns: "",
+        kind: ConstraintKind::ForeignKey,
+        field: "teacher_id",
+        message: "No such teacher",
+    },
+    Constraint {
+        name: "users_family_id_fkey",
+        sqlite_columns: "",
+        kind: ConstraintKind::ForeignKey,
+        field: "family_id",
+        message: "No such family",
+    },
+    Constraint {
+        name: "users_teacher_id_fkey",
+        sqlite_columns: "",
+        kind: ConstraintKind::ForeignKey,
+        field: "teacher_id",
+        message: "No such teacher",
+    },
+];
+
+/// Row filters for family- and teacher-owned data: `(family, teacher)`, either `None` for "no
+/// restriction". `None` overall means the user may see nothing (an unlinked parent/teacher).
+pub(crate) fn scope_filter(user: &CurrentUser) -> Option<(Option<Uuid>, Option<Uuid>)> {
+    match user.scope() {
+        Scope::All => Some((None, None)),
+        Scope::Family(family) => Some((Some(family), None)),
+        Scope::Teacher(teacher) => Some((None, Some(teacher))),
+        Scope::Nothing => None,
+    }
+}
+
+/// The secret-bearing calendar feed URL of a family or teacher.
+pub(crate) fn calendar_url(state: &AppState, token: &str) -> String {
+    format!("{}/v1/calendars/{token}.ics", state.settings.public_url)
+}
+
+pub(crate) fn new_calendar_token() -> String {
+    crate::auth::store::new_secret_token().0
+}
