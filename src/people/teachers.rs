@@ -166,7 +166,7 @@ async fn link_account(tx: &mut Tx, teacher_id: Uuid, user_id: Option<Uuid>) -> A
 }
 
 fn validate_pay(errors: &mut Errors, pay: Option<i64>) {
-    if pay.is_some_and(|p| !(0..=100_000_00).contains(&p)) {
+    if pay.is_some_and(|p| !(0..=10_000_000).contains(&p)) {
         errors.add("pay_rate_cents", "must be between 0 and 10000000");
     }
 }
