@@ -226,3 +226,19 @@ pub fn find_constraint_by_sqlite_message(message: &str) -> Option<&'static Const
         .flat_map(|list| list.iter())
         .find(|c| Some(c.name) == index_name || (!c.sqlite_columns.is_empty() && c.sqlite_columns == detail))
 }
+
+/// The kind of a database error, including SQLite's RESTRICT foreign keys, which it reports as
+/// trigger constraint failures (extended code 1811) rather than foreign-key ones.
+pub fn violation_kind(error: &dyn sqlx::error::DatabaseError) -> sqlx::error::ErrorKind {
+    match error.kind() {
+        sqlx::error::ErrorKind::Other if error.message().starts_with("FOREIGN KEY constraint failed") => {
+            sqlx::error::ErrorKind::ForeignKeyViolation
+        }
+        kind => kind,
+    }
+}
+
+/// Whether `error` is a foreign-key violation (on either backend).
+pub fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if violation_kind(e.as_ref()) == sqlx::error::ErrorKind::ForeignKeyViolation)
+}

@@ -252,7 +252,7 @@ impl From<sqlx::Error> for ApiError {
 /// for foreign keys, so those fall back to a generic 422 there.
 fn constraint_error(error: &dyn sqlx::error::DatabaseError) -> Option<ApiError> {
     use sqlx::error::ErrorKind;
-    let kind = error.kind();
+    let kind = db::violation_kind(error);
     if !matches!(kind, ErrorKind::UniqueViolation | ErrorKind::ForeignKeyViolation | ErrorKind::CheckViolation) {
         return None;
     }

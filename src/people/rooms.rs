@@ -166,10 +166,8 @@ async fn delete_room(
     let deleted =
         on_tx!(&mut tx, conn => sqlx::query(SQL).bind(id).execute(&mut **conn).await.map(|r| r.rows_affected()))
             .map_err(|e| match e {
-                sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
-                    ApiError::conflict("The room is still in use")
-                }
-                other => other.into(),
+                e if crate::db::is_foreign_key_violation(&e) => ApiError::conflict("The room is still in use"),
+                e => e.into(),
             })?;
     if deleted == 0 {
         return Err(ApiError::NotFound);

@@ -358,10 +358,10 @@ async fn delete_student(
     let deleted =
         on_tx!(&mut tx, conn => sqlx::query(SQL).bind(id).execute(&mut **conn).await.map(|r| r.rows_affected()))
             .map_err(|e| match e {
-                sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+                e if crate::db::is_foreign_key_violation(&e) => {
                     ApiError::conflict("The student still has records that depend on them; withdraw them instead")
                 }
-                other => other.into(),
+                e => e.into(),
             })?;
     if deleted == 0 {
         return Err(ApiError::NotFound);

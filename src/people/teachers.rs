@@ -313,7 +313,7 @@ async fn delete_teacher(
     const SQL: &str = "DELETE FROM teachers WHERE id = $1";
     let mut tx = state.db.begin().await?;
     on_tx!(&mut tx, conn => sqlx::query(SQL).bind(id).execute(&mut **conn).await.map(|_| ())).map_err(|e| match e {
-        sqlx::Error::Database(d) if d.is_foreign_key_violation() => {
+        e if crate::db::is_foreign_key_violation(&e) => {
             ApiError::conflict("The teacher still has records that depend on them; deactivate them instead")
         }
         other => other.into(),

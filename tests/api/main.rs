@@ -7,5 +7,6 @@ mod cli;
 mod http_stack;
 mod idempotency;
 mod ops;
+mod records;
 mod supabase;
 mod users;
