@@ -4,6 +4,7 @@ mod common;
 
 mod auth;
 mod cli;
+mod enrollments;
 mod http_stack;
 mod idempotency;
 mod ops;
