@@ -1,5 +1,8 @@
 //! Integration tests: the whole application over HTTP, on both backends.
 
+// `[id.clone()]` reads better than `std::slice::from_ref(&id)` in an expected value.
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
 mod common;
 
 mod auth;
