@@ -136,6 +136,15 @@ pub struct SettingsArgs {
     /// Sign-in attempts allowed per account per 15 minutes [default: 10].
     #[arg(long, env = "CEDAR_AUTH_RATE_PER_ACCOUNT", global = true, value_name = "N")]
     pub auth_rate_per_account: Option<String>,
+    /// Hours of notice a student cancellation needs to earn a makeup credit [default: 24].
+    #[arg(long, env = "CEDAR_MAKEUP_NOTICE_HOURS", global = true, value_name = "HOURS")]
+    pub makeup_notice_hours: Option<String>,
+    /// Days a makeup credit stays valid [default: 90].
+    #[arg(long, env = "CEDAR_MAKEUP_EXPIRY_DAYS", global = true, value_name = "DAYS")]
+    pub makeup_expiry_days: Option<String>,
+    /// Most unused makeup credits a student may hold [default: 4].
+    #[arg(long, env = "CEDAR_MAKEUP_CAP", global = true, value_name = "N")]
+    pub makeup_cap: Option<String>,
 }
 
 /// Keys accepted in `cedar.toml`; unknown keys are an error so typos do not go unnoticed.
@@ -161,6 +170,9 @@ struct FileSettings {
     supabase_jwt_secret: Option<String>,
     auth_rate_per_ip: Option<u64>,
     auth_rate_per_account: Option<u64>,
+    makeup_notice_hours: Option<u64>,
+    makeup_expiry_days: Option<u64>,
+    makeup_cap: Option<u64>,
 }
 
 /// A start-up error: always names the setting.
@@ -281,6 +293,9 @@ pub struct Settings {
     pub supabase: Option<SupabaseAuth>,
     pub auth_rate_per_ip: u32,
     pub auth_rate_per_account: u32,
+    pub makeup_notice_hours: u32,
+    pub makeup_expiry_days: u32,
+    pub makeup_cap: u32,
 }
 
 impl Settings {
@@ -424,7 +439,24 @@ impl Settings {
                 Some(raw) => parse_range("CEDAR_AUTH_RATE_PER_ACCOUNT", &raw, 1, 1_000_000)? as u32,
             };
 
+        let makeup_notice_hours = match pick(&args.makeup_notice_hours, file.makeup_notice_hours.map(|n| n.to_string()))
+        {
+            None => 24,
+            Some(raw) => parse_range("CEDAR_MAKEUP_NOTICE_HOURS", &raw, 0, 24 * 30)? as u32,
+        };
+        let makeup_expiry_days = match pick(&args.makeup_expiry_days, file.makeup_expiry_days.map(|n| n.to_string())) {
+            None => 90,
+            Some(raw) => parse_range("CEDAR_MAKEUP_EXPIRY_DAYS", &raw, 1, 3650)? as u32,
+        };
+        let makeup_cap = match pick(&args.makeup_cap, file.makeup_cap.map(|n| n.to_string())) {
+            None => 4,
+            Some(raw) => parse_range("CEDAR_MAKEUP_CAP", &raw, 0, 100)? as u32,
+        };
+
         Ok(Self {
+            makeup_notice_hours,
+            makeup_expiry_days,
+            makeup_cap,
             public_url,
             access_token_ttl,
             jwt_key_file,

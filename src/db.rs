@@ -209,8 +209,12 @@ pub struct Constraint {
 }
 
 /// Every constraint the API knows how to explain, gathered from the slices.
-pub static CONSTRAINTS: &[&[Constraint]] =
-    &[crate::app::idempotency::CONSTRAINTS, crate::auth::CONSTRAINTS, crate::people::CONSTRAINTS];
+pub static CONSTRAINTS: &[&[Constraint]] = &[
+    crate::app::idempotency::CONSTRAINTS,
+    crate::auth::CONSTRAINTS,
+    crate::people::CONSTRAINTS,
+    crate::scheduling::CONSTRAINTS,
+];
 
 pub fn find_constraint(name: &str) -> Option<&'static Constraint> {
     CONSTRAINTS.iter().flat_map(|list| list.iter()).find(|c| c.name == name)

@@ -10,6 +10,7 @@ pub mod error;
 pub mod ops;
 pub mod people;
 pub mod privacy;
+pub mod scheduling;
 pub mod workflows;
 
 use config::{AdminCommand, Cli, Command, LogFormat, Settings};

@@ -97,6 +97,7 @@ pub fn metrics_handle() -> PrometheusHandle {
         (name = "teachers", description = "The teaching roster"),
         (name = "rooms", description = "Teaching rooms"),
         (name = "enrollments", description = "Enrollment requests and decisions"),
+        (name = "scheduling", description = "Availability, lessons, conflicts, attendance, makeup credits, calendars"),
         (name = "privacy", description = "Audit trail"),
         (name = "ops", description = "Health, readiness, metrics and API documentation"),
     )
@@ -123,6 +124,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(crate::ops::router())
         .merge(crate::auth::router())
         .merge(crate::people::router())
+        .merge(crate::scheduling::router())
         .merge(crate::privacy::router())
 }
 
@@ -232,6 +234,9 @@ async fn housekeeping(state: AppState, purge: bool) {
         state.metrics.run_upkeep();
         if !purge {
             continue;
+        }
+        if let Err(error) = crate::scheduling::credits::expire_credits(&state.db).await {
+            tracing::warn!(error = %format!("{error:#}"), "expiring makeup credits failed");
         }
         match idempotency::purge_expired(&state.db).await {
             Ok(0) => {}

@@ -107,3 +107,13 @@ pub(crate) fn calendar_url(state: &AppState, token: &str) -> String {
 pub(crate) fn new_calendar_token() -> String {
     crate::auth::store::new_secret_token().0
 }
+
+/// 404 unless the teacher exists.
+pub async fn teacher_exists(db: &crate::db::Db, id: Uuid) -> crate::error::ApiResult<()> {
+    teachers::find(db, id).await.map(|_| ())
+}
+
+/// 404 unless the student exists and `user` may see them.
+pub async fn student_visible(db: &crate::db::Db, user: &CurrentUser, id: Uuid) -> crate::error::ApiResult<()> {
+    students::find_visible(db, user, id).await.map(|_| ())
+}

@@ -176,15 +176,18 @@ async fn role_changes_apply_at_once_and_are_audited(backend: Backend) {
 async fn patch_can_clear_and_set_links(backend: Backend) {
     let app = spawn_app(backend).await;
     let admin = admin_token(&app).await;
-    let family = uuid::Uuid::now_v7();
+    let family: Value = post(&app, "/v1/families", &admin, json!({"name": "Côté"})).await.json().await.unwrap();
+    let family = family["id"].as_str().unwrap().to_owned();
     let (id, _) = user_with_role(&app, &admin, "linked@example.ca", "parent").await;
+    let unknown = patch(&app, &format!("/v1/users/{id}"), &admin, json!({"family_id": uuid::Uuid::now_v7()})).await;
+    assert_problem(unknown, 422).await;
     let set: Value =
         patch(&app, &format!("/v1/users/{id}"), &admin, json!({"family_id": family, "display_name": "Jean Côté"}))
             .await
             .json()
             .await
             .unwrap();
-    assert_eq!(set["family_id"], family.to_string());
+    assert_eq!(set["family_id"], family);
     assert_eq!(set["display_name"], "Jean Côté");
     let cleared: Value =
         patch(&app, &format!("/v1/users/{id}"), &admin, json!({"family_id": null})).await.json().await.unwrap();

@@ -1,0 +1,727 @@
+//! `/v1/lessons`: single and recurring lessons, conflict detection (reported in full, and
+//! enforced by the database), edits of one occurrence or this-and-following, attendance and
+//! makeup credits.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::calendar::{Exceptions, within_availability};
+use super::recurrence;
+use crate::app::{AppState, Json, Query};
+use crate::auth::{CurrentUser, Role, Scope};
+use crate::db::{Db, Tx};
+use crate::error::{ApiError, ApiResult};
+use crate::people::validate::Errors;
+use crate::privacy::audit::{self, AuditEvent};
+use crate::{on_db, on_tx};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_lessons, create_lessons))
+        .routes(routes!(get_lesson, update_lesson, delete_lesson))
+        .routes(routes!(super::credits::mark_attendance))
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct Lesson {
+    pub id: Uuid,
+    /// The recurring series this occurrence belongs to.
+    pub series_id: Option<Uuid>,
+    pub teacher_id: Uuid,
+    pub student_id: Uuid,
+    pub room_id: Option<Uuid>,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    /// `scheduled` or `cancelled`.
+    pub status: String,
+    /// `present`, `absent`, `cancelled_by_student` or `cancelled_by_teacher`.
+    pub attendance: Option<String>,
+    pub attendance_note: Option<String>,
+    /// Booked with a makeup credit.
+    pub is_makeup: bool,
+    /// Booked outside the teacher's availability by an admin.
+    pub availability_override: bool,
+    pub notes: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub(crate) const COLUMNS: &str = "l.id, l.series_id, l.teacher_id, l.student_id, l.room_id, l.starts_at, l.ends_at, \
+    l.status, l.attendance, l.attendance_note, l.is_makeup, l.availability_override, l.notes, l.created_at, l.updated_at";
+
+/// Lessons a scope may see: `$1` family (parents: their children's), `$2` teacher (their own).
+pub(crate) const VISIBLE: &str = "($1 IS NULL OR EXISTS (SELECT 1 FROM students s WHERE s.id = l.student_id \
+    AND s.family_id = $1)) AND ($2 IS NULL OR l.teacher_id = $2)";
+
+fn scope(user: &CurrentUser) -> Option<(Option<Uuid>, Option<Uuid>)> {
+    match user.scope() {
+        Scope::All => Some((None, None)),
+        Scope::Family(f) => Some((Some(f), None)),
+        Scope::Teacher(t) => Some((None, Some(t))),
+        Scope::Nothing => None,
+    }
+}
+
+pub(crate) async fn find_visible(db: &Db, user: &CurrentUser, id: Uuid) -> ApiResult<Lesson> {
+    let (family, teacher) = scope(user).ok_or(ApiError::NotFound)?;
+    let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM lessons l WHERE {VISIBLE} AND l.id = $3"));
+    on_db!(db, pool => sqlx::query_as::<_, Lesson>(sql).bind(family).bind(teacher).bind(id).fetch_optional(pool).await)?
+        .ok_or(ApiError::NotFound)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LessonFilter {
+    /// Lessons ending after this instant.
+    from: Option<DateTime<Utc>>,
+    /// Lessons starting before this instant.
+    to: Option<DateTime<Utc>>,
+    teacher_id: Option<Uuid>,
+    student_id: Option<Uuid>,
+    room_id: Option<Uuid>,
+    /// `scheduled` or `cancelled`.
+    status: Option<String>,
+    /// 1–500 (default 100).
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LessonPage {
+    items: Vec<Lesson>,
+    next_cursor: Option<String>,
+}
+
+fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
+    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
+    let (at, id) = raw.split_once('|')?;
+    Some((DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc), Uuid::parse_str(id).ok()?))
+}
+
+/// Lessons the caller may see, in time order (`from`/`to` select a range).
+#[utoipa::path(get, path = "/v1/lessons", tag = "scheduling", params(LessonFilter), security(("bearer" = [])),
+    responses((status = 200, body = LessonPage), (status = 401), (status = 422)))]
+async fn list_lessons(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Query(filter): Query<LessonFilter>,
+) -> ApiResult<Json<LessonPage>> {
+    let mut errors = Errors::default();
+    let limit = filter.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        errors.add("limit", "must be between 1 and 500");
+    }
+    if let Some(status) = &filter.status {
+        errors.one_of("status", status, &["scheduled", "cancelled"]);
+    }
+    let after = match filter.cursor.as_deref().filter(|c| !c.is_empty()) {
+        Some(c) => {
+            let decoded = decode_cursor(c);
+            if decoded.is_none() {
+                errors.add("cursor", "is not a cursor returned by this list");
+            }
+            decoded
+        }
+        None => None,
+    };
+    errors.into_result()?;
+    let Some((family, teacher)) = scope(&user) else {
+        return Ok(Json(LessonPage { items: vec![], next_cursor: None }));
+    };
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM lessons l WHERE {VISIBLE} AND ($3 IS NULL OR l.ends_at > $3) AND ($4 IS NULL OR l.starts_at < $4) \
+         AND ($5 IS NULL OR l.teacher_id = $5) AND ($6 IS NULL OR l.student_id = $6) AND ($7 IS NULL OR l.room_id = $7) \
+         AND ($8 IS NULL OR l.status = $8) \
+         AND ($9 IS NULL OR l.starts_at > $9 OR (l.starts_at = $9 AND l.id > $10)) \
+         ORDER BY l.starts_at, l.id LIMIT $11"
+    ));
+    let (after_at, after_id) = (after.map(|a| a.0), after.map(|a| a.1));
+    let mut rows = on_db!(&state.db, pool => sqlx::query_as::<_, Lesson>(sql)
+        .bind(family).bind(teacher).bind(filter.from).bind(filter.to).bind(filter.teacher_id).bind(filter.student_id)
+        .bind(filter.room_id).bind(&filter.status).bind(after_at).bind(after_id).bind(i64::from(limit) + 1)
+        .fetch_all(pool).await)?;
+    let next_cursor = (rows.len() > limit as usize).then(|| {
+        rows.truncate(limit as usize);
+        let last = rows.last().expect("non-empty");
+        URL_SAFE_NO_PAD.encode(format!("{}|{}", last.starts_at.to_rfc3339(), last.id))
+    });
+    Ok(Json(LessonPage { items: rows, next_cursor }))
+}
+
+/// One reason an occurrence cannot be booked.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Conflict {
+    /// Start of the occurrence that conflicts.
+    pub occurrence_starts_at: DateTime<Utc>,
+    /// `teacher`, `student`, `room` (double booking), `availability`, `closure`, `time_off`
+    /// or `outside_term`.
+    pub kind: &'static str,
+    /// The lesson it collides with, for double bookings.
+    pub lesson_id: Option<Uuid>,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Skipped {
+    pub starts_at: DateTime<Utc>,
+    /// `closure` or `outside_term`.
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+/// One occurrence to book or move.
+#[derive(Debug, Clone)]
+pub(crate) struct Slot {
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub teacher_id: Uuid,
+    pub student_id: Uuid,
+    pub room_id: Option<Uuid>,
+}
+
+/// Every conflict of `slots` with existing scheduled lessons (other than `ignore`), the
+/// teacher's availability (unless overridden), time off, and — when `skip_closures` is false —
+/// closures and terms.
+pub(crate) async fn conflicts(
+    tx: &mut Tx,
+    tz: chrono_tz::Tz,
+    slots: &[Slot],
+    ignore: &[Uuid],
+    check_availability: bool,
+    exceptions: &Exceptions,
+) -> ApiResult<Vec<Conflict>> {
+    const OVERLAPS: &str = "SELECT id, teacher_id, student_id, room_id, starts_at, ends_at FROM lessons \
+        WHERE status = 'scheduled' AND starts_at < $2 AND ends_at > $1 \
+        AND (teacher_id = $3 OR student_id = $4 OR ($5 IS NOT NULL AND room_id = $5)) ORDER BY starts_at";
+    type Row = (Uuid, Uuid, Uuid, Option<Uuid>, DateTime<Utc>, DateTime<Utc>);
+    let mut out = Vec::new();
+    let mut teacher_windows = std::collections::HashMap::new();
+    for slot in slots {
+        let date = slot.starts_at.with_timezone(&tz).date_naive();
+        let conflict = |kind, detail: String| Conflict {
+            occurrence_starts_at: slot.starts_at,
+            kind,
+            lesson_id: None,
+            starts_at: slot.starts_at,
+            ends_at: slot.ends_at,
+            detail,
+        };
+        if let Some(name) = exceptions.closure(date) {
+            out.push(conflict("closure", format!("The school is closed: {name}")));
+        }
+        if exceptions.outside_terms(date) {
+            out.push(conflict("outside_term", "No term covers this date".into()));
+        }
+        if exceptions.time_off(slot.teacher_id, date) {
+            out.push(conflict("time_off", "The teacher is away".into()));
+        }
+        if check_availability {
+            if !teacher_windows.contains_key(&slot.teacher_id) {
+                let w = windows_in_tx(tx, slot.teacher_id).await?;
+                teacher_windows.insert(slot.teacher_id, w);
+            }
+            if !within_availability(&teacher_windows[&slot.teacher_id], tz, slot.starts_at, slot.ends_at) {
+                out.push(conflict("availability", "Outside the teacher's availability".into()));
+            }
+        }
+        let rows: Vec<Row> = on_tx!(tx, conn => sqlx::query_as(OVERLAPS)
+            .bind(slot.starts_at).bind(slot.ends_at).bind(slot.teacher_id).bind(slot.student_id).bind(slot.room_id)
+            .fetch_all(&mut **conn).await)?;
+        for (id, teacher, student, room, starts_at, ends_at) in rows.into_iter().filter(|r| !ignore.contains(&r.0)) {
+            for (kind, hit) in [
+                ("teacher", teacher == slot.teacher_id),
+                ("student", student == slot.student_id),
+                ("room", room.is_some() && room == slot.room_id),
+            ] {
+                if hit {
+                    out.push(Conflict {
+                        occurrence_starts_at: slot.starts_at,
+                        kind,
+                        lesson_id: Some(id),
+                        starts_at,
+                        ends_at,
+                        detail: format!("The {kind} already has a lesson then"),
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn windows_in_tx(tx: &mut Tx, teacher_id: Uuid) -> ApiResult<Vec<crate::people::WeeklyWindow>> {
+    const SQL: &str = "SELECT weekday, start_time, end_time FROM teacher_availability WHERE teacher_id = $1";
+    let rows: Vec<(i32, String, String)> =
+        on_tx!(tx, conn => sqlx::query_as(SQL).bind(teacher_id).fetch_all(&mut **conn).await)?;
+    Ok(rows
+        .into_iter()
+        .map(|(d, s, e)| crate::people::WeeklyWindow { weekday: d as u8, start_time: s, end_time: e })
+        .collect())
+}
+
+fn conflict_error(conflicts: Vec<Conflict>) -> ApiError {
+    let n = conflicts.len();
+    ApiError::Conflict {
+        detail: format!("{n} conflict(s); nothing was booked"),
+        conflicts: conflicts.into_iter().map(|c| serde_json::to_value(c).unwrap_or(Value::Null)).collect(),
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Recurrence {
+    /// e.g. `FREQ=WEEKLY;COUNT=12` or `FREQ=WEEKLY;BYDAY=MO,TH;UNTIL=20261218`.
+    rrule: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateLesson {
+    teacher_id: Uuid,
+    student_id: Uuid,
+    room_id: Option<Uuid>,
+    /// Start of the (first) lesson.
+    starts_at: DateTime<Utc>,
+    /// End of the (first) lesson; or give `duration_minutes`.
+    ends_at: Option<DateTime<Utc>>,
+    duration_minutes: Option<i64>,
+    recurrence: Option<Recurrence>,
+    /// Admins may book outside the teacher's availability; the lesson records it.
+    #[serde(default)]
+    override_availability: bool,
+    /// Book as a makeup lesson, spending one of the student's makeup credits.
+    #[serde(default)]
+    makeup: bool,
+    notes: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DryRun {
+    /// Report what would be booked and every conflict, without writing.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Booking {
+    /// The first lesson booked (all of a series are in `occurrences`).
+    #[serde(flatten)]
+    lesson: Option<Lesson>,
+    occurrences: Vec<Lesson>,
+    /// Occurrences not booked because the school is closed or no term covers them.
+    skipped: Vec<Skipped>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DryRunReport {
+    dry_run: bool,
+    /// What would be booked.
+    occurrences: Vec<SlotView>,
+    skipped: Vec<Skipped>,
+    conflicts: Vec<Conflict>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SlotView {
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+}
+
+/// Checks the people and room exist and the caller may book for them.
+async fn check_parties(db: &Db, user: &CurrentUser, teacher: Uuid, student: Uuid, room: Option<Uuid>) -> ApiResult<()> {
+    match user.role {
+        Role::Admin => {}
+        Role::Teacher if user.teacher_id == Some(teacher) => {}
+        _ => return Err(ApiError::Forbidden),
+    }
+    let mut errors = Errors::default();
+    if crate::people::teacher_exists(db, teacher).await.is_err() {
+        errors.add("teacher_id", "No such teacher");
+    }
+    const STUDENT: &str = "SELECT COUNT(*) FROM students WHERE id = $1";
+    let n: i64 = on_db!(db, pool => sqlx::query_scalar(STUDENT).bind(student).fetch_one(pool).await)?;
+    if n == 0 {
+        errors.add("student_id", "No such student");
+    }
+    if let Some(room) = room {
+        const ROOM: &str = "SELECT COUNT(*) FROM rooms WHERE id = $1";
+        let n: i64 = on_db!(db, pool => sqlx::query_scalar(ROOM).bind(room).fetch_one(pool).await)?;
+        if n == 0 {
+            errors.add("room_id", "No such room");
+        }
+    }
+    errors.into_result()
+}
+
+/// Books a lesson or a weekly series. Every occurrence is checked against the teacher's,
+/// student's and room's other lessons, the teacher's availability and time off, and closures;
+/// any conflict → 409 listing them all, and nothing is booked. With `?dry_run=true` the
+/// report comes back without writing.
+#[utoipa::path(post, path = "/v1/lessons", tag = "scheduling", params(DryRun), request_body = CreateLesson, security(("bearer" = [])),
+    responses((status = 201, body = Booking), (status = 200, body = DryRunReport), (status = 401), (status = 403),
+        (status = 409, description = "Conflicts, listed in `conflicts`"), (status = 422)))]
+async fn create_lessons(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Query(mode): Query<DryRun>,
+    Json(input): Json<CreateLesson>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let mut errors = Errors::default();
+    let ends_at = match (input.ends_at, input.duration_minutes) {
+        (Some(end), None) => end,
+        (None, Some(minutes)) => input.starts_at + Duration::minutes(minutes),
+        _ => {
+            errors.add("ends_at", "give ends_at or duration_minutes");
+            input.starts_at
+        }
+    };
+    let duration = ends_at - input.starts_at;
+    if errors.0.is_empty() && !(Duration::minutes(15)..=Duration::minutes(240)).contains(&duration) {
+        errors.add("ends_at", "a lesson lasts 15 minutes to 4 hours");
+    }
+    let rule = match &input.recurrence {
+        Some(r) => match recurrence::parse(&r.rrule) {
+            Ok(rule) => Some(rule),
+            Err(why) => {
+                errors.add("recurrence.rrule", why);
+                None
+            }
+        },
+        None => None,
+    };
+    if input.override_availability && !user.is_admin() {
+        errors.add("override_availability", "only admins may book outside availability");
+    }
+    if input.makeup && rule.is_some() {
+        errors.add("makeup", "a makeup lesson is a single lesson");
+    }
+    let notes = errors.optional_text("notes", input.notes.as_deref());
+    errors.into_result()?;
+    check_parties(&state.db, &user, input.teacher_id, input.student_id, input.room_id).await?;
+
+    let tz = state.settings.timezone;
+    let starts = match &rule {
+        Some(rule) => recurrence::expand(rule, input.starts_at, tz),
+        None => vec![input.starts_at],
+    };
+    let (first_day, last_day) = (
+        starts.first().map_or(input.starts_at, |s| *s).with_timezone(&tz).date_naive(),
+        starts.last().map_or(input.starts_at, |s| *s).with_timezone(&tz).date_naive(),
+    );
+    let mut tx = state.db.begin().await?;
+    let exceptions = Exceptions::load(&mut tx, first_day, last_day).await?;
+    // Occurrences of a series that fall on closures or outside terms are skipped; a single
+    // lesson there is a conflict.
+    let mut skipped = Vec::new();
+    let mut slots = Vec::new();
+    for start in starts {
+        let date = start.with_timezone(&tz).date_naive();
+        if rule.is_some() {
+            if let Some(name) = exceptions.closure(date) {
+                skipped.push(Skipped { starts_at: start, reason: "closure", detail: name.to_owned() });
+                continue;
+            }
+            if exceptions.outside_terms(date) {
+                skipped.push(Skipped {
+                    starts_at: start,
+                    reason: "outside_term",
+                    detail: "No term covers this date".into(),
+                });
+                continue;
+            }
+        }
+        slots.push(Slot {
+            starts_at: start,
+            ends_at: start + duration,
+            teacher_id: input.teacher_id,
+            student_id: input.student_id,
+            room_id: input.room_id,
+        });
+    }
+    let found = conflicts(&mut tx, tz, &slots, &[], !input.override_availability, &exceptions).await?;
+    if mode.dry_run {
+        tx.rollback().await?;
+        let report = DryRunReport {
+            dry_run: true,
+            occurrences: slots.iter().map(|s| SlotView { starts_at: s.starts_at, ends_at: s.ends_at }).collect(),
+            skipped,
+            conflicts: found,
+        };
+        return Ok((StatusCode::OK, Json(report)).into_response());
+    }
+    if !found.is_empty() {
+        return Err(conflict_error(found));
+    }
+    if slots.is_empty() {
+        return Err(ApiError::invalid("recurrence.rrule", "every occurrence falls on a closure or outside the terms"));
+    }
+    let series_id = match &input.recurrence {
+        Some(r) => {
+            const SERIES: &str =
+                "INSERT INTO lesson_series (id, rrule, timezone, created_by, created_at) VALUES ($1, $2, $3, $4, $5)";
+            let id = Uuid::now_v7();
+            on_tx!(&mut tx, conn => sqlx::query(SERIES).bind(id).bind(r.rrule.trim()).bind(tz.name()).bind(user.id)
+                .bind(Utc::now()).execute(&mut **conn).await.map(|_| ()))?;
+            Some(id)
+        }
+        None => None,
+    };
+    let mut ids = Vec::new();
+    for slot in &slots {
+        ids.push(
+            insert_lesson(&mut tx, slot, series_id, input.makeup, input.override_availability, notes.as_deref())
+                .await?,
+        );
+    }
+    if input.makeup {
+        super::credits::spend_credit(&mut tx, input.student_id, ids[0]).await?;
+    }
+    audit::record_tx(
+        &mut tx,
+        AuditEvent::new("lesson.created")
+            .by(&user)
+            .subject(if series_id.is_some() { "lesson_series" } else { "lesson" }, series_id.unwrap_or(ids[0]))
+            .details(json!({"occurrences": ids.len(), "skipped": skipped.len(),
+            "availability_override": input.override_availability, "makeup": input.makeup})),
+    )
+    .await?;
+    tx.commit().await?;
+    let mut occurrences = Vec::new();
+    for id in ids {
+        occurrences.push(find_visible(&state.db, &user, id).await?);
+    }
+    let booking = Booking { lesson: occurrences.first().cloned(), occurrences, skipped };
+    Ok((StatusCode::CREATED, Json(booking)).into_response())
+}
+
+pub(crate) async fn insert_lesson(
+    tx: &mut Tx,
+    slot: &Slot,
+    series_id: Option<Uuid>,
+    makeup: bool,
+    availability_override: bool,
+    notes: Option<&str>,
+) -> ApiResult<Uuid> {
+    const SQL: &str = "INSERT INTO lessons (id, series_id, teacher_id, student_id, room_id, starts_at, ends_at, status, \
+        is_makeup, availability_override, notes, created_at, updated_at) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, 'scheduled', $8, $9, $10, $11, $11)";
+    let id = Uuid::now_v7();
+    on_tx!(tx, conn => sqlx::query(SQL).bind(id).bind(series_id).bind(slot.teacher_id).bind(slot.student_id)
+        .bind(slot.room_id).bind(slot.starts_at).bind(slot.ends_at).bind(makeup).bind(availability_override)
+        .bind(notes).bind(Utc::now()).execute(&mut **conn).await.map(|_| ()))?;
+    Ok(id)
+}
+
+/// One lesson the caller may see.
+#[utoipa::path(get, path = "/v1/lessons/{id}", tag = "scheduling", security(("bearer" = [])),
+    responses((status = 200, body = Lesson), (status = 401), (status = 404)))]
+async fn get_lesson(State(state): State<AppState>, user: CurrentUser, Path(id): Path<Uuid>) -> ApiResult<Json<Lesson>> {
+    Ok(Json(find_visible(&state.db, &user, id).await?))
+}
+
+fn nullable<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateLesson {
+    starts_at: Option<DateTime<Utc>>,
+    ends_at: Option<DateTime<Utc>>,
+    teacher_id: Option<Uuid>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Uuid>)]
+    room_id: Option<Option<Uuid>>,
+    /// `scheduled` or `cancelled`.
+    status: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    notes: Option<Option<String>>,
+    /// `this` (default) or `following`: this occurrence and the later ones of its series
+    /// move by the same amount.
+    scope: Option<String>,
+    #[serde(default)]
+    override_availability: bool,
+}
+
+/// Moves, reassigns, cancels or annotates a lesson, or this and the following occurrences of
+/// its series. Conflicts are checked as on creation.
+#[utoipa::path(patch, path = "/v1/lessons/{id}", tag = "scheduling", request_body = UpdateLesson, security(("bearer" = [])),
+    responses((status = 200, body = LessonPage), (status = 401), (status = 403), (status = 404), (status = 409), (status = 422)))]
+async fn update_lesson(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<Uuid>,
+    Json(input): Json<UpdateLesson>,
+) -> ApiResult<Json<LessonPage>> {
+    let lesson = find_visible(&state.db, &user, id).await?;
+    user.require(&[Role::Admin, Role::Teacher])?;
+    let mut errors = Errors::default();
+    let scope = input.scope.clone().unwrap_or_else(|| "this".into());
+    errors.one_of("scope", &scope, &["this", "following"]);
+    if let Some(status) = &input.status {
+        errors.one_of("status", status, &["scheduled", "cancelled"]);
+    }
+    if input.override_availability && !user.is_admin() {
+        errors.add("override_availability", "only admins may book outside availability");
+    }
+    if scope == "following" && lesson.series_id.is_none() {
+        errors.add("scope", "this lesson is not part of a series");
+    }
+    if user.role == Role::Teacher && input.teacher_id.is_some_and(|t| Some(t) != user.teacher_id) {
+        errors.add("teacher_id", "teachers cannot hand lessons to another teacher; ask the office");
+    }
+    let notes = match &input.notes {
+        Some(v) => errors.optional_text("notes", v.as_deref()),
+        None => lesson.notes.clone(),
+    };
+    let new_start = input.starts_at.unwrap_or(lesson.starts_at);
+    let new_end = input.ends_at.unwrap_or(new_start + (lesson.ends_at - lesson.starts_at));
+    let duration = new_end - new_start;
+    if !(Duration::minutes(15)..=Duration::minutes(240)).contains(&duration) {
+        errors.add("ends_at", "a lesson lasts 15 minutes to 4 hours");
+    }
+    errors.into_result()?;
+    let shift = new_start - lesson.starts_at;
+    let teacher = input.teacher_id.unwrap_or(lesson.teacher_id);
+    let room = input.room_id.unwrap_or(lesson.room_id);
+    let status = input.status.clone().unwrap_or(lesson.status.clone());
+    if input.teacher_id.is_some() || input.room_id.flatten().is_some() {
+        check_parties(&state.db, &user, teacher, lesson.student_id, room).await?;
+    }
+
+    let mut tx = state.db.begin().await?;
+    let targets: Vec<Lesson> = if scope == "following" {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM lessons l WHERE l.series_id = $1 AND l.starts_at >= $2 ORDER BY l.starts_at"
+        ));
+        on_tx!(&mut tx, conn => sqlx::query_as::<_, Lesson>(sql).bind(lesson.series_id).bind(lesson.starts_at)
+            .fetch_all(&mut **conn).await)?
+    } else {
+        vec![lesson.clone()]
+    };
+    let tz = state.settings.timezone;
+    let moved: Vec<(Uuid, Slot)> = targets
+        .iter()
+        .map(|t| {
+            let start = if scope == "following" { shift_local(tz, t.starts_at, shift) } else { new_start };
+            (
+                t.id,
+                Slot {
+                    starts_at: start,
+                    ends_at: start + duration,
+                    teacher_id: teacher,
+                    student_id: t.student_id,
+                    room_id: room,
+                },
+            )
+        })
+        .collect();
+    if status == "scheduled" {
+        let slots: Vec<Slot> = moved.iter().map(|(_, s)| s.clone()).collect();
+        let (first, last) = (
+            slots.first().map_or(new_start, |s| s.starts_at).with_timezone(&tz).date_naive(),
+            slots.last().map_or(new_start, |s| s.starts_at).with_timezone(&tz).date_naive(),
+        );
+        let exceptions = Exceptions::load(&mut tx, first, last).await?;
+        let ignore: Vec<Uuid> = moved.iter().map(|(id, _)| *id).collect();
+        let found = conflicts(&mut tx, tz, &slots, &ignore, !input.override_availability, &exceptions).await?;
+        if !found.is_empty() {
+            return Err(conflict_error(found));
+        }
+    }
+    const UPDATE: &str = "UPDATE lessons SET starts_at = $2, ends_at = $3, teacher_id = $4, room_id = $5, status = $6, \
+        notes = $7, availability_override = (availability_override OR $8), updated_at = $9 WHERE id = $1";
+    for (lesson_id, slot) in &moved {
+        on_tx!(&mut tx, conn => sqlx::query(UPDATE).bind(lesson_id).bind(slot.starts_at).bind(slot.ends_at)
+            .bind(slot.teacher_id).bind(slot.room_id).bind(&status).bind(&notes).bind(input.override_availability)
+            .bind(Utc::now()).execute(&mut **conn).await.map(|_| ()))?;
+    }
+    audit::record_tx(
+        &mut tx,
+        AuditEvent::new("lesson.updated")
+            .by(&user)
+            .subject("lesson", id)
+            .details(json!({"scope": scope, "lessons": moved.len(), "status": status})),
+    )
+    .await?;
+    tx.commit().await?;
+    let mut items = Vec::new();
+    for (lesson_id, _) in moved {
+        items.push(find_visible(&state.db, &user, lesson_id).await?);
+    }
+    Ok(Json(LessonPage { items, next_cursor: None }))
+}
+
+/// Shifts an occurrence by `shift` in local wall-clock terms, so "one hour later" stays one
+/// hour later on both sides of a daylight-saving change.
+fn shift_local(tz: chrono_tz::Tz, start: DateTime<Utc>, shift: Duration) -> DateTime<Utc> {
+    recurrence::resolve_local(tz, start.with_timezone(&tz).naive_local() + shift)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteScope {
+    /// `this` (default), `following` or `series`.
+    scope: Option<String>,
+}
+
+/// Deletes a lesson, this and the following occurrences, or its whole series (admins, or
+/// the teacher of the lesson).
+#[utoipa::path(delete, path = "/v1/lessons/{id}", tag = "scheduling", params(DeleteScope), security(("bearer" = [])),
+    responses((status = 204), (status = 401), (status = 403), (status = 404), (status = 422)))]
+async fn delete_lesson(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<Uuid>,
+    Query(q): Query<DeleteScope>,
+) -> ApiResult<StatusCode> {
+    let lesson = find_visible(&state.db, &user, id).await?;
+    user.require(&[Role::Admin, Role::Teacher])?;
+    let scope = q.scope.unwrap_or_else(|| "this".into());
+    let mut errors = Errors::default();
+    errors.one_of("scope", &scope, &["this", "following", "series"]);
+    if scope != "this" && lesson.series_id.is_none() {
+        errors.add("scope", "this lesson is not part of a series");
+    }
+    errors.into_result()?;
+    let mut tx = state.db.begin().await?;
+    let deleted = match scope.as_str() {
+        "series" => {
+            const SQL: &str = "DELETE FROM lesson_series WHERE id = $1";
+            on_tx!(&mut tx, conn => sqlx::query(SQL).bind(lesson.series_id).execute(&mut **conn).await.map(|r| r.rows_affected()))?
+        }
+        "following" => {
+            const SQL: &str = "DELETE FROM lessons WHERE series_id = $1 AND starts_at >= $2";
+            on_tx!(&mut tx, conn => sqlx::query(SQL).bind(lesson.series_id).bind(lesson.starts_at).execute(&mut **conn).await
+                .map(|r| r.rows_affected()))?
+        }
+        _ => {
+            const SQL: &str = "DELETE FROM lessons WHERE id = $1";
+            on_tx!(&mut tx, conn => sqlx::query(SQL).bind(id).execute(&mut **conn).await.map(|r| r.rows_affected()))?
+        }
+    };
+    audit::record_tx(
+        &mut tx,
+        AuditEvent::new("lesson.deleted")
+            .by(&user)
+            .subject("lesson", id)
+            .details(json!({"scope": scope, "deleted": deleted})),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

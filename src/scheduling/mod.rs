@@ -1,0 +1,45 @@
+//! Scheduling: teacher availability and calendar exceptions, recurring lessons with conflict
+//! detection (enforced by PostgreSQL exclusion constraints, or SQLite's single writer),
+//! attendance and makeup credits, free-slot search and iCalendar feeds. See
+//! `docs/scheduling.md`.
+
+mod calendar;
+pub mod credits;
+mod feeds;
+mod lessons;
+pub mod recurrence;
+
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::app::AppState;
+use crate::db::{Constraint, ConstraintKind};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    calendar::router().merge(lessons::router()).merge(credits::router()).merge(feeds::router())
+}
+
+/// The database's last word on double bookings (PostgreSQL), should two bookings race past
+/// the conflict check.
+pub static CONSTRAINTS: &[Constraint] = &[
+    Constraint {
+        name: "lessons_teacher_no_overlap",
+        sqlite_columns: "",
+        kind: ConstraintKind::Unique,
+        field: "teacher_id",
+        message: "The teacher already has a lesson at that time",
+    },
+    Constraint {
+        name: "lessons_student_no_overlap",
+        sqlite_columns: "",
+        kind: ConstraintKind::Unique,
+        field: "student_id",
+        message: "The student already has a lesson at that time",
+    },
+    Constraint {
+        name: "lessons_room_no_overlap",
+        sqlite_columns: "",
+        kind: ConstraintKind::Unique,
+        field: "room_id",
+        message: "The room is already booked at that time",
+    },
+];
