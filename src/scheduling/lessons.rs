@@ -227,9 +227,8 @@ pub(crate) async fn conflicts(
             out.push(conflict("time_off", "The teacher is away".into()));
         }
         if check_availability {
-            if !teacher_windows.contains_key(&slot.teacher_id) {
-                let w = windows_in_tx(tx, slot.teacher_id).await?;
-                teacher_windows.insert(slot.teacher_id, w);
+            if let std::collections::hash_map::Entry::Vacant(entry) = teacher_windows.entry(slot.teacher_id) {
+                entry.insert(windows_in_tx(tx, slot.teacher_id).await?);
             }
             if !within_availability(&teacher_windows[&slot.teacher_id], tz, slot.starts_at, slot.ends_at) {
                 out.push(conflict("availability", "Outside the teacher's availability".into()));
