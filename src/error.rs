@@ -253,7 +253,13 @@ impl From<sqlx::Error> for ApiError {
 fn constraint_error(error: &dyn sqlx::error::DatabaseError) -> Option<ApiError> {
     use sqlx::error::ErrorKind;
     let kind = db::violation_kind(error);
-    if !matches!(kind, ErrorKind::UniqueViolation | ErrorKind::ForeignKeyViolation | ErrorKind::CheckViolation) {
+    if !matches!(
+        kind,
+        ErrorKind::UniqueViolation
+            | ErrorKind::ForeignKeyViolation
+            | ErrorKind::CheckViolation
+            | ErrorKind::ExclusionViolation
+    ) {
         return None;
     }
     let known = match error.constraint() {
@@ -265,7 +271,9 @@ fn constraint_error(error: &dyn sqlx::error::DatabaseError) -> Option<ApiError> 
             ConstraintKind::Unique => ApiError::conflict(c.message),
             ConstraintKind::ForeignKey | ConstraintKind::Check => ApiError::invalid(c.field, c.message),
         },
-        (None, ErrorKind::UniqueViolation) => ApiError::conflict("A record with the same unique values already exists"),
+        (None, ErrorKind::UniqueViolation | ErrorKind::ExclusionViolation) => {
+            ApiError::conflict("A record with the same unique values already exists")
+        }
         (None, ErrorKind::ForeignKeyViolation) => {
             ApiError::Unprocessable("The request refers to a record that does not exist".into())
         }

@@ -176,8 +176,11 @@ pub async fn spawn_app_with(backend: Backend, extra: Router<AppState>, adjust: i
     start(state, database, extra).await
 }
 
-/// Starts the application over an already built state.
+/// Starts the application over an already built state. `CEDAR_TEST_LOG=debug` shows its logs.
 pub async fn start(state: AppState, database: TestDatabase, extra: Router<AppState>) -> TestApp {
+    if let Ok(filter) = std::env::var("CEDAR_TEST_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let app = cedar::app::router_with(state.clone(), extra);

@@ -12,5 +12,6 @@ mod http_stack;
 mod idempotency;
 mod ops;
 mod records;
+mod scheduling;
 mod supabase;
 mod users;
