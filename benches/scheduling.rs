@@ -74,7 +74,8 @@ async fn main() {
         let slot = (i / 50) as i64;
         let (day, half_hour) = (slot / 20, slot % 20);
         for week in 0..4 {
-            let start = base + chrono::Duration::days(day + 7 * week) + chrono::Duration::minutes(30 * half_hour) - chrono::Duration::hours(6);
+            let start = base + chrono::Duration::days(day + 7 * week) + chrono::Duration::minutes(30 * half_hour)
+                - chrono::Duration::hours(6);
             cedar::on_tx!(&mut tx, conn => sqlx::query("INSERT INTO lessons (id, teacher_id, student_id, starts_at, ends_at, \
                 status, is_makeup, availability_override, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'scheduled', FALSE, FALSE, $6, $6)")
                 .bind(Uuid::now_v7()).bind(teacher).bind(student).bind(start).bind(start + chrono::Duration::minutes(30))
@@ -119,7 +120,8 @@ async fn main() {
         };
         let body = serde_json::json!({"teacher_id": teacher, "student_id": student, "starts_at": start, "duration_minutes": 30});
         let t = Instant::now();
-        let response = client.post(format!("http://{addr}/v1/lessons")).bearer_auth(&token).json(&body).send().await.unwrap();
+        let response =
+            client.post(format!("http://{addr}/v1/lessons")).bearer_auth(&token).json(&body).send().await.unwrap();
         let status = response.status().as_u16();
         response.bytes().await.unwrap();
         match status {
