@@ -4,10 +4,9 @@
 //! Run: `cargo bench --bench auth` (SQLite in a temp dir), or with
 //! `BENCH_DATABASE_URL=postgres://…` against an empty PostgreSQL database.
 
-use std::time::{Duration, Instant};
+mod support;
 
-use cedar::app::AppState;
-use cedar::config::Settings;
+use std::time::{Duration, Instant};
 
 fn report(name: &str, iterations: u32, elapsed: Duration) {
     let per = elapsed / iterations;
@@ -17,12 +16,7 @@ fn report(name: &str, iterations: u32, elapsed: Duration) {
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let url = std::env::var("BENCH_DATABASE_URL").ok();
-    let mut settings = Settings::for_data_dir(dir.path(), url.as_deref()).unwrap();
-    settings.auth_rate_per_ip = 1_000_000;
-    settings.auth_rate_per_account = 1_000_000;
-    let state = AppState::init(settings).await.unwrap();
-    println!("backend: {}", state.db.backend().as_str());
+    let state = support::state(&dir).await;
 
     let email = format!("bench-{}@example.ca", uuid::Uuid::now_v7().simple());
     let password = "bench-password-1";

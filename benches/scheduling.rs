@@ -4,36 +4,18 @@
 //! Run: `cargo bench --bench scheduling` (SQLite in a temp dir), or with
 //! `BENCH_DATABASE_URL=postgres://…` against an empty PostgreSQL database.
 
-use std::time::{Duration, Instant};
+mod support;
 
-use cedar::app::AppState;
-use cedar::config::Settings;
+use std::time::Instant;
+
 use chrono::{TimeZone, Utc};
 use sqlx::types::Json as SqlJson;
 use uuid::Uuid;
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn report(name: &str, mut samples: Vec<Duration>) {
-    samples.sort();
-    println!(
-        "{name:<44} n={:<5} p50 {:>6.2} ms   p99 {:>6.2} ms",
-        samples.len(),
-        percentile(&samples, 0.5).as_secs_f64() * 1e3,
-        percentile(&samples, 0.99).as_secs_f64() * 1e3
-    );
-}
-
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let url = std::env::var("BENCH_DATABASE_URL").ok();
-    let mut settings = Settings::for_data_dir(dir.path(), url.as_deref()).unwrap();
-    settings.auth_rate_per_ip = 1_000_000;
-    let state = AppState::init(settings).await.unwrap();
-    println!("backend: {}", state.db.backend().as_str());
+    let state = support::state(&dir).await;
 
     // 50 teachers, 5,000 students (2,500 families), 20,000 lessons: each student has four
     // weekly 30-minute lessons, spread over teachers' afternoons from January 2027.
@@ -89,22 +71,8 @@ async fn main() {
     }
     println!("seeded 50 teachers, 5,000 students, 20,000 lessons in {:.1} s", started.elapsed().as_secs_f64());
 
-    cedar::auth::create_admin_cli(&state.db, "bench@example.ca", "bench-password-1".into(), None).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = cedar::app::router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (addr, token) = support::serve_with_admin(&state).await;
     let client = reqwest::Client::new();
-    let session: serde_json::Value = client
-        .post(format!("http://{addr}/auth/v1/token?grant_type=password"))
-        .json(&serde_json::json!({"email": "bench@example.ca", "password": "bench-password-1"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = session["access_token"].as_str().unwrap().to_owned();
 
     // Conflict-checked creates: half collide (409 with the list), half book a free evening.
     let mut created = Vec::new();
@@ -130,8 +98,8 @@ async fn main() {
             other => panic!("unexpected {other}"),
         }
     }
-    report("create lesson (booked, 201)", created);
-    report("create lesson (conflict, 409)", refused);
+    support::report("create lesson (booked, 201)", created);
+    support::report("create lesson (conflict, 409)", refused);
 
     // One week of one teacher, and one week of the whole school (first page of 500).
     let mut teacher_week = Vec::new();
@@ -150,6 +118,6 @@ async fn main() {
         school_week.push(t.elapsed());
         assert_eq!(body["items"].as_array().unwrap().len(), 500);
     }
-    report("one teacher's week (100 lessons)", teacher_week);
-    report("school week, first page (500 lessons)", school_week);
+    support::report("one teacher's week (100 lessons)", teacher_week);
+    support::report("school week, first page (500 lessons)", school_week);
 }

@@ -3,10 +3,10 @@
 //! Run: `cargo bench --bench search` (SQLite in a temp dir), or with
 //! `BENCH_DATABASE_URL=postgres://…` against an empty PostgreSQL database.
 
-use std::time::{Duration, Instant};
+mod support;
 
-use cedar::app::AppState;
-use cedar::config::Settings;
+use std::time::Instant;
+
 use cedar::people::validate::fold;
 use chrono::Utc;
 use sqlx::types::Json as SqlJson;
@@ -18,18 +18,10 @@ const LAST: &[&str] =
     &["Côté", "Gagné", "Tremblay", "Smith", "Nguyen", "Bélanger", "Wilson", "Lefèvre", "Patel", "Roy"];
 const INSTRUMENTS: &[&str] = &["piano", "violin", "guitar", "voice", "cello", "flute"];
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let url = std::env::var("BENCH_DATABASE_URL").ok();
-    let mut settings = Settings::for_data_dir(dir.path(), url.as_deref()).unwrap();
-    settings.auth_rate_per_ip = 1_000_000;
-    let state = AppState::init(settings).await.unwrap();
-    println!("backend: {}", state.db.backend().as_str());
+    let state = support::state(&dir).await;
 
     // 5,000 families with two children each.
     let started = Instant::now();
@@ -63,23 +55,8 @@ async fn main() {
     }
     println!("seeded 10,000 students in {:.1} s", started.elapsed().as_secs_f64());
 
-    let email = "bench-admin@example.ca";
-    cedar::auth::create_admin_cli(&state.db, email, "bench-password-1".into(), None).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = cedar::app::router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (addr, token) = support::serve_with_admin(&state).await;
     let client = reqwest::Client::new();
-    let session: serde_json::Value = client
-        .post(format!("http://{addr}/auth/v1/token?grant_type=password"))
-        .json(&serde_json::json!({"email": email, "password": "bench-password-1"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = session["access_token"].as_str().unwrap().to_owned();
 
     let queries = ["helene", "cote", "tremblay zoe", "famille roy 4999", "emile gagne", "nobody-matches"];
     let mut all = Vec::new();
@@ -97,19 +74,8 @@ async fn main() {
             }
             found = body["items"].as_array().unwrap().len();
         }
-        samples.sort();
-        println!(
-            "q={q:<22} items={found:>2}   p50 {:>6.2} ms   p99 {:>6.2} ms",
-            percentile(&samples, 0.5).as_secs_f64() * 1e3,
-            percentile(&samples, 0.99).as_secs_f64() * 1e3
-        );
-        all.extend(samples);
+        all.extend(samples.iter().copied());
+        support::report(&format!("q={q} ({found} items)"), samples);
     }
-    all.sort();
-    println!(
-        "all {} searches: p50 {:.2} ms, p99 {:.2} ms",
-        all.len(),
-        percentile(&all, 0.5).as_secs_f64() * 1e3,
-        percentile(&all, 0.99).as_secs_f64() * 1e3
-    );
+    support::report("all searches", all);
 }

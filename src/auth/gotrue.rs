@@ -264,6 +264,15 @@ async fn signup(
     Ok(axum::Json(start_session(&state, &user, &headers, &ip, AuditEvent::new("auth.sign_in")).await?))
 }
 
+/// Checks and hashes a new password, if one was given.
+async fn new_password_hash(password: Option<String>) -> GoTrueResult<Option<String>> {
+    let Some(password) = password else { return Ok(None) };
+    if let Some(why) = password::weakness(&password) {
+        return Err(GoTrueError::new(StatusCode::UNPROCESSABLE_ENTITY, "weak_password", why));
+    }
+    Ok(Some(password::hash(password).await?))
+}
+
 fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.is_unique_violation())
 }
@@ -480,15 +489,7 @@ async fn update_user(
             "Ask the school office to change your email address",
         ));
     }
-    let hash = match input.password {
-        Some(password) => match password::weakness(&password) {
-            Some(why) => {
-                return Err(GoTrueError::new(StatusCode::UNPROCESSABLE_ENTITY, "weak_password", why));
-            }
-            None => Some(password::hash(password).await?),
-        },
-        None => None,
-    };
+    let hash = new_password_hash(input.password).await?;
     let mut tx = state.db.begin().await?;
     if let Some(hash) = &hash {
         store::set_password(&mut tx, user.id, hash).await?;
@@ -543,15 +544,7 @@ async fn verify(
     let Some(token) = input.token.or(input.token_hash).filter(|t| !t.is_empty()) else {
         return Err(GoTrueError::new(StatusCode::BAD_REQUEST, "validation_failed", "token is required"));
     };
-    let hash = match input.password {
-        Some(password) => match password::weakness(&password) {
-            Some(why) => {
-                return Err(GoTrueError::new(StatusCode::UNPROCESSABLE_ENTITY, "weak_password", why));
-            }
-            None => Some(password::hash(password).await?),
-        },
-        None => None,
-    };
+    let hash = new_password_hash(input.password).await?;
     let mut tx = state.db.begin().await?;
     let Some(user_id) = store::consume_one_time_token(&mut tx, &token, purpose).await? else {
         return Err(GoTrueError::new(StatusCode::FORBIDDEN, "otp_expired", "Token has expired or is invalid"));

@@ -1,0 +1,56 @@
+//! Shared set-up of the HTTP benchmarks: an app on a fresh database, served on loopback, with
+//! a signed-in admin; and percentile reporting.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cedar::app::AppState;
+use cedar::config::Settings;
+
+/// A fresh, migrated app on SQLite (temp dir) or `BENCH_DATABASE_URL`.
+pub async fn state(dir: &tempfile::TempDir) -> AppState {
+    let url = std::env::var("BENCH_DATABASE_URL").ok();
+    let mut settings = Settings::for_data_dir(dir.path(), url.as_deref()).unwrap();
+    settings.auth_rate_per_ip = 1_000_000;
+    settings.auth_rate_per_account = 1_000_000;
+    let state = AppState::init(settings).await.unwrap();
+    println!("backend: {}", state.db.backend().as_str());
+    state
+}
+
+/// Serves the app on 127.0.0.1 and returns its address and an admin's access token.
+#[allow(dead_code, reason = "not every benchmark signs in")]
+pub async fn serve_with_admin(state: &AppState) -> (SocketAddr, String) {
+    let (email, password) = ("bench-admin@example.ca", "bench-password-1");
+    cedar::auth::create_admin_cli(&state.db, email, password.into(), None).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = cedar::app::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let session: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{addr}/auth/v1/token?grant_type=password"))
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (addr, session["access_token"].as_str().unwrap().to_owned())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Prints p50 and p99 of the samples.
+#[allow(dead_code, reason = "not every benchmark reports percentiles")]
+pub fn report(name: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    println!(
+        "{name:<44} n={:<5} p50 {:>6.2} ms   p99 {:>6.2} ms",
+        samples.len(),
+        percentile(&samples, 0.5).as_secs_f64() * 1e3,
+        percentile(&samples, 0.99).as_secs_f64() * 1e3
+    );
+}
