@@ -37,6 +37,8 @@ pub enum Command {
     Openapi,
     /// Load a realistic demo school (idempotent) and print its logins.
     Demo,
+    /// Run background jobs only (any number of these may share one PostgreSQL database).
+    Worker,
     /// Administration tasks.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -142,6 +144,9 @@ pub struct SettingsArgs {
     /// Days a makeup credit stays valid [default: 90].
     #[arg(long, env = "CEDAR_MAKEUP_EXPIRY_DAYS", global = true, value_name = "DAYS")]
     pub makeup_expiry_days: Option<String>,
+    /// Jobs one worker process runs at once [default: 4].
+    #[arg(long, env = "CEDAR_WORKER_CONCURRENCY", global = true, value_name = "N")]
+    pub worker_concurrency: Option<String>,
     /// Most unused makeup credits a student may hold [default: 4].
     #[arg(long, env = "CEDAR_MAKEUP_CAP", global = true, value_name = "N")]
     pub makeup_cap: Option<String>,
@@ -173,6 +178,7 @@ struct FileSettings {
     makeup_notice_hours: Option<u64>,
     makeup_expiry_days: Option<u64>,
     makeup_cap: Option<u64>,
+    worker_concurrency: Option<u64>,
 }
 
 /// A start-up error: always names the setting.
@@ -296,6 +302,7 @@ pub struct Settings {
     pub makeup_notice_hours: u32,
     pub makeup_expiry_days: u32,
     pub makeup_cap: u32,
+    pub worker_concurrency: usize,
 }
 
 impl Settings {
@@ -453,7 +460,13 @@ impl Settings {
             Some(raw) => parse_range("CEDAR_MAKEUP_CAP", &raw, 0, 100)? as u32,
         };
 
+        let worker_concurrency = match pick(&args.worker_concurrency, file.worker_concurrency.map(|n| n.to_string())) {
+            None => 4,
+            Some(raw) => parse_range("CEDAR_WORKER_CONCURRENCY", &raw, 1, 256)? as usize,
+        };
+
         Ok(Self {
+            worker_concurrency,
             makeup_notice_hours,
             makeup_expiry_days,
             makeup_cap,

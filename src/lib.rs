@@ -62,6 +62,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Worker => app::work(settings).await,
         Command::Demo => {
             let db = db::Db::connect(&settings).await?;
             db.migrate().await?;

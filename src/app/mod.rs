@@ -38,6 +38,9 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub metrics: PrometheusHandle,
     pub started_at: Instant,
+    /// Wakes in-process workers after a commit that enqueued jobs (PostgreSQL also notifies
+    /// other processes through LISTEN/NOTIFY).
+    pub job_wakeup: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -54,7 +57,14 @@ impl AppState {
     /// State over an existing pool, without migrating (tests use this to see `/ready` say 503).
     pub fn new(db: Db, settings: Settings) -> anyhow::Result<Self> {
         let auth = Arc::new(crate::auth::Auth::new(&settings)?);
-        Ok(Self { db, auth, settings: Arc::new(settings), metrics: metrics_handle(), started_at: Instant::now() })
+        Ok(Self {
+            db,
+            auth,
+            settings: Arc::new(settings),
+            metrics: metrics_handle(),
+            started_at: Instant::now(),
+            job_wakeup: Arc::new(tokio::sync::Notify::new()),
+        })
     }
 }
 
@@ -98,6 +108,7 @@ pub fn metrics_handle() -> PrometheusHandle {
         (name = "rooms", description = "Teaching rooms"),
         (name = "enrollments", description = "Enrollment requests and decisions"),
         (name = "scheduling", description = "Availability, lessons, conflicts, attendance, makeup credits, calendars"),
+        (name = "workflows", description = "Background jobs"),
         (name = "privacy", description = "Audit trail"),
         (name = "ops", description = "Health, readiness, metrics and API documentation"),
     )
@@ -125,6 +136,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(crate::auth::router())
         .merge(crate::people::router())
         .merge(crate::scheduling::router())
+        .merge(crate::workflows::router())
         .merge(crate::privacy::router())
 }
 
@@ -188,12 +200,60 @@ pub async fn serve(settings: Settings, no_worker: bool) -> anyhow::Result<()> {
         worker = !no_worker,
         "cedar is listening; API docs at /docs"
     );
-    let housekeeping = tokio::spawn(housekeeping(state.clone(), !no_worker));
+    let upkeep = tokio::spawn(metrics_upkeep(state.clone()));
+    let (stop_worker, worker_stopped) = tokio::sync::watch::channel(false);
+    let worker = if no_worker { None } else { Some(tokio::spawn(start_worker(state.clone(), worker_stopped))) };
     let result = run_until_shutdown(listener, router(state.clone()), shutdown_signal(), grace).await;
-    housekeeping.abort();
+    let _ = stop_worker.send(true);
+    if let Some(worker) = worker {
+        match worker.await {
+            Ok(Err(error)) => tracing::error!(error = %format!("{error:#}"), "worker failed"),
+            Err(error) => tracing::error!(error = %error, "worker panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
+    upkeep.abort();
     state.db.close().await;
     tracing::info!("stopped");
     result
+}
+
+/// `cedar worker`: background jobs only, until SIGTERM/SIGINT.
+pub async fn work(settings: Settings) -> anyhow::Result<()> {
+    let state = AppState::init(settings).await?;
+    tracing::info!(database = %state.settings.database_url, "cedar worker starting");
+    let upkeep = tokio::spawn(metrics_upkeep(state.clone()));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(start_worker(state.clone(), stopped));
+    shutdown_signal().await;
+    let _ = stop.send(true);
+    let result = worker.await?;
+    upkeep.abort();
+    state.db.close().await;
+    result
+}
+
+/// Installs the standard schedules and runs the worker until `stop` turns true.
+async fn start_worker(state: AppState, stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
+    use crate::workflows::worker;
+    for (name, queue, kind, cron) in worker::STANDARD_SCHEDULES {
+        worker::upsert_schedule(&state, name, queue, kind, cron, serde_json::json!({})).await?;
+    }
+    let options = worker::WorkerOptions {
+        concurrency: state.settings.worker_concurrency,
+        shutdown_grace: state.settings.shutdown_grace,
+        ..worker::WorkerOptions::default()
+    };
+    worker::run(state, worker::Registry::standard(), options, stop).await
+}
+
+/// Keeps the metrics histograms bounded.
+async fn metrics_upkeep(state: AppState) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        state.metrics.run_upkeep();
+    }
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting connections and
@@ -223,29 +283,6 @@ pub async fn run_until_shutdown(
         },
     }
     Ok(())
-}
-
-/// Periodic in-process upkeep: metrics histograms, and (when this process runs the worker)
-/// expired idempotency keys.
-async fn housekeeping(state: AppState, purge: bool) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-    loop {
-        tick.tick().await;
-        state.metrics.run_upkeep();
-        if !purge {
-            continue;
-        }
-        if let Err(error) = crate::scheduling::credits::expire_credits(&state.db).await {
-            tracing::warn!(error = %format!("{error:#}"), "expiring makeup credits failed");
-        }
-        match idempotency::purge_expired(&state.db).await {
-            Ok(0) => {}
-            Ok(purged) => tracing::debug!(purged, "expired idempotency keys removed"),
-            Err(error) => {
-                tracing::warn!(error = %format!("{error:#}"), "purging idempotency keys failed")
-            }
-        }
-    }
 }
 
 async fn shutdown_signal() {

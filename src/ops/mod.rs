@@ -67,6 +67,16 @@ async fn metrics(State(state): State<AppState>) -> Response {
     metrics::gauge!("db_pool_connections", "state" => "in_use").set(f64::from(in_use));
     metrics::gauge!("db_pool_connections", "state" => "idle").set(f64::from(idle));
     metrics::gauge!("process_uptime_seconds").set(state.started_at.elapsed().as_secs_f64());
+    if let Ok(depths) = crate::workflows::queue::depth(&state.db).await {
+        let now = chrono::Utc::now();
+        for (queue, status, count, oldest) in depths {
+            metrics::gauge!("jobs", "queue" => queue.clone(), "status" => status.clone()).set(count as f64);
+            if status == "queued" {
+                let age = oldest.map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
+                metrics::gauge!("jobs_oldest_queued_age_seconds", "queue" => queue).set(age);
+            }
+        }
+    }
     state.metrics.run_upkeep();
     let mut response = state.metrics.render().into_response();
     response

@@ -236,6 +236,7 @@ async fn create_enrollment(
     )
     .await?;
     tx.commit().await?;
+    state.job_wakeup.notify_one();
     Ok((StatusCode::CREATED, Json(find_visible(&state.db, &user, id).await?)))
 }
 

@@ -1,4 +1,16 @@
-//! Durable background work. For now: the job table and enqueueing inside a business
-//! transaction; the worker, workflow engine and AI providers come with the Workflows issue.
+//! Durable background work: the job queue (enqueue in the business transaction, claim with
+//! `SKIP LOCKED`, leases, backoff, dead jobs), recurring schedules and the worker. The
+//! workflow engine, review inbox and AI providers build on this (see docs/workflows.md).
 
+pub mod cron;
+mod jobs_api;
 pub mod queue;
+pub mod worker;
+
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::app::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    jobs_api::router()
+}

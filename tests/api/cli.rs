@@ -43,12 +43,16 @@ fn help_documents_every_setting() {
         "SUPABASE_JWT_SECRET",
         "CEDAR_AUTH_RATE_PER_IP",
         "CEDAR_AUTH_RATE_PER_ACCOUNT",
+        "CEDAR_MAKEUP_NOTICE_HOURS",
+        "CEDAR_MAKEUP_EXPIRY_DAYS",
+        "CEDAR_MAKEUP_CAP",
+        "CEDAR_WORKER_CONCURRENCY",
         "--no-worker",
     ] {
         assert!(help.contains(setting), "serve --help does not mention {setting}");
     }
     let top = String::from_utf8(cedar().arg("--help").output().unwrap().stdout).unwrap();
-    for command in ["serve", "migrate", "openapi", "admin"] {
+    for command in ["serve", "migrate", "openapi", "admin", "demo", "worker"] {
         assert!(top.contains(command));
     }
 }

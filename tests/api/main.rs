@@ -11,6 +11,7 @@ mod enrollments;
 mod http_stack;
 mod idempotency;
 mod ops;
+mod queue;
 mod records;
 mod scheduling;
 mod supabase;
