@@ -77,10 +77,10 @@ pub struct Job {
 }
 
 /// Claims up to `limit` runnable jobs of `queue` for `worker`, leasing them until
-/// `now + lease`. Jobs whose lease ran out (their worker died) are runnable again.
+/// `now + lease`, oldest first.
 pub async fn claim(db: &Db, queue: &str, worker: &str, limit: i64, lease: Duration) -> Result<Vec<Job>, sqlx::Error> {
-    const PICK: &str = "SELECT id FROM jobs WHERE queue = $4 AND ((status = 'queued' AND run_at <= $3) \
-        OR (status = 'running' AND locked_until < $3)) ORDER BY run_at, id LIMIT $5";
+    const PICK: &str =
+        "SELECT id FROM jobs WHERE queue = $4 AND status = 'queued' AND run_at <= $3 ORDER BY run_at LIMIT $5";
     let now = Utc::now();
     let lock = match db {
         Db::Postgres(_) => " FOR UPDATE SKIP LOCKED",
@@ -90,8 +90,42 @@ pub async fn claim(db: &Db, queue: &str, worker: &str, limit: i64, lease: Durati
         "UPDATE jobs SET status = 'running', locked_by = $1, locked_until = $2, attempts = attempts + 1, updated_at = $3 \
          WHERE id IN ({PICK}{lock}) RETURNING id, queue, kind, payload, attempts, max_attempts, created_at"
     ));
-    on_db!(db, pool => sqlx::query_as::<_, Job>(sql).bind(worker).bind(now + lease).bind(now).bind(queue).bind(limit)
-        .fetch_all(pool).await)
+    match db {
+        Db::Sqlite(pool) => {
+            sqlx::query_as::<_, Job>(sql)
+                .bind(worker)
+                .bind(now + lease)
+                .bind(now)
+                .bind(queue)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+        }
+        Db::Postgres(pool) => {
+            // A claim lost in a crash only puts the job back to `queued`, so its commit need
+            // not wait for the disk; completions (which must not be lost) still do.
+            let mut tx = pool.begin().await?;
+            sqlx::query("SET LOCAL synchronous_commit TO OFF").execute(&mut *tx).await?;
+            let jobs = sqlx::query_as::<_, Job>(sql)
+                .bind(worker)
+                .bind(now + lease)
+                .bind(now)
+                .bind(queue)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(jobs)
+        }
+    }
+}
+
+/// Puts jobs whose lease ran out (their worker died or hung) back in the queue, where the next
+/// claim picks them up; their attempt stays counted. Returns how many.
+pub async fn requeue_expired(db: &Db) -> Result<u64, sqlx::Error> {
+    const SQL: &str = "UPDATE jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, run_at = $1, \
+        last_error = 'lease expired', updated_at = $1 WHERE status = 'running' AND locked_until < $1";
+    on_db!(db, pool => sqlx::query(SQL).bind(Utc::now()).execute(pool).await.map(|r| r.rows_affected()))
 }
 
 /// Extends the lease of a job this worker still holds; false if it lost the job.
@@ -105,6 +139,19 @@ pub async fn complete(db: &Db, id: Uuid, worker: &str) -> Result<(), sqlx::Error
     const SQL: &str = "UPDATE jobs SET status = 'succeeded', locked_by = NULL, locked_until = NULL, last_error = NULL, \
         updated_at = $3 WHERE id = $1 AND locked_by = $2";
     on_db!(db, pool => sqlx::query(SQL).bind(id).bind(worker).bind(Utc::now()).execute(pool).await.map(|_| ()))
+}
+
+/// Marks many finished jobs succeeded in one transaction (one commit, one fsync, however
+/// many jobs).
+pub async fn complete_all(db: &Db, ids: &[Uuid], worker: &str) -> Result<(), sqlx::Error> {
+    const SQL: &str = "UPDATE jobs SET status = 'succeeded', locked_by = NULL, locked_until = NULL, last_error = NULL, \
+        updated_at = $3 WHERE id = $1 AND locked_by = $2";
+    let now = Utc::now();
+    let mut tx = db.begin().await?;
+    for id in ids {
+        on_tx!(&mut tx, conn => sqlx::query(SQL).bind(id).bind(worker).bind(now).execute(&mut **conn).await.map(|_| ()))?;
+    }
+    tx.commit().await
 }
 
 /// Exponential backoff: 2 s, 4 s, 8 s … capped at an hour, ±25 % jitter so retries of many

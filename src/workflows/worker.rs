@@ -180,12 +180,41 @@ pub async fn run(
     let queues = registry.queues();
     tracing::info!(worker = %id, ?queues, concurrency = options.concurrency, "worker started");
     let mut tasks = tokio::task::JoinSet::new();
+    // Successes are recorded in batches by one task: a commit per batch, not per job.
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Uuid>();
+    let recorder = {
+        let (db, worker) = (state.db.clone(), id.clone());
+        tokio::spawn(async move {
+            while let Some(first) = done_rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < 500 {
+                    match done_rx.try_recv() {
+                        Ok(id) => batch.push(id),
+                        Err(_) => break,
+                    }
+                }
+                if let Err(error) = queue::complete_all(&db, &batch, &worker).await {
+                    tracing::error!(error = %error, jobs = batch.len(), "recording finished jobs failed; their leases will expire and they will run again");
+                }
+            }
+        })
+    };
+    let mut last_upkeep: Option<std::time::Instant> = None;
     loop {
         if *shutdown.borrow() {
             break;
         }
-        if let Err(error) = fire_due_schedules(&state).await {
-            tracing::warn!(error = %format!("{error:#}"), "firing schedules failed");
+        // Schedules and expired leases: about once a second, not on every claim.
+        if last_upkeep.is_none_or(|at| at.elapsed() >= StdDuration::from_secs(1)) {
+            last_upkeep = Some(std::time::Instant::now());
+            if let Err(error) = fire_due_schedules(&state).await {
+                tracing::warn!(error = %format!("{error:#}"), "firing schedules failed");
+            }
+            match queue::requeue_expired(&state.db).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(jobs = n, "requeued jobs whose worker lease expired"),
+                Err(error) => tracing::warn!(error = %error, "requeueing expired jobs failed"),
+            }
         }
         let mut claimed_any = false;
         for queue_name in &queues {
@@ -204,8 +233,9 @@ pub async fn run(
                 claimed_any = true;
                 let permit = permits.clone().acquire_owned().await?;
                 let (state, registry, worker, lease) = (state.clone(), registry.clone(), id.clone(), options.lease);
+                let done = done_tx.clone();
                 tasks.spawn(async move {
-                    run_one(&state, &registry, &worker, job, lease).await;
+                    run_one(&state, &registry, &worker, job, lease, &done).await;
                     drop(permit);
                 });
             }
@@ -227,13 +257,25 @@ pub async fn run(
         tokio::time::timeout(options.shutdown_grace, async { while tasks.join_next().await.is_some() {} }).await;
     if finished.is_err() {
         tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+    drop(done_tx);
+    recorder.await?;
+    if finished.is_err() {
         let released = queue::release(&state.db, &id).await?;
         tracing::warn!(released, "grace period over; unfinished jobs released to the queue");
     }
     Ok(())
 }
 
-async fn run_one(state: &AppState, registry: &Registry, worker: &str, job: Job, lease: Duration) {
+async fn run_one(
+    state: &AppState,
+    registry: &Registry,
+    worker: &str,
+    job: Job,
+    lease: Duration,
+    done: &tokio::sync::mpsc::UnboundedSender<Uuid>,
+) {
     let started = std::time::Instant::now();
     let Some(handler) = registry.handlers.get(&(job.queue.clone(), job.kind.clone())).cloned() else {
         let _ = queue::fail(&state.db, &job, worker, &format!("no handler for {}/{}", job.queue, job.kind), true).await;
@@ -256,7 +298,10 @@ async fn run_one(state: &AppState, registry: &Registry, worker: &str, job: Job, 
     heartbeat.abort();
     let labels = [("queue", job.queue.clone()), ("kind", job.kind.clone())];
     let result = match outcome {
-        Ok(()) => queue::complete(&state.db, job.id, worker).await.map(|_| "succeeded"),
+        Ok(()) => match done.send(job.id) {
+            Ok(()) => Ok("succeeded"),
+            Err(_) => queue::complete(&state.db, job.id, worker).await.map(|_| "succeeded"),
+        },
         Err(JobError::Retry(why)) => queue::fail(&state.db, &job, worker, &why, false).await,
         Err(JobError::Permanent(why)) => queue::fail(&state.db, &job, worker, &why, true).await,
     };

@@ -171,8 +171,8 @@ async fn a_dead_workers_job_is_taken_over_after_its_lease(backend: Backend) {
     .unwrap();
     let runs: Runs = Arc::default();
     let (stop, worker) = start(&app.state, counting(runs.clone()), fast());
-    let (_, attempts, _) = wait_for(&app.state, id, "succeeded").await;
-    assert_eq!(attempts, 2);
+    let (_, attempts, error) = wait_for(&app.state, id, "succeeded").await;
+    assert_eq!((attempts, error), (2, None));
     stop.send(true).unwrap();
     worker.await.unwrap().unwrap();
     // And a live lease is respected.
