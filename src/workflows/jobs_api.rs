@@ -106,7 +106,10 @@ async fn retry_job(
         return Err(ApiError::conflict("Only dead jobs can be retried"));
     }
     audit::record_tx(&mut tx, AuditEvent::new("job.retried").by(&admin).subject("job", id)).await?;
+    // The job as retried (a worker may claim it the moment this commits).
+    let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM jobs WHERE id = $1"));
+    let job = crate::on_tx!(&mut tx, conn => sqlx::query_as::<_, JobView>(sql).bind(id).fetch_one(&mut **conn).await)?;
     tx.commit().await?;
     state.job_wakeup.notify_one();
-    get_job(State(state), AdminUser(admin), Path(id)).await
+    Ok(Json(job))
 }

@@ -120,6 +120,31 @@ pub async fn claim(db: &Db, queue: &str, worker: &str, limit: i64, lease: Durati
     }
 }
 
+/// Like [`claim`], on a PostgreSQL connection the worker keeps for claiming, whose session
+/// commits asynchronously (`SET synchronous_commit TO OFF`): one round trip per claim.
+pub async fn claim_on(
+    conn: &mut sqlx::PgConnection,
+    queue: &str,
+    worker: &str,
+    limit: i64,
+    lease: Duration,
+) -> Result<Vec<Job>, sqlx::Error> {
+    const SQL: &str = "UPDATE jobs SET status = 'running', locked_by = $1, locked_until = $2, attempts = attempts + 1, \
+        updated_at = $3 WHERE id IN (SELECT id FROM jobs WHERE queue = $4 AND status = 'queued' AND run_at <= $3 \
+        ORDER BY run_at LIMIT $5 FOR UPDATE SKIP LOCKED) RETURNING id, queue, kind, payload, attempts, max_attempts, created_at";
+    let now = Utc::now();
+    sqlx::query_as::<_, Job>(SQL).bind(worker).bind(now + lease).bind(now).bind(queue).bind(limit).fetch_all(conn).await
+}
+
+/// A connection for [`claim_on`]: out of the pool (so its session setting never leaks to
+/// other queries) and committing asynchronously.
+pub async fn claim_connection(db: &Db) -> Option<sqlx::PgConnection> {
+    let Db::Postgres(pool) = db else { return None };
+    let mut conn = pool.acquire().await.ok()?.detach();
+    sqlx::query("SET synchronous_commit TO OFF").execute(&mut conn).await.ok()?;
+    Some(conn)
+}
+
 /// Puts jobs whose lease ran out (their worker died or hung) back in the queue, where the next
 /// claim picks them up; their attempt stays counted. Returns how many.
 pub async fn requeue_expired(db: &Db) -> Result<u64, sqlx::Error> {

@@ -200,9 +200,13 @@ pub async fn run(
         })
     };
     let mut last_upkeep: Option<std::time::Instant> = None;
+    let mut claim_conn = queue::claim_connection(&state.db).await;
     loop {
         if *shutdown.borrow() {
             break;
+        }
+        if claim_conn.is_none() {
+            claim_conn = queue::claim_connection(&state.db).await;
         }
         // Schedules and expired leases: about once a second, not on every claim.
         if last_upkeep.is_none_or(|at| at.elapsed() >= StdDuration::from_secs(1)) {
@@ -222,10 +226,16 @@ pub async fn run(
             if free == 0 {
                 break;
             }
-            let jobs = match queue::claim(&state.db, queue_name, &id, free as i64, options.lease).await {
+            let claimed = match claim_conn.as_mut() {
+                Some(conn) => queue::claim_on(conn, queue_name, &id, free as i64, options.lease).await,
+                None => queue::claim(&state.db, queue_name, &id, free as i64, options.lease).await,
+            };
+            let jobs = match claimed {
                 Ok(jobs) => jobs,
                 Err(error) => {
                     tracing::warn!(error = %error, queue = %queue_name, "claiming jobs failed");
+                    // A broken dedicated connection is replaced on the next round.
+                    claim_conn = None;
                     continue;
                 }
             };
