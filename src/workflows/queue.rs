@@ -171,6 +171,9 @@ pub async fn complete(db: &Db, id: Uuid, worker: &str) -> Result<(), sqlx::Error
 pub async fn complete_all(db: &Db, ids: &[Uuid], worker: &str) -> Result<(), sqlx::Error> {
     const SQL: &str = "UPDATE jobs SET status = 'succeeded', locked_by = NULL, locked_until = NULL, last_error = NULL, \
         updated_at = $3 WHERE id = $1 AND locked_by = $2";
+    if let [id] = ids {
+        return complete(db, *id, worker).await;
+    }
     let now = Utc::now();
     let mut tx = db.begin().await?;
     for id in ids {
