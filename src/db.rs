@@ -246,3 +246,11 @@ pub fn violation_kind(error: &dyn sqlx::error::DatabaseError) -> sqlx::error::Er
 pub fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if violation_kind(e.as_ref()) == sqlx::error::ErrorKind::ForeignKeyViolation)
 }
+
+/// For a DELETE that a RESTRICT foreign key may refuse: maps that refusal to a 409 with
+/// `message`, any other error as usual.
+pub fn still_referenced(message: &'static str) -> impl FnOnce(sqlx::Error) -> crate::error::ApiError {
+    move |error| {
+        if is_foreign_key_violation(&error) { crate::error::ApiError::conflict(message) } else { error.into() }
+    }
+}

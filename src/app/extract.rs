@@ -5,6 +5,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -79,4 +80,12 @@ where
             Err(other) => Err(ApiError::BadRequest(other.body_text())),
         }
     }
+}
+
+/// For `Option<Option<T>>` PATCH fields: `Some(None)` when the field is an explicit `null`,
+/// `None` when it is absent. Use with `#[serde(default, deserialize_with = "nullable")]`.
+pub fn nullable<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }

@@ -27,7 +27,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::config::Settings;
 use crate::db::Db;
 
-pub use extract::{Json, Query};
+pub use extract::{Json, Query, nullable};
 pub use middleware::current_request_id;
 
 /// Everything a handler may need; cheap to clone.

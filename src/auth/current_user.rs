@@ -82,6 +82,17 @@ impl CurrentUser {
         if roles.contains(&self.role) { Ok(()) } else { Err(ApiError::Forbidden) }
     }
 
+    /// The scope as SQL filter values `(family, teacher)`, `None` meaning "no restriction"
+    /// (bound as `$n IS NULL OR …`); `None` overall when the user may see nothing.
+    pub fn row_filter(&self) -> Option<(Option<Uuid>, Option<Uuid>)> {
+        match self.scope() {
+            Scope::All => Some((None, None)),
+            Scope::Family(family) => Some((Some(family), None)),
+            Scope::Teacher(teacher) => Some((None, Some(teacher))),
+            Scope::Nothing => None,
+        }
+    }
+
     pub fn scope(&self) -> Scope {
         match self.role {
             Role::Admin => Scope::All,

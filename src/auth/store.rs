@@ -190,6 +190,20 @@ pub async fn revoke_session(tx: &mut Tx, session_id: Uuid, reason: &str) -> Resu
     Ok(done == 1)
 }
 
+/// Revokes one of `user_id`'s active sessions; false when there is no such session.
+pub async fn revoke_own_session(
+    tx: &mut Tx,
+    user_id: Uuid,
+    session_id: Uuid,
+    reason: &str,
+) -> Result<bool, sqlx::Error> {
+    const SQL: &str = "UPDATE auth_sessions SET revoked_at = $3, revoked_reason = $4 \
+        WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL";
+    let done = on_tx!(tx, conn => sqlx::query(SQL).bind(session_id).bind(user_id).bind(Utc::now()).bind(reason)
+        .execute(&mut **conn).await.map(|r| r.rows_affected()))?;
+    Ok(done == 1)
+}
+
 /// Revokes every active session of a user except `keep`; returns the revoked ids.
 pub async fn revoke_user_sessions(
     tx: &mut Tx,

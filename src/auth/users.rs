@@ -4,7 +4,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -16,7 +16,7 @@ use super::email::Email;
 use super::password;
 use super::store::{self, NewUser, OneTimePurpose, UserRecord};
 use crate::app::pagination::{Page, PageParams};
-use crate::app::{AppState, Json, Query};
+use crate::app::{AppState, Json, Query, nullable};
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::on_db;
 use crate::privacy::audit::{self, AuditEvent};
@@ -98,12 +98,10 @@ async fn end_my_session(
     user: CurrentUser,
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
-    let owned = store::active_sessions(&state.db, user.id).await?.iter().any(|s| s.id == id);
-    if !owned {
+    let mut tx = state.db.begin().await?;
+    if !store::revoke_own_session(&mut tx, user.id, id, "ended_by_user").await? {
         return Err(ApiError::NotFound);
     }
-    let mut tx = state.db.begin().await?;
-    store::revoke_session(&mut tx, id, "ended_by_user").await?;
     audit::record_tx(&mut tx, AuditEvent::new("auth.session_revoked").by(&user).subject("session", id)).await?;
     tx.commit().await?;
     state.auth.forget_sessions(&[id]);
@@ -301,11 +299,6 @@ async fn get_user(
 ) -> ApiResult<Json<User>> {
     let record = store::user_by_id(&state.db, id).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(record.into()))
-}
-
-/// `Some(None)` when the field is present as `null`, `None` when absent.
-fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

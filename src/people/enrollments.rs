@@ -13,9 +13,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::families;
 use super::students::{self, NewStudent};
 use super::validate::{Errors, WeeklyWindow};
-use super::{families, scope_filter};
 use crate::app::pagination::{Page, PageParams};
 use crate::app::{AppState, Json, Query};
 use crate::auth::{AdminUser, CurrentUser, Role};
@@ -83,7 +83,7 @@ const COLUMNS: &str = "en.id, en.family_id, en.student_id, en.student, en.instru
 const VISIBLE: &str = "($1 IS NULL OR en.family_id = $1) AND ($2 IS NULL OR en.assigned_teacher_id = $2)";
 
 async fn find_visible(db: &Db, user: &CurrentUser, id: Uuid) -> ApiResult<Enrollment> {
-    let (family, teacher) = scope_filter(user).ok_or(ApiError::NotFound)?;
+    let (family, teacher) = user.row_filter().ok_or(ApiError::NotFound)?;
     let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM enrollments en WHERE {VISIBLE} AND en.id = $3"));
     on_db!(db, pool => sqlx::query_as::<_, Enrollment>(sql).bind(family).bind(teacher).bind(id).fetch_optional(pool).await)?
         .ok_or(ApiError::NotFound)
@@ -113,7 +113,7 @@ async fn list_enrollments(
     }
     let (after, limit) = (page.after()?, page.fetch_limit()?);
     errors.into_result()?;
-    let Some((family, teacher)) = scope_filter(&user) else {
+    let Some((family, teacher)) = user.row_filter() else {
         return Ok(Json(Page { items: vec![], next_cursor: None }));
     };
     let sql = sqlx::AssertSqlSafe(format!(

@@ -12,9 +12,9 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::validate::Errors;
-use super::{calendar_url, new_calendar_token, scope_filter};
+use super::{calendar_url, new_calendar_token};
 use crate::app::pagination::{Page, PageParams};
-use crate::app::{AppState, Json, Query};
+use crate::app::{AppState, Json, Query, nullable};
 use crate::auth::{AdminUser, CurrentUser, Role};
 use crate::db::{Db, Tx};
 use crate::error::{ApiError, ApiResult};
@@ -112,7 +112,7 @@ fn present(state: &AppState, user: &CurrentUser, row: FamilyRow, guardians: Opti
 }
 
 pub(crate) async fn find_visible(db: &Db, user: &CurrentUser, id: Uuid) -> ApiResult<FamilyRow> {
-    let (family, teacher) = scope_filter(user).ok_or(ApiError::NotFound)?;
+    let (family, teacher) = user.row_filter().ok_or(ApiError::NotFound)?;
     let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM families f WHERE {VISIBLE} AND f.id = $3"));
     let row = on_db!(db, pool => sqlx::query_as::<_, FamilyRow>(sql).bind(family).bind(teacher).bind(id)
         .fetch_optional(pool).await)?;
@@ -134,7 +134,7 @@ async fn list_families(
     user: CurrentUser,
     Query(page): Query<PageParams>,
 ) -> ApiResult<Json<Page<Family>>> {
-    let Some((family, teacher)) = scope_filter(&user) else {
+    let Some((family, teacher)) = user.row_filter() else {
         return Ok(Json(Page { items: vec![], next_cursor: None }));
     };
     let sql = sqlx::AssertSqlSafe(format!(
@@ -285,13 +285,6 @@ async fn get_family(State(state): State<AppState>, user: CurrentUser, Path(id): 
     Ok(Json(present(&state, &user, row, Some(guardians))))
 }
 
-/// `Some(None)` for an explicit `null`, `None` when the field is absent.
-pub(crate) fn nullable<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateFamily {
@@ -435,12 +428,7 @@ async fn delete_family(
     let guardians = guardians_in_tx(&mut tx, id).await?;
     let deleted =
         on_tx!(&mut tx, conn => sqlx::query(SQL).bind(id).execute(&mut **conn).await.map(|r| r.rows_affected()))
-            .map_err(|e| match e {
-                e if crate::db::is_foreign_key_violation(&e) => {
-                    ApiError::conflict("The family still has students; withdraw or move them first")
-                }
-                e => e.into(),
-            })?;
+            .map_err(crate::db::still_referenced("The family still has students; withdraw or move them first"))?;
     if deleted == 0 {
         return Err(ApiError::NotFound);
     }

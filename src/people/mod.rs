@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::auth::{CurrentUser, Scope};
+use crate::auth::CurrentUser;
 use crate::db::{Constraint, ConstraintKind};
 
 pub use validate::WeeklyWindow;
@@ -87,17 +87,6 @@ pub static CONSTRAINTS: &[Constraint] = &[
         message: "No such teacher",
     },
 ];
-
-/// Row filters for family- and teacher-owned data: `(family, teacher)`, either `None` for "no
-/// restriction". `None` overall means the user may see nothing (an unlinked parent/teacher).
-pub(crate) fn scope_filter(user: &CurrentUser) -> Option<(Option<Uuid>, Option<Uuid>)> {
-    match user.scope() {
-        Scope::All => Some((None, None)),
-        Scope::Family(family) => Some((Some(family), None)),
-        Scope::Teacher(teacher) => Some((None, Some(teacher))),
-        Scope::Nothing => None,
-    }
-}
 
 /// The secret-bearing calendar feed URL of a family or teacher.
 pub(crate) fn calendar_url(state: &AppState, token: &str) -> String {

@@ -11,10 +11,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::families::nullable;
 use super::validate::Errors;
 use crate::app::pagination::{Page, PageParams};
-use crate::app::{AppState, Json, Query};
+use crate::app::{AppState, Json, Query, nullable};
 use crate::auth::{AdminUser, CurrentUser, Role};
 use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
@@ -165,10 +164,7 @@ async fn delete_room(
     let mut tx = state.db.begin().await?;
     let deleted =
         on_tx!(&mut tx, conn => sqlx::query(SQL).bind(id).execute(&mut **conn).await.map(|r| r.rows_affected()))
-            .map_err(|e| match e {
-                e if crate::db::is_foreign_key_violation(&e) => ApiError::conflict("The room is still in use"),
-                e => e.into(),
-            })?;
+            .map_err(crate::db::still_referenced("The room is still in use"))?;
     if deleted == 0 {
         return Err(ApiError::NotFound);
     }

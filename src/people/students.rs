@@ -11,11 +11,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::families::nullable;
-use super::scope_filter;
 use super::validate::{Errors, fold, search_patterns};
 use crate::app::pagination::{Page, PageParams};
-use crate::app::{AppState, Json, Query};
+use crate::app::{AppState, Json, Query, nullable};
 use crate::auth::{AdminUser, CurrentUser};
 use crate::db::{Db, Tx};
 use crate::error::{ApiError, ApiResult};
@@ -66,7 +64,7 @@ pub(crate) const VISIBLE: &str = "($1 IS NULL OR s.family_id = $1) AND ($2 IS NU
 
 /// A student the user may see, or 404.
 pub(crate) async fn find_visible(db: &Db, user: &CurrentUser, id: Uuid) -> ApiResult<Student> {
-    let (family, teacher) = scope_filter(user).ok_or(ApiError::NotFound)?;
+    let (family, teacher) = user.row_filter().ok_or(ApiError::NotFound)?;
     let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM students s WHERE {VISIBLE} AND s.id = $3"));
     let row = on_db!(db, pool => sqlx::query_as::<_, Student>(sql).bind(family).bind(teacher).bind(id)
         .fetch_optional(pool).await)?;
@@ -102,7 +100,7 @@ async fn list_students(
     }
     let (after, limit) = (page.after()?, page.fetch_limit()?);
     errors.into_result()?;
-    let Some((family, teacher)) = scope_filter(&user) else {
+    let Some((family, teacher)) = user.row_filter() else {
         return Ok(Json(Page { items: vec![], next_cursor: None }));
     };
     let [q1, q2, q3] = search_patterns(filter.q.as_deref());
@@ -357,12 +355,9 @@ async fn delete_student(
     let mut tx = state.db.begin().await?;
     let deleted =
         on_tx!(&mut tx, conn => sqlx::query(SQL).bind(id).execute(&mut **conn).await.map(|r| r.rows_affected()))
-            .map_err(|e| match e {
-                e if crate::db::is_foreign_key_violation(&e) => {
-                    ApiError::conflict("The student still has records that depend on them; withdraw them instead")
-                }
-                e => e.into(),
-            })?;
+            .map_err(crate::db::still_referenced(
+                "The student still has records that depend on them; withdraw them instead",
+            ))?;
     if deleted == 0 {
         return Err(ApiError::NotFound);
     }

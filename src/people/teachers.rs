@@ -12,11 +12,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::families::nullable;
 use super::validate::Errors;
 use super::{calendar_url, new_calendar_token};
 use crate::app::pagination::{Page, PageParams};
-use crate::app::{AppState, Json, Query};
+use crate::app::{AppState, Json, Query, nullable};
 use crate::auth::{AdminUser, CurrentUser};
 use crate::db::{Db, Tx};
 use crate::error::{ApiError, ApiResult};
@@ -312,12 +311,9 @@ async fn delete_teacher(
     let current = find(&state.db, id).await?;
     const SQL: &str = "DELETE FROM teachers WHERE id = $1";
     let mut tx = state.db.begin().await?;
-    on_tx!(&mut tx, conn => sqlx::query(SQL).bind(id).execute(&mut **conn).await.map(|_| ())).map_err(|e| match e {
-        e if crate::db::is_foreign_key_violation(&e) => {
-            ApiError::conflict("The teacher still has records that depend on them; deactivate them instead")
-        }
-        other => other.into(),
-    })?;
+    on_tx!(&mut tx, conn => sqlx::query(SQL).bind(id).execute(&mut **conn).await.map(|_| ())).map_err(
+        crate::db::still_referenced("The teacher still has records that depend on them; deactivate them instead"),
+    )?;
     audit::record_tx(&mut tx, AuditEvent::new("teacher.deleted").by(&admin).subject("teacher", id)).await?;
     tx.commit().await?;
     if let Some(user) = current.user_id {

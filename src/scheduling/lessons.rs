@@ -16,8 +16,8 @@ use uuid::Uuid;
 
 use super::calendar::{Exceptions, within_availability};
 use super::recurrence;
-use crate::app::{AppState, Json, Query};
-use crate::auth::{CurrentUser, Role, Scope};
+use crate::app::{AppState, Json, Query, nullable};
+use crate::auth::{CurrentUser, Role};
 use crate::db::{Db, Tx};
 use crate::error::{ApiError, ApiResult};
 use crate::people::validate::Errors;
@@ -62,17 +62,8 @@ pub(crate) const COLUMNS: &str = "l.id, l.series_id, l.teacher_id, l.student_id,
 pub(crate) const VISIBLE: &str = "($1 IS NULL OR EXISTS (SELECT 1 FROM students s WHERE s.id = l.student_id \
     AND s.family_id = $1)) AND ($2 IS NULL OR l.teacher_id = $2)";
 
-fn scope(user: &CurrentUser) -> Option<(Option<Uuid>, Option<Uuid>)> {
-    match user.scope() {
-        Scope::All => Some((None, None)),
-        Scope::Family(f) => Some((Some(f), None)),
-        Scope::Teacher(t) => Some((None, Some(t))),
-        Scope::Nothing => None,
-    }
-}
-
 pub(crate) async fn find_visible(db: &Db, user: &CurrentUser, id: Uuid) -> ApiResult<Lesson> {
-    let (family, teacher) = scope(user).ok_or(ApiError::NotFound)?;
+    let (family, teacher) = user.row_filter().ok_or(ApiError::NotFound)?;
     let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM lessons l WHERE {VISIBLE} AND l.id = $3"));
     on_db!(db, pool => sqlx::query_as::<_, Lesson>(sql).bind(family).bind(teacher).bind(id).fetch_optional(pool).await)?
         .ok_or(ApiError::NotFound)
@@ -134,7 +125,7 @@ async fn list_lessons(
         None => None,
     };
     errors.into_result()?;
-    let Some((family, teacher)) = scope(&user) else {
+    let Some((family, teacher)) = user.row_filter() else {
         return Ok(Json(LessonPage { items: vec![], next_cursor: None }));
     };
     // Absent filters become `$n IS NULL` (true) rather than `($n IS NULL OR col = $n)`, so the
@@ -546,10 +537,6 @@ pub(crate) async fn insert_lesson(
     responses((status = 200, body = Lesson), (status = 401), (status = 404)))]
 async fn get_lesson(State(state): State<AppState>, user: CurrentUser, Path(id): Path<Uuid>) -> ApiResult<Json<Lesson>> {
     Ok(Json(find_visible(&state.db, &user, id).await?))
-}
-
-fn nullable<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

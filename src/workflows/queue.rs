@@ -18,8 +18,8 @@ pub const NOTIFY_CHANNEL: &str = "cedar_jobs";
 /// A job to run later.
 #[derive(Debug, Clone)]
 pub struct NewJob {
-    pub queue: &'static str,
-    pub kind: &'static str,
+    pub queue: String,
+    pub kind: String,
     pub payload: Value,
     pub run_at: DateTime<Utc>,
     /// Jobs with the same key are enqueued once.
@@ -28,8 +28,8 @@ pub struct NewJob {
 }
 
 impl NewJob {
-    pub fn now(queue: &'static str, kind: &'static str, payload: Value) -> Self {
-        Self { queue, kind, payload, run_at: Utc::now(), dedupe_key: None, max_attempts: 10 }
+    pub fn now(queue: impl Into<String>, kind: impl Into<String>, payload: Value) -> Self {
+        Self { queue: queue.into(), kind: kind.into(), payload, run_at: Utc::now(), dedupe_key: None, max_attempts: 10 }
     }
 
     pub fn dedupe(mut self, key: impl Into<String>) -> Self {
@@ -54,11 +54,11 @@ pub async fn enqueue(tx: &mut Tx, job: NewJob) -> Result<Option<Uuid>, sqlx::Err
         updated_at) VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $8) ON CONFLICT DO NOTHING";
     let id = Uuid::now_v7();
     let inserted = on_tx!(tx, conn => sqlx::query(SQL)
-        .bind(id).bind(job.queue).bind(job.kind).bind(SqlJson(&job.payload)).bind(job.max_attempts).bind(job.run_at)
+        .bind(id).bind(&job.queue).bind(&job.kind).bind(SqlJson(&job.payload)).bind(job.max_attempts).bind(job.run_at)
         .bind(&job.dedupe_key).bind(Utc::now())
         .execute(&mut **conn).await.map(|r| r.rows_affected()))?;
     if let Tx::Postgres(conn) = tx {
-        sqlx::query("SELECT pg_notify($1, $2)").bind(NOTIFY_CHANNEL).bind(job.queue).execute(&mut **conn).await?;
+        sqlx::query("SELECT pg_notify($1, $2)").bind(NOTIFY_CHANNEL).bind(&job.queue).execute(&mut **conn).await?;
     }
     Ok((inserted == 1).then_some(id))
 }

@@ -120,27 +120,14 @@ pub async fn fire_due_schedules(state: &AppState) -> anyhow::Result<usize> {
         let moved = on_tx!(&mut tx, conn => sqlx::query(ADVANCE).bind(&name).bind(next_run_at).bind(next).bind(now)
             .execute(&mut **conn).await.map(|r| r.rows_affected()))?;
         if moved == 1 {
-            let job = NewJob::now(leak(queue), leak(kind), payload.0)
-                .dedupe(format!("schedule:{name}:{}", next_run_at.to_rfc3339()));
+            let job =
+                NewJob::now(queue, kind, payload.0).dedupe(format!("schedule:{name}:{}", next_run_at.to_rfc3339()));
             queue::enqueue(&mut tx, job).await?;
             fired += 1;
         }
         tx.commit().await?;
     }
     Ok(fired)
-}
-
-/// Queue and kind names come from a handful of schedule rows; interning keeps `NewJob` simple.
-fn leak(name: String) -> &'static str {
-    use std::sync::{Mutex, OnceLock};
-    static NAMES: OnceLock<Mutex<Vec<&'static str>>> = OnceLock::new();
-    let mut names = NAMES.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(existing) = names.iter().find(|n| **n == name) {
-        return existing;
-    }
-    let interned: &'static str = Box::leak(name.into_boxed_str());
-    names.push(interned);
-    interned
 }
 
 /// Settings of one worker process.
