@@ -354,7 +354,32 @@ async fn concurrent_approvals_decide_once(backend: Backend) {
     assert_eq!(family_students["items"].as_array().unwrap().len(), 2, "one student created, not six");
 }
 
+async fn a_retried_submission_creates_one_request_and_one_job(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let s = school(&app).await;
+    let submit = || {
+        app.client
+            .post(app.url("/v1/enrollments"))
+            .bearer_auth(&s.parent_a)
+            .header("idempotency-key", "enrol-chloe-1")
+            .json(&request(json!({})))
+            .send()
+    };
+    let first = json_ok(submit().await.unwrap(), 201).await;
+    let again = submit().await.unwrap();
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(json_ok(again, 201).await["id"], first["id"]);
+    let listed = json_ok(send(&app, "GET", "/v1/enrollments", &s.parent_a, None).await, 200).await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    let jobs: i64 =
+        cedar::on_db!(&app.state.db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE queue = 'workflows'")
+        .fetch_one(pool).await)
+        .unwrap();
+    assert_eq!(jobs, 1);
+}
+
 backend_tests!(
+    a_retried_submission_creates_one_request_and_one_job,
     parent_submits_and_the_workflow_job_is_enqueued,
     a_failed_submission_leaves_no_job,
     submission_rules,

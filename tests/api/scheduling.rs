@@ -539,7 +539,67 @@ async fn calendar_feeds_are_valid_icalendar(backend: Backend) {
     assert_problem(app.get("/v1/calendars/not-a-token.ics").await, 404).await;
 }
 
+async fn other_peoples_lessons_and_time_off_are_out_of_reach(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let s = school(&app).await;
+    let r = room(&app, &s, "Studio C").await;
+    let booked = json_ok(
+        book(
+            &app,
+            &s.admin,
+            with(lesson(&s.teacher1_id, &s.students[0], "2027-01-04T21:00:00Z", 30), json!({"room_id": r})),
+        )
+        .await,
+        201,
+    )
+    .await;
+    let id = booked["id"].as_str().unwrap();
+    // Another family cannot cancel it, nor see it.
+    let cancel = send(
+        &app,
+        "POST",
+        &format!("/v1/lessons/{id}/attendance"),
+        &s.parent_b,
+        Some(json!({"status": "cancelled_by_student"})),
+    )
+    .await;
+    assert_problem(cancel, 404).await;
+    assert_problem(send(&app, "DELETE", &format!("/v1/lessons/{id}"), &s.teacher2, None).await, 404).await;
+    // Records a lesson depends on cannot be deleted from under it.
+    assert_problem(send(&app, "DELETE", &format!("/v1/students/{}", s.students[0]), &s.admin, None).await, 409).await;
+    assert_problem(send(&app, "DELETE", &format!("/v1/rooms/{r}"), &s.admin, None).await, 409).await;
+    assert_problem(send(&app, "DELETE", &format!("/v1/teachers/{}", s.teacher1_id), &s.admin, None).await, 409).await;
+    // Time off belongs to its teacher.
+    let off = json_ok(send(&app, "POST", "/v1/calendar-exceptions", &s.teacher2,
+        Some(json!({"kind": "time_off", "teacher_id": s.teacher2_id, "name": "Dentist", "starts_on": "2027-01-05", "ends_on": "2027-01-05"}))).await, 201).await;
+    let off_id = off["id"].as_str().unwrap();
+    assert_problem(send(&app, "POST", "/v1/calendar-exceptions", &s.teacher1,
+        Some(json!({"kind": "time_off", "teacher_id": s.teacher2_id, "name": "x", "starts_on": "2027-01-06", "ends_on": "2027-01-06"}))).await, 403).await;
+    assert_problem(send(&app, "DELETE", &format!("/v1/calendar-exceptions/{off_id}"), &s.teacher1, None).await, 404)
+        .await;
+    assert_problem(send(&app, "DELETE", &format!("/v1/calendar-exceptions/{off_id}"), &s.parent_a, None).await, 403)
+        .await;
+    assert_eq!(
+        send(&app, "DELETE", &format!("/v1/calendar-exceptions/{off_id}"), &s.teacher2, None).await.status(),
+        204
+    );
+    // Only the teacher (or an admin) sets their availability.
+    let windows = json!({"windows": [{"weekday": 1, "start_time": "15:00", "end_time": "18:00"}]});
+    assert_problem(
+        send(&app, "PUT", &format!("/v1/teachers/{}/availability", s.teacher2_id), &s.teacher1, Some(windows.clone()))
+            .await,
+        403,
+    )
+    .await;
+    let overlapping = json!({"windows": [{"weekday": 1, "start_time": "15:00", "end_time": "18:00"}, {"weekday": 1, "start_time": "17:00", "end_time": "19:00"}]});
+    let bad =
+        send(&app, "PUT", &format!("/v1/teachers/{}/availability", s.teacher1_id), &s.teacher1, Some(overlapping))
+            .await;
+    assert_eq!(assert_problem(bad, 422).await["errors"][0]["field"], "windows[1]");
+}
+
 backend_tests!(
+    other_peoples_lessons_and_time_off_are_out_of_reach,
     weekly_lesson_keeps_local_time_across_dst,
     closures_skip_series_occurrences_and_block_single_lessons,
     every_conflict_kind_is_reported_and_back_to_back_is_fine,
