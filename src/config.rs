@@ -150,6 +150,47 @@ pub struct SettingsArgs {
     /// Most unused makeup credits a student may hold [default: 4].
     #[arg(long, env = "CEDAR_MAKEUP_CAP", global = true, value_name = "N")]
     pub makeup_cap: Option<String>,
+    /// AI providers to try, in order, comma-separated: openai, anthropic, offline. `offline`
+    /// (Cedar's own templates and rules) is always the last resort [default: the providers
+    /// with an API key, then offline].
+    #[arg(long, env = "CEDAR_AI_PROVIDERS", global = true, value_name = "LIST")]
+    pub ai_providers: Option<String>,
+    /// OpenAI API key; enables the openai provider.
+    #[arg(long, env = "OPENAI_API_KEY", global = true, value_name = "KEY", hide_env_values = true)]
+    pub openai_api_key: Option<String>,
+    /// Any OpenAI-compatible server (Ollama, vLLM, llama.cpp) [default: https://api.openai.com/v1].
+    #[arg(long, env = "OPENAI_BASE_URL", global = true, value_name = "URL")]
+    pub openai_base_url: Option<String>,
+    /// OpenAI model [default: gpt-4o-mini].
+    #[arg(long, env = "CEDAR_OPENAI_MODEL", global = true, value_name = "MODEL")]
+    pub openai_model: Option<String>,
+    /// Anthropic API key; enables the anthropic provider.
+    #[arg(long, env = "ANTHROPIC_API_KEY", global = true, value_name = "KEY", hide_env_values = true)]
+    pub anthropic_api_key: Option<String>,
+    /// Anthropic API base URL [default: https://api.anthropic.com].
+    #[arg(long, env = "ANTHROPIC_BASE_URL", global = true, value_name = "URL")]
+    pub anthropic_base_url: Option<String>,
+    /// Anthropic model [default: claude-haiku-4-5].
+    #[arg(long, env = "CEDAR_ANTHROPIC_MODEL", global = true, value_name = "MODEL")]
+    pub anthropic_model: Option<String>,
+    /// Seconds one AI request may take [default: 20].
+    #[arg(long, env = "CEDAR_AI_TIMEOUT_SECS", global = true, value_name = "SECS")]
+    pub ai_timeout_secs: Option<String>,
+    /// Retries per provider on 408/409/429/5xx/529 before the next provider [default: 2].
+    #[arg(long, env = "CEDAR_AI_MAX_RETRIES", global = true, value_name = "N")]
+    pub ai_max_retries: Option<String>,
+    /// Monthly budget for external AI in Canadian dollars; once spent, workflows use the
+    /// offline provider and ask for review [default: 20].
+    #[arg(long, env = "CEDAR_AI_MONTHLY_BUDGET_CAD", global = true, value_name = "CAD")]
+    pub ai_monthly_budget_cad: Option<String>,
+    /// Most AI tokens (input + output) one workflow run may use [default: 20000].
+    #[arg(long, env = "CEDAR_AI_RUN_TOKEN_CAP", global = true, value_name = "TOKENS")]
+    pub ai_run_token_cap: Option<String>,
+    /// Prices in CAD per million tokens, `model=input/output` comma-separated; a model not
+    /// listed is charged at the dearest listed price
+    /// [default: gpt-4o-mini=0.21/0.84,claude-haiku-4-5=1.40/7.00].
+    #[arg(long, env = "CEDAR_AI_PRICES", global = true, value_name = "LIST")]
+    pub ai_prices: Option<String>,
 }
 
 /// Keys accepted in `cedar.toml`; unknown keys are an error so typos do not go unnoticed.
@@ -179,6 +220,18 @@ struct FileSettings {
     makeup_expiry_days: Option<u64>,
     makeup_cap: Option<u64>,
     worker_concurrency: Option<u64>,
+    ai_providers: Option<String>,
+    openai_api_key: Option<String>,
+    openai_base_url: Option<String>,
+    openai_model: Option<String>,
+    anthropic_api_key: Option<String>,
+    anthropic_base_url: Option<String>,
+    anthropic_model: Option<String>,
+    ai_timeout_secs: Option<u64>,
+    ai_max_retries: Option<u64>,
+    ai_monthly_budget_cad: Option<String>,
+    ai_run_token_cap: Option<u64>,
+    ai_prices: Option<String>,
 }
 
 /// A start-up error: always names the setting.
@@ -303,6 +356,57 @@ pub struct Settings {
     pub makeup_expiry_days: u32,
     pub makeup_cap: u32,
     pub worker_concurrency: usize,
+    pub ai: AiSettings,
+}
+
+/// Which AI providers workflows may use, and what they may spend.
+#[derive(Debug, Clone)]
+pub struct AiSettings {
+    /// External providers in the order they are tried; the offline provider always follows.
+    pub providers: Vec<AiProviderKind>,
+    pub openai: ProviderAccount,
+    pub anthropic: ProviderAccount,
+    pub timeout: Duration,
+    pub max_retries: u32,
+    /// Millionths of a Canadian dollar per calendar month (school time zone).
+    pub monthly_budget_micros: i64,
+    pub run_token_cap: i64,
+    /// CAD per million tokens: (model, input, output).
+    pub prices: Vec<(String, f64, f64)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AiProviderKind {
+    OpenAi,
+    Anthropic,
+}
+
+impl AiProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::Anthropic => "anthropic",
+        }
+    }
+}
+
+/// How to reach one external provider.
+#[derive(Debug, Clone)]
+pub struct ProviderAccount {
+    pub api_key: Option<Secret>,
+    pub base_url: String,
+    pub model: String,
+}
+
+impl AiSettings {
+    /// CAD per million tokens (input, output) for `model`; unknown models cost the dearest
+    /// listed price, so the budget errs on the safe side.
+    pub fn price(&self, model: &str) -> (f64, f64) {
+        if let Some((_, input, output)) = self.prices.iter().find(|(m, _, _)| m == model) {
+            return (*input, *output);
+        }
+        self.prices.iter().fold((0.0, 0.0), |(i, o), (_, input, output)| (i.max(*input), o.max(*output)))
+    }
 }
 
 impl Settings {
@@ -326,6 +430,7 @@ impl Settings {
     fn merge(args: &SettingsArgs, addr: Option<&str>, file: FileSettings) -> Result<Self, ConfigError> {
         let pick = |flag: &Option<String>, from_file: Option<String>| flag.clone().or(from_file);
 
+        let ai = resolve_ai(args, &file)?;
         let addr_raw = addr.map(str::to_owned).or(file.addr).unwrap_or_else(|| "127.0.0.1:8000".into());
         let addr: SocketAddr = addr_raw.parse().map_err(|_| {
             bad("CEDAR_ADDR", format!("{addr_raw:?} is not a socket address (expected host:port, e.g. 127.0.0.1:8000)"))
@@ -466,6 +571,7 @@ impl Settings {
         };
 
         Ok(Self {
+            ai,
             worker_concurrency,
             makeup_notice_hours,
             makeup_expiry_days,
@@ -490,6 +596,127 @@ impl Settings {
             shutdown_grace,
         })
     }
+}
+
+fn resolve_ai(args: &SettingsArgs, file: &FileSettings) -> Result<AiSettings, ConfigError> {
+    let pick = |flag: &Option<String>, from_file: &Option<String>| {
+        flag.clone().or_else(|| from_file.clone()).map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+    };
+    let account = |key: Option<String>,
+                   url_setting: &'static str,
+                   url: Option<String>,
+                   default_url: &str,
+                   model: Option<String>,
+                   default_model: &str| {
+        let base_url = url.unwrap_or_else(|| default_url.to_owned());
+        match url::Url::parse(&base_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => return Err(bad(url_setting, format!("{base_url:?} is not an http(s) URL"))),
+        }
+        Ok(ProviderAccount {
+            api_key: key.map(Secret::new),
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            model: model.unwrap_or_else(|| default_model.to_owned()),
+        })
+    };
+    let openai = account(
+        pick(&args.openai_api_key, &file.openai_api_key),
+        "OPENAI_BASE_URL",
+        pick(&args.openai_base_url, &file.openai_base_url),
+        "https://api.openai.com/v1",
+        pick(&args.openai_model, &file.openai_model),
+        "gpt-4o-mini",
+    )?;
+    let anthropic = account(
+        pick(&args.anthropic_api_key, &file.anthropic_api_key),
+        "ANTHROPIC_BASE_URL",
+        pick(&args.anthropic_base_url, &file.anthropic_base_url),
+        "https://api.anthropic.com",
+        pick(&args.anthropic_model, &file.anthropic_model),
+        "claude-haiku-4-5",
+    )?;
+    let providers = match pick(&args.ai_providers, &file.ai_providers) {
+        None => {
+            let mut list = Vec::new();
+            if openai.api_key.is_some() {
+                list.push(AiProviderKind::OpenAi);
+            }
+            if anthropic.api_key.is_some() {
+                list.push(AiProviderKind::Anthropic);
+            }
+            list
+        }
+        Some(raw) => {
+            let mut list = Vec::new();
+            for name in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let (kind, account) = match name {
+                    "openai" => (AiProviderKind::OpenAi, &openai),
+                    "anthropic" => (AiProviderKind::Anthropic, &anthropic),
+                    "offline" => continue,
+                    other => {
+                        return Err(bad(
+                            "CEDAR_AI_PROVIDERS",
+                            format!("{other:?} is not one of: openai, anthropic, offline"),
+                        ));
+                    }
+                };
+                if account.api_key.is_none() {
+                    let key = if kind == AiProviderKind::OpenAi { "OPENAI_API_KEY" } else { "ANTHROPIC_API_KEY" };
+                    return Err(bad("CEDAR_AI_PROVIDERS", format!("{name} is listed but {key} is not set")));
+                }
+                if !list.contains(&kind) {
+                    list.push(kind);
+                }
+            }
+            list
+        }
+    };
+    let number = |flag: &Option<String>, from_file: Option<u64>| flag.clone().or(from_file.map(|n| n.to_string()));
+    let timeout = Duration::from_secs(match number(&args.ai_timeout_secs, file.ai_timeout_secs) {
+        None => 20,
+        Some(raw) => parse_range("CEDAR_AI_TIMEOUT_SECS", &raw, 1, 600)?,
+    });
+    let max_retries = match number(&args.ai_max_retries, file.ai_max_retries) {
+        None => 2,
+        Some(raw) => parse_range("CEDAR_AI_MAX_RETRIES", &raw, 0, 10)? as u32,
+    };
+    let monthly_budget_micros = match pick(&args.ai_monthly_budget_cad, &file.ai_monthly_budget_cad) {
+        None => 20_000_000,
+        Some(raw) => match raw.parse::<f64>() {
+            Ok(cad) if (0.0..=1_000_000.0).contains(&cad) => (cad * 1_000_000.0).round() as i64,
+            _ => {
+                return Err(bad(
+                    "CEDAR_AI_MONTHLY_BUDGET_CAD",
+                    format!("{raw:?} is not an amount in dollars, e.g. 20 or 12.50"),
+                ));
+            }
+        },
+    };
+    let run_token_cap = match number(&args.ai_run_token_cap, file.ai_run_token_cap) {
+        None => 20_000,
+        Some(raw) => parse_range("CEDAR_AI_RUN_TOKEN_CAP", &raw, 0, 10_000_000)? as i64,
+    };
+    let prices_raw = pick(&args.ai_prices, &file.ai_prices)
+        .unwrap_or_else(|| "gpt-4o-mini=0.21/0.84,claude-haiku-4-5=1.40/7.00".to_owned());
+    let mut prices = Vec::new();
+    for entry in prices_raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let parsed = entry.split_once('=').and_then(|(model, rates)| {
+            let (input, output) = rates.split_once('/')?;
+            let (input, output) = (input.trim().parse::<f64>().ok()?, output.trim().parse::<f64>().ok()?);
+            (input >= 0.0 && output >= 0.0 && !model.trim().is_empty())
+                .then(|| (model.trim().to_owned(), input, output))
+        });
+        match parsed {
+            Some(price) => prices.push(price),
+            None => {
+                return Err(bad(
+                    "CEDAR_AI_PRICES",
+                    format!("{entry:?} is not model=input/output, e.g. gpt-4o-mini=0.21/0.84"),
+                ));
+            }
+        }
+    }
+    Ok(AiSettings { providers, openai, anthropic, timeout, max_retries, monthly_budget_micros, run_token_cap, prices })
 }
 
 fn load_file(explicit: Option<&Path>) -> Result<FileSettings, ConfigError> {

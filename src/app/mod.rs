@@ -41,6 +41,9 @@ pub struct AppState {
     /// Wakes in-process workers after a commit that enqueued jobs (PostgreSQL also notifies
     /// other processes through LISTEN/NOTIFY).
     pub job_wakeup: Arc<tokio::sync::Notify>,
+    /// The workflow definitions this build runs (tests add their own).
+    pub workflows: Arc<crate::workflows::engine::Definitions>,
+    pub ai: Arc<crate::workflows::ai::Gateway>,
 }
 
 impl AppState {
@@ -60,10 +63,12 @@ impl AppState {
         Ok(Self {
             db,
             auth,
-            settings: Arc::new(settings),
             metrics: metrics_handle(),
             started_at: Instant::now(),
             job_wakeup: Arc::new(tokio::sync::Notify::new()),
+            workflows: Arc::new(crate::workflows::engine::Definitions::builtin()),
+            ai: Arc::new(crate::workflows::ai::Gateway::new(&settings.ai)?),
+            settings: Arc::new(settings),
         })
     }
 }
@@ -108,7 +113,7 @@ pub fn metrics_handle() -> PrometheusHandle {
         (name = "rooms", description = "Teaching rooms"),
         (name = "enrollments", description = "Enrollment requests and decisions"),
         (name = "scheduling", description = "Availability, lessons, conflicts, attendance, makeup credits, calendars"),
-        (name = "workflows", description = "Background jobs"),
+        (name = "workflows", description = "Background jobs, workflow runs, the review inbox and AI usage"),
         (name = "privacy", description = "Audit trail"),
         (name = "ops", description = "Health, readiness, metrics and API documentation"),
     )
@@ -244,7 +249,11 @@ async fn start_worker(state: AppState, stop: tokio::sync::watch::Receiver<bool>)
         shutdown_grace: state.settings.shutdown_grace,
         ..worker::WorkerOptions::default()
     };
-    worker::run(state, worker::Registry::standard(), options, stop).await
+    let resumed = crate::workflows::engine::resume_pending(&state).await?;
+    if resumed > 0 {
+        tracing::info!(runs = resumed, "resuming pending workflow runs");
+    }
+    worker::run(state, crate::workflows::registry(), options, stop).await
 }
 
 /// Keeps the metrics histograms bounded.

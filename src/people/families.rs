@@ -43,13 +43,14 @@ pub(crate) struct FamilyRow {
     pub province: Option<String>,
     pub postal_code: Option<String>,
     pub notes: Option<String>,
+    pub ai_consent: bool,
     pub calendar_token: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 const COLUMNS: &str = "f.id, f.name, f.email, f.phone, f.preferred_language, f.payee_user_id, f.address_line1, \
-    f.address_line2, f.city, f.province, f.postal_code, f.notes, f.calendar_token, f.created_at, f.updated_at";
+    f.address_line2, f.city, f.province, f.postal_code, f.notes, f.ai_consent, f.calendar_token, f.created_at, f.updated_at";
 
 /// Which families a scope may see: its own (parent) or those of its students (teacher).
 const VISIBLE: &str = "($1 IS NULL OR f.id = $1) AND ($2 IS NULL OR EXISTS (SELECT 1 FROM students s \
@@ -81,6 +82,9 @@ pub struct Family {
     /// Office notes (admins only).
     #[serde(skip_serializing_if = "Option::is_none")]
     notes: Option<String>,
+    /// Whether the family agreed that its data may be sent to an external AI provider. Without
+    /// it, workflows use Cedar's offline drafts for this family.
+    ai_consent: bool,
     /// iCalendar feed of the family's lessons (secret URL).
     calendar_url: String,
     /// Parent accounts of this family (single reads only).
@@ -105,6 +109,7 @@ fn present(state: &AppState, user: &CurrentUser, row: FamilyRow, guardians: Opti
         province: row.province,
         postal_code: row.postal_code,
         notes: if user.is_admin() { row.notes } else { None },
+        ai_consent: row.ai_consent,
         guardians,
         created_at: row.created_at,
         updated_at: row.updated_at,
@@ -316,6 +321,8 @@ pub struct UpdateFamily {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     notes: Option<Option<String>>,
+    /// Consent to AI processing by an external provider (parents of the family or admins).
+    ai_consent: Option<bool>,
     /// Admins only: replaces the guardians.
     guardian_ids: Option<Vec<Uuid>>,
     /// Admins only: one of the guardians.
@@ -384,14 +391,15 @@ async fn update_family(
         errors.add("payee_user_id", "must be one of the guardians");
     }
     errors.into_result()?;
+    let ai_consent = input.ai_consent.unwrap_or(current.ai_consent);
 
     const UPDATE: &str = "UPDATE families SET name = $2, email = $3, phone = $4, preferred_language = $5, \
         address_line1 = $6, address_line2 = $7, city = $8, province = $9, postal_code = $10, notes = $11, \
-        updated_at = $12 WHERE id = $1";
+        updated_at = $12, ai_consent = $13 WHERE id = $1";
     let mut tx = state.db.begin().await?;
     on_tx!(&mut tx, conn => sqlx::query(UPDATE)
         .bind(id).bind(&name).bind(&email).bind(&phone).bind(&language).bind(&line1).bind(&line2).bind(&city)
-        .bind(&province).bind(&postal_code).bind(&notes).bind(Utc::now())
+        .bind(&province).bind(&postal_code).bind(&notes).bind(Utc::now()).bind(ai_consent)
         .execute(&mut **conn).await.map(|_| ()))?;
     let before: Vec<Uuid> = guardians_in_tx(&mut tx, id).await?;
     if user.is_admin() {
@@ -401,6 +409,10 @@ async fn update_family(
         super::students::refresh_search_text_for_family(&mut tx, id, &name).await?;
     }
     audit::record_tx(&mut tx, AuditEvent::new("family.updated").by(&user).subject("family", id)).await?;
+    if ai_consent != current.ai_consent {
+        let event = AuditEvent::new("family.ai_consent_changed").by(&user).subject("family", id);
+        audit::record_tx(&mut tx, event.details(serde_json::json!({"granted": ai_consent}))).await?;
+    }
     tx.commit().await?;
     for guardian in before.iter().chain(guardian_ids.iter()) {
         state.auth.forget_user(*guardian);

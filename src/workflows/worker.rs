@@ -5,11 +5,13 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
+use futures_util::FutureExt;
 use serde_json::Value;
 use sqlx::types::Json as SqlJson;
 use tokio::sync::{Notify, Semaphore, watch};
@@ -278,8 +280,10 @@ async fn run_one(
         let _ = queue::fail(&state.db, &job, worker, &format!("no handler for {}/{}", job.queue, job.kind), true).await;
         return;
     };
-    // Keep the lease alive while the handler runs.
-    let heartbeat = {
+    // Keep the lease alive while the handler runs, and only then: the guard stops the
+    // heartbeat when this task ends in any way (finished, panicked or aborted with its
+    // worker), so a dead worker's lease runs out and another worker takes the job.
+    let _heartbeat = AbortOnDrop({
         let (db, worker, id) = (state.db.clone(), worker.to_owned(), job.id);
         tokio::spawn(async move {
             let period = (lease / 3).to_std().unwrap_or(StdDuration::from_secs(20));
@@ -290,9 +294,11 @@ async fn run_one(
                 }
             }
         })
-    };
-    let outcome = handler(state.clone(), job.clone()).await;
-    heartbeat.abort();
+    });
+    let outcome = AssertUnwindSafe(handler(state.clone(), job.clone()))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(JobError::Retry("the handler panicked".into())));
     let labels = [("queue", job.queue.clone()), ("kind", job.kind.clone())];
     let result = match outcome {
         Ok(()) => match done.send(job.id) {
@@ -311,6 +317,15 @@ async fn run_one(
             }
         }
         Err(error) => tracing::error!(job = %job.id, error = %error, "recording the job outcome failed"),
+    }
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
