@@ -674,7 +674,9 @@ async fn write_checkpoint(
 ) -> Result<bool, JobError> {
     const STEP: &str = "UPDATE workflow_steps SET status = $3, output = $4, finished_at = $5, duration_ms = $6 \
         WHERE run_id = $1 AND seq = $2";
-    const RUN: &str = "UPDATE workflow_runs SET context = $3, current_step = $4, step_seq = step_seq + 1, status = $5, \
+    // A run waiting for review stays at the review's seq; the decision moves it on.
+    const RUN: &str = "UPDATE workflow_runs SET context = $3, current_step = $4, \
+        step_seq = CASE WHEN $5 = 'waiting_for_review' THEN step_seq ELSE step_seq + 1 END, status = $5, \
         error = $6, updated_at = $7, finished_at = $8 WHERE id = $1 AND step_seq = $2 AND status = 'running'";
     const REVIEW: &str = "INSERT INTO reviews (id, run_id, step_seq, step, workflow, status, subject, proposal, context, \
         proposal_schema, teacher_id, on_approve, on_reject, created_at) \
@@ -750,7 +752,7 @@ async fn finish(state: &AppState, run: &RunRow, status: &str, error: Option<Stri
 pub(crate) async fn finished_metrics(state: &AppState, workflow: &str, run_id: Uuid, status: &str) {
     metrics::counter!("workflow_runs_total", "workflow" => workflow.to_owned(), "status" => status.to_owned())
         .increment(1);
-    const SQL: &str = "SELECT COALESCE(SUM(duration_ms), 0) FROM workflow_steps WHERE run_id = $1 AND kind <> 'review'";
+    const SQL: &str = "SELECT CAST(COALESCE(SUM(duration_ms), 0) AS BIGINT) FROM workflow_steps WHERE run_id = $1 AND kind <> 'review'";
     if let Ok(ms) = on_db!(&state.db, pool => sqlx::query_scalar::<_, i64>(SQL).bind(run_id).fetch_one(pool).await) {
         metrics::histogram!("workflow_run_duration_seconds", "workflow" => workflow.to_owned())
             .record(ms as f64 / 1000.0);

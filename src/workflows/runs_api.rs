@@ -295,9 +295,9 @@ pub struct ProviderUsage {
     responses((status = 200, body = AiUsage), (status = 401), (status = 403)))]
 async fn ai_usage(State(state): State<AppState>, AdminUser(_admin): AdminUser) -> ApiResult<Json<AiUsage>> {
     const SQL: &str = "SELECT provider, COUNT(*) AS calls, \
-        COALESCE(SUM(CASE WHEN outcome = 'ok' THEN 0 ELSE 1 END), 0) AS failed_calls, \
-        COALESCE(SUM(input_tokens), 0) AS input_tokens, COALESCE(SUM(output_tokens), 0) AS output_tokens, \
-        COALESCE(SUM(cost_micros), 0) AS cost_micros FROM ai_calls WHERE created_at >= $1 GROUP BY provider ORDER BY provider";
+        CAST(COALESCE(SUM(CASE WHEN outcome = 'ok' THEN 0 ELSE 1 END), 0) AS BIGINT) AS failed_calls, \
+        CAST(COALESCE(SUM(input_tokens), 0) AS BIGINT) AS input_tokens, CAST(COALESCE(SUM(output_tokens), 0) AS BIGINT) AS output_tokens, \
+        CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost_micros FROM ai_calls WHERE created_at >= $1 GROUP BY provider ORDER BY provider";
     let month_start = super::ai::month_start(Utc::now(), state.settings.timezone);
     let by_provider: Vec<ProviderUsage> =
         on_db!(&state.db, pool => sqlx::query_as(SQL).bind(month_start).fetch_all(pool).await)?;

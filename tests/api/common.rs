@@ -289,3 +289,17 @@ pub fn jwt_claims(token: &str) -> serde_json::Value {
     let payload = token.split('.').nth(1).expect("a JWT");
     serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
+
+/// Starts the application with these workflow definitions and adjusted settings.
+pub async fn spawn_app_with_workflows(
+    backend: Backend,
+    workflows: cedar::workflows::engine::Definitions,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let database = TestDatabase::create(backend).await;
+    let mut settings = database.settings();
+    adjust(&mut settings);
+    let mut state = AppState::init(settings).await.expect("app state");
+    state.workflows = std::sync::Arc::new(workflows);
+    start(state, database, Router::new()).await
+}

@@ -245,7 +245,7 @@ impl Gateway {
 
     /// Millionths of a dollar spent on external AI since the start of this month (school zone).
     pub async fn month_spend(&self, state: &AppState) -> anyhow::Result<i64> {
-        const SQL: &str = "SELECT COALESCE(SUM(cost_micros), 0) FROM ai_calls WHERE created_at >= $1";
+        const SQL: &str = "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) FROM ai_calls WHERE created_at >= $1";
         let since = month_start(Utc::now(), state.settings.timezone);
         let spent: i64 = on_db!(&state.db, pool => sqlx::query_scalar(SQL).bind(since).fetch_one(pool).await)?;
         Ok(spent)
@@ -391,7 +391,8 @@ impl Gateway {
 }
 
 async fn run_tokens(state: &AppState, run: Uuid) -> anyhow::Result<i64> {
-    const SQL: &str = "SELECT COALESCE(SUM(input_tokens + output_tokens), 0) FROM ai_calls WHERE run_id = $1";
+    const SQL: &str =
+        "SELECT CAST(COALESCE(SUM(input_tokens + output_tokens), 0) AS BIGINT) FROM ai_calls WHERE run_id = $1";
     Ok(on_db!(&state.db, pool => sqlx::query_scalar(SQL).bind(run).fetch_one(pool).await)?)
 }
 
