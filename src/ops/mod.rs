@@ -77,6 +77,20 @@ async fn metrics(State(state): State<AppState>) -> Response {
             }
         }
     }
+    if let Ok(open) = crate::workflows::engine::open_runs(&state.db).await {
+        // Every known workflow gets all three gauges, so a count that drops to 0 shows 0.
+        let mut names: Vec<String> = state.workflows.all().iter().map(|w| w.name.to_owned()).collect();
+        names.extend(open.iter().map(|(w, _, _)| w.clone()));
+        names.sort();
+        names.dedup();
+        for workflow in names {
+            for status in ["pending", "running", "waiting_for_review"] {
+                let count = open.iter().find(|(w, s, _)| *w == workflow && s == status).map_or(0, |(_, _, n)| *n);
+                metrics::gauge!("workflow_runs_open", "workflow" => workflow.clone(), "status" => status)
+                    .set(count as f64);
+            }
+        }
+    }
     state.metrics.run_upkeep();
     let mut response = state.metrics.render().into_response();
     response

@@ -812,3 +812,10 @@ pub(crate) async fn cancel(tx: &mut Tx, run_id: Uuid, reason: &str) -> Result<bo
     on_tx!(tx, conn => sqlx::query(STEPS).bind(run_id).bind(now).execute(&mut **conn).await.map(|_| ()))?;
     Ok(true)
 }
+
+/// Unfinished runs by workflow and status (including ones waiting for review), for `/metrics`.
+pub async fn open_runs(db: &crate::db::Db) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+    const SQL: &str = "SELECT workflow, status, COUNT(*) FROM workflow_runs \
+        WHERE status IN ('pending', 'running', 'waiting_for_review') GROUP BY workflow, status";
+    on_db!(db, pool => sqlx::query_as(SQL).fetch_all(pool).await)
+}

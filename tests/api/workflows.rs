@@ -526,6 +526,17 @@ async fn practice_plan_runs_offline_and_a_teacher_approves_with_edits(backend: B
     )
     .await;
     assert_eq!(audit_count(&app.state, "review.approved").await, 1);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for series in [
+        "workflow_runs_total{workflow=\"practice_plan\",status=\"succeeded\"}",
+        "workflow_step_duration_seconds_bucket{workflow=\"practice_plan\",step=\"draft\",outcome=\"succeeded\"",
+        "workflow_run_duration_seconds_count{workflow=\"practice_plan\"}",
+        "workflow_runs_open{workflow=\"practice_plan\",status=\"waiting_for_review\"}",
+        "reviews_total{workflow=\"practice_plan\",decision=\"approved_with_edits\"}",
+        "ai_requests_total{provider=\"offline\",outcome=\"ok\"}",
+    ] {
+        assert!(metrics.contains(series), "{series} missing from /metrics");
+    }
 }
 
 async fn rejecting_or_cancelling_a_review_ends_the_run(backend: Backend) {
