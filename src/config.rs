@@ -191,6 +191,38 @@ pub struct SettingsArgs {
     /// [default: gpt-4o-mini=0.21/0.84,claude-haiku-4-5=1.40/7.00].
     #[arg(long, env = "CEDAR_AI_PRICES", global = true, value_name = "LIST")]
     pub ai_prices: Option<String>,
+    /// How email leaves: `file` (.eml files in DATA_DIR/outbox), `smtp`, `brevo` or `sendgrid`
+    /// [default: file].
+    #[arg(long, env = "CEDAR_EMAIL_TRANSPORT", global = true, value_name = "TRANSPORT")]
+    pub email_transport: Option<String>,
+    /// Sender of every email, `Name <address>` [default: Cedar Heights Music Academy <office@cedarheights.example>].
+    #[arg(long, env = "CEDAR_EMAIL_FROM", global = true, value_name = "MAILBOX")]
+    pub email_from: Option<String>,
+    /// Reply-To of every email [default: the sender].
+    #[arg(long, env = "CEDAR_EMAIL_REPLY_TO", global = true, value_name = "MAILBOX")]
+    pub email_reply_to: Option<String>,
+    /// SMTP server: `smtp://user:pass@host:587?tls=required` (STARTTLS), `smtps://…:465` (TLS),
+    /// or `smtp://host:25` (plain, for a local relay).
+    #[arg(long, env = "CEDAR_SMTP_URL", global = true, value_name = "URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// Brevo API key (transport `brevo`).
+    #[arg(long, env = "BREVO_API_KEY", global = true, value_name = "KEY", hide_env_values = true)]
+    pub brevo_api_key: Option<String>,
+    /// Brevo API base [default: https://api.brevo.com].
+    #[arg(long, env = "BREVO_API_BASE", global = true, value_name = "URL")]
+    pub brevo_api_base: Option<String>,
+    /// SendGrid API key (transport `sendgrid`).
+    #[arg(long, env = "SENDGRID_API_KEY", global = true, value_name = "KEY", hide_env_values = true)]
+    pub sendgrid_api_key: Option<String>,
+    /// SendGrid API base [default: https://api.sendgrid.com].
+    #[arg(long, env = "SENDGRID_API_BASE", global = true, value_name = "URL")]
+    pub sendgrid_api_base: Option<String>,
+    /// Hours before a lesson its reminder goes out [default: 24].
+    #[arg(long, env = "CEDAR_LESSON_REMINDER_HOURS", global = true, value_name = "HOURS")]
+    pub lesson_reminder_hours: Option<String>,
+    /// New messages are gathered into one email per recipient per this many minutes [default: 5].
+    #[arg(long, env = "CEDAR_MESSAGE_DIGEST_MINUTES", global = true, value_name = "MINUTES")]
+    pub message_digest_minutes: Option<String>,
 }
 
 /// Keys accepted in `cedar.toml`; unknown keys are an error so typos do not go unnoticed.
@@ -232,6 +264,16 @@ struct FileSettings {
     ai_monthly_budget_cad: Option<String>,
     ai_run_token_cap: Option<u64>,
     ai_prices: Option<String>,
+    email_transport: Option<String>,
+    email_from: Option<String>,
+    email_reply_to: Option<String>,
+    smtp_url: Option<String>,
+    brevo_api_key: Option<String>,
+    brevo_api_base: Option<String>,
+    sendgrid_api_key: Option<String>,
+    sendgrid_api_base: Option<String>,
+    lesson_reminder_hours: Option<u64>,
+    message_digest_minutes: Option<u64>,
 }
 
 /// A start-up error: always names the setting.
@@ -357,6 +399,46 @@ pub struct Settings {
     pub makeup_cap: u32,
     pub worker_concurrency: usize,
     pub ai: AiSettings,
+    pub email: EmailSettings,
+}
+
+/// How email is sent.
+#[derive(Debug, Clone)]
+pub struct EmailSettings {
+    pub transport: EmailTransport,
+    /// `Name <address>`.
+    pub from: String,
+    pub reply_to: Option<String>,
+    pub lesson_reminder_hours: u32,
+    pub digest_minutes: u32,
+}
+
+#[derive(Debug, Clone)]
+pub enum EmailTransport {
+    /// `.eml` files in this directory.
+    File(PathBuf),
+    Smtp {
+        url: Secret,
+    },
+    Brevo {
+        api_key: Secret,
+        base_url: String,
+    },
+    SendGrid {
+        api_key: Secret,
+        base_url: String,
+    },
+}
+
+impl EmailTransport {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::File(_) => "file",
+            Self::Smtp { .. } => "smtp",
+            Self::Brevo { .. } => "brevo",
+            Self::SendGrid { .. } => "sendgrid",
+        }
+    }
 }
 
 /// Which AI providers workflows may use, and what they may spend.
@@ -431,6 +513,11 @@ impl Settings {
         let pick = |flag: &Option<String>, from_file: Option<String>| flag.clone().or(from_file);
 
         let ai = resolve_ai(args, &file)?;
+        let email = resolve_email(
+            args,
+            &file,
+            &pick(&args.data_dir, file.data_dir.clone()).unwrap_or_else(|| "./cedar-data".into()),
+        )?;
         let addr_raw = addr.map(str::to_owned).or(file.addr).unwrap_or_else(|| "127.0.0.1:8000".into());
         let addr: SocketAddr = addr_raw.parse().map_err(|_| {
             bad("CEDAR_ADDR", format!("{addr_raw:?} is not a socket address (expected host:port, e.g. 127.0.0.1:8000)"))
@@ -571,6 +658,7 @@ impl Settings {
         };
 
         Ok(Self {
+            email,
             ai,
             worker_concurrency,
             makeup_notice_hours,
@@ -717,6 +805,79 @@ fn resolve_ai(args: &SettingsArgs, file: &FileSettings) -> Result<AiSettings, Co
         }
     }
     Ok(AiSettings { providers, openai, anthropic, timeout, max_retries, monthly_budget_micros, run_token_cap, prices })
+}
+
+fn resolve_email(args: &SettingsArgs, file: &FileSettings, data_dir: &str) -> Result<EmailSettings, ConfigError> {
+    let pick = |flag: &Option<String>, from_file: &Option<String>| {
+        flag.clone().or_else(|| from_file.clone()).map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+    };
+    let mailbox = |setting: &'static str, raw: String| -> Result<String, ConfigError> {
+        raw.parse::<lettre::message::Mailbox>()
+            .map(|_| raw.clone())
+            .map_err(|_| bad(setting, format!("{raw:?} is not an address like Office <office@example.ca>")))
+    };
+    let from = mailbox(
+        "CEDAR_EMAIL_FROM",
+        pick(&args.email_from, &file.email_from)
+            .unwrap_or_else(|| "Cedar Heights Music Academy <office@cedarheights.example>".into()),
+    )?;
+    let reply_to =
+        pick(&args.email_reply_to, &file.email_reply_to).map(|r| mailbox("CEDAR_EMAIL_REPLY_TO", r)).transpose()?;
+    let base = |setting: &'static str, raw: Option<String>, default: &str| -> Result<String, ConfigError> {
+        let raw = raw.unwrap_or_else(|| default.to_owned());
+        match url::Url::parse(&raw) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                Ok(raw.trim_end_matches('/').to_owned())
+            }
+            _ => Err(bad(setting, format!("{raw:?} is not an http(s) URL"))),
+        }
+    };
+    let transport = match pick(&args.email_transport, &file.email_transport).as_deref().unwrap_or("file") {
+        "file" => EmailTransport::File(PathBuf::from(data_dir).join("outbox")),
+        "smtp" => {
+            let url = pick(&args.smtp_url, &file.smtp_url)
+                .ok_or_else(|| bad("CEDAR_SMTP_URL", "is required when CEDAR_EMAIL_TRANSPORT is smtp"))?;
+            if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+                return Err(bad("CEDAR_SMTP_URL", "must start with smtp:// or smtps://"));
+            }
+            EmailTransport::Smtp { url: Secret::new(url) }
+        }
+        "brevo" => EmailTransport::Brevo {
+            api_key: Secret::new(
+                pick(&args.brevo_api_key, &file.brevo_api_key)
+                    .ok_or_else(|| bad("BREVO_API_KEY", "is required when CEDAR_EMAIL_TRANSPORT is brevo"))?,
+            ),
+            base_url: base(
+                "BREVO_API_BASE",
+                pick(&args.brevo_api_base, &file.brevo_api_base),
+                "https://api.brevo.com",
+            )?,
+        },
+        "sendgrid" => EmailTransport::SendGrid {
+            api_key: Secret::new(
+                pick(&args.sendgrid_api_key, &file.sendgrid_api_key)
+                    .ok_or_else(|| bad("SENDGRID_API_KEY", "is required when CEDAR_EMAIL_TRANSPORT is sendgrid"))?,
+            ),
+            base_url: base(
+                "SENDGRID_API_BASE",
+                pick(&args.sendgrid_api_base, &file.sendgrid_api_base),
+                "https://api.sendgrid.com",
+            )?,
+        },
+        other => {
+            return Err(bad("CEDAR_EMAIL_TRANSPORT", format!("{other:?} is not one of: file, smtp, brevo, sendgrid")));
+        }
+    };
+    let number = |flag: &Option<String>, from_file: Option<u64>| flag.clone().or(from_file.map(|n| n.to_string()));
+    let lesson_reminder_hours = match number(&args.lesson_reminder_hours, file.lesson_reminder_hours) {
+        None => 24,
+        Some(raw) => parse_range("CEDAR_LESSON_REMINDER_HOURS", &raw, 1, 24 * 7)? as u32,
+    };
+    let digest_minutes = match number(&args.message_digest_minutes, file.message_digest_minutes) {
+        None => 5,
+        Some(raw) => parse_range("CEDAR_MESSAGE_DIGEST_MINUTES", &raw, 0, 24 * 60)? as u32,
+    };
+    Ok(EmailSettings { transport, from, reply_to, lesson_reminder_hours, digest_minutes })
 }
 
 fn load_file(explicit: Option<&Path>) -> Result<FileSettings, ConfigError> {

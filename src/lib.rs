@@ -7,6 +7,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod messaging;
 pub mod ops;
 pub mod people;
 pub mod privacy;

@@ -44,6 +44,7 @@ pub struct AppState {
     /// The workflow definitions this build runs (tests add their own).
     pub workflows: Arc<crate::workflows::engine::Definitions>,
     pub ai: Arc<crate::workflows::ai::Gateway>,
+    pub mailer: Arc<crate::messaging::transport::Mailer>,
 }
 
 impl AppState {
@@ -68,6 +69,7 @@ impl AppState {
             job_wakeup: Arc::new(tokio::sync::Notify::new()),
             workflows: Arc::new(crate::workflows::engine::Definitions::builtin()),
             ai: Arc::new(crate::workflows::ai::Gateway::new(&settings.ai)?),
+            mailer: Arc::new(crate::messaging::transport::Mailer::new(&settings.email.transport)?),
             settings: Arc::new(settings),
         })
     }
@@ -114,6 +116,7 @@ pub fn metrics_handle() -> PrometheusHandle {
         (name = "enrollments", description = "Enrollment requests and decisions"),
         (name = "scheduling", description = "Availability, lessons, conflicts, attendance, makeup credits, calendars"),
         (name = "workflows", description = "Background jobs, workflow runs, the review inbox and AI usage"),
+        (name = "messaging", description = "Threads, email templates, the email outbox and email preferences"),
         (name = "privacy", description = "Audit trail"),
         (name = "ops", description = "Health, readiness, metrics and API documentation"),
     )
@@ -142,6 +145,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(crate::people::router())
         .merge(crate::scheduling::router())
         .merge(crate::workflows::router())
+        .merge(crate::messaging::router())
         .merge(crate::privacy::router())
 }
 
@@ -241,7 +245,7 @@ pub async fn work(settings: Settings) -> anyhow::Result<()> {
 /// Installs the standard schedules and runs the worker until `stop` turns true.
 async fn start_worker(state: AppState, stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
     use crate::workflows::worker;
-    for (name, queue, kind, cron) in worker::STANDARD_SCHEDULES {
+    for (name, queue, kind, cron) in worker::STANDARD_SCHEDULES.iter().chain(crate::messaging::reminders::SCHEDULES) {
         worker::upsert_schedule(&state, name, queue, kind, cron, serde_json::json!({})).await?;
     }
     let options = worker::WorkerOptions {

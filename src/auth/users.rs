@@ -274,6 +274,9 @@ async fn create_user(
         None => {
             let (token, expires_at) =
                 store::issue_one_time_token(&mut tx, record.id, OneTimePurpose::Invite, INVITE_VALID_FOR).await?;
+            let link = format!("{}/auth/v1/verify?type=invite&token={token}", state.settings.public_url);
+            let vars = json!({"link": link, "valid_hours": INVITE_VALID_FOR.num_hours()});
+            crate::messaging::email_user(&mut tx, &state.settings, record.id, "invite", vars, None).await?;
             Some(OneTimeToken { kind: "invite", token, expires_at })
         }
     };
@@ -439,7 +442,11 @@ async fn issue_password_reset(
     let (token, expires_at) =
         store::issue_one_time_token(&mut tx, id, OneTimePurpose::Recovery, RESET_VALID_FOR).await?;
     audit::record_tx(&mut tx, AuditEvent::new("auth.password_reset_issued").by(&admin).subject("user", id)).await?;
+    let link = format!("{}/auth/v1/verify?type=recovery&token={token}", state.settings.public_url);
+    let vars = json!({"link": link, "valid_hours": RESET_VALID_FOR.num_hours()});
+    crate::messaging::email_user(&mut tx, &state.settings, id, "password_reset", vars, None).await?;
     tx.commit().await?;
+    state.job_wakeup.notify_one();
     Ok((StatusCode::CREATED, Json(OneTimeToken { kind: "recovery", token, expires_at })))
 }
 

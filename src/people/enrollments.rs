@@ -235,6 +235,7 @@ async fn create_enrollment(
             .dedupe(format!("enrollment:{id}")),
     )
     .await?;
+    notify(&mut tx, &state, id, "enrollment_received", None).await?;
     tx.commit().await?;
     state.job_wakeup.notify_one();
     Ok((StatusCode::CREATED, Json(find_visible(&state.db, &user, id).await?)))
@@ -351,7 +352,9 @@ async fn approve(
             .details(json!({"teacher_id": input.teacher_id, "student_id": student_id})),
     )
     .await?;
+    notify(&mut tx, &state, id, "enrollment_approved", None).await?;
     tx.commit().await?;
+    state.job_wakeup.notify_one();
     Ok(Json(find_visible(&state.db, &admin, id).await?))
 }
 
@@ -385,7 +388,9 @@ async fn decline(
         AuditEvent::new("enrollment.declined").by(&admin).subject("enrollment", id).details(json!({"reason": reason})),
     )
     .await?;
+    notify(&mut tx, &state, id, "enrollment_declined", reason.as_deref()).await?;
     tx.commit().await?;
+    state.job_wakeup.notify_one();
     Ok(Json(find_visible(&state.db, &admin, id).await?))
 }
 
@@ -413,6 +418,24 @@ async fn waitlist(
             .details(json!({"reason": reason, "student_id": student_id})),
     )
     .await?;
+    notify(&mut tx, &state, id, "enrollment_waitlisted", None).await?;
     tx.commit().await?;
+    state.job_wakeup.notify_one();
     Ok(Json(find_visible(&state.db, &admin, id).await?))
+}
+
+/// Tells the family what happened to its request, in the family's language, in `tx`.
+async fn notify(tx: &mut Tx, state: &AppState, id: Uuid, template: &'static str, note: Option<&str>) -> ApiResult<()> {
+    const SQL: &str = "SELECT e.family_id, e.instrument, COALESCE(s.preferred_name, s.first_name), e.student \
+        FROM enrollments e LEFT JOIN students s ON s.id = e.student_id WHERE e.id = $1";
+    type Row = (Uuid, String, Option<String>, Option<SqlJson<StudentDetails>>);
+    let (family, instrument, existing, details): Row =
+        on_tx!(tx, conn => sqlx::query_as(SQL).bind(id).fetch_one(&mut **conn).await)?;
+    let student = existing
+        .or_else(|| details.map(|d| d.0.preferred_name.clone().unwrap_or(d.0.first_name.clone())))
+        .unwrap_or_default();
+    let vars = |_: &str| json!({"student": student, "instrument": instrument, "note": note});
+    crate::messaging::email_family(tx, &state.settings, family, template, vars, Some(&format!("{template}:{id}")))
+        .await?;
+    Ok(())
 }

@@ -4,10 +4,10 @@
 
 pub mod demo;
 mod enrollments;
-mod families;
+pub(crate) mod families;
 mod progress;
 mod rooms;
-mod students;
+pub(crate) mod students;
 mod teachers;
 pub mod validate;
 

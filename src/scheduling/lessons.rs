@@ -20,6 +20,7 @@ use crate::app::{AppState, Json, Query, nullable};
 use crate::auth::{CurrentUser, Role};
 use crate::db::{Db, Tx};
 use crate::error::{ApiError, ApiResult};
+use crate::messaging::LessonNotice;
 use crate::people::validate::Errors;
 use crate::privacy::audit::{self, AuditEvent};
 use crate::{on_db, on_tx};
@@ -661,7 +662,19 @@ async fn update_lesson(
             .details(json!({"scope": scope, "lessons": moved.len(), "status": status})),
     )
     .await?;
+    let following = moved.len() > 1;
+    let notice = if status == "cancelled" && lesson.status != "cancelled" {
+        Some(LessonNotice::Cancelled { at: lesson.starts_at })
+    } else if status == "scheduled" && new_start != lesson.starts_at {
+        Some(LessonNotice::Moved { before: lesson.starts_at, after: new_start })
+    } else {
+        None
+    };
+    if let Some(notice) = notice {
+        crate::messaging::lesson_notice(&mut tx, &state.settings, lesson.student_id, notice, following).await?;
+    }
     tx.commit().await?;
+    state.job_wakeup.notify_one();
     let mut items = Vec::new();
     for (lesson_id, _) in moved {
         items.push(find_visible(&state.db, &user, lesson_id).await?);
@@ -725,6 +738,11 @@ async fn delete_lesson(
             .details(json!({"scope": scope, "deleted": deleted})),
     )
     .await?;
+    if lesson.status == "scheduled" {
+        let notice = LessonNotice::Cancelled { at: lesson.starts_at };
+        crate::messaging::lesson_notice(&mut tx, &state.settings, lesson.student_id, notice, deleted > 1).await?;
+    }
     tx.commit().await?;
+    state.job_wakeup.notify_one();
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,0 +1,222 @@
+//! The templates built into the binary, in English and French, with the sample data an
+//! override must render with. `{{ school }}` and `{{ name }}` (the recipient) are always set.
+
+use serde_json::{Value, json};
+
+pub struct Default {
+    pub name: &'static str,
+    /// `transactional` (always sent) or `notification` (the recipient may opt out).
+    pub category: &'static str,
+    pub en: (&'static str, &'static str),
+    pub fr: (&'static str, &'static str),
+    pub sample: fn() -> Value,
+}
+
+pub const TEMPLATES: &[Default] = &[
+    Default {
+        name: "invite",
+        category: "transactional",
+        en: (
+            "Your {{ school }} account",
+            "Hello {{ name }},\n\n{{ school }} has created an account for you. Choose your password here (the link works for {{ valid_hours }} hours):\n{{ link }}\n",
+        ),
+        fr: (
+            "Votre compte {{ school }}",
+            "Bonjour {{ name }},\n\n{{ school }} vous a créé un compte. Choisissez votre mot de passe ici (lien valable {{ valid_hours }} heures) :\n{{ link }}\n",
+        ),
+        sample: || json!({"link": "https://cedar.example/auth/v1/verify?type=invite&token=abc", "valid_hours": 72}),
+    },
+    Default {
+        name: "password_reset",
+        category: "transactional",
+        en: (
+            "Reset your {{ school }} password",
+            "Hello {{ name }},\n\nSomeone asked to reset your password. If it was you, use this link within {{ valid_hours }} hours:\n{{ link }}\n\nIf not, ignore this email.\n",
+        ),
+        fr: (
+            "Réinitialisez votre mot de passe {{ school }}",
+            "Bonjour {{ name }},\n\nUne réinitialisation de votre mot de passe a été demandée. Si c'était vous, utilisez ce lien d'ici {{ valid_hours }} heures :\n{{ link }}\n\nSinon, ignorez ce courriel.\n",
+        ),
+        sample: || json!({"link": "https://cedar.example/auth/v1/verify?type=recovery&token=abc", "valid_hours": 2}),
+    },
+    Default {
+        name: "enrollment_received",
+        category: "transactional",
+        en: (
+            "We received {{ student }}'s enrollment request",
+            "Hello {{ name }},\n\nThank you! We received the request for {{ instrument }} lessons for {{ student }} and will reply soon.\n",
+        ),
+        fr: (
+            "Nous avons reçu la demande d'inscription de {{ student }}",
+            "Bonjour {{ name }},\n\nMerci ! Nous avons bien reçu la demande de cours de {{ instrument }} pour {{ student }} et vous répondrons bientôt.\n",
+        ),
+        sample: || json!({"student": "Hélène", "instrument": "piano"}),
+    },
+    Default {
+        name: "enrollment_approved",
+        category: "transactional",
+        en: (
+            "{{ student }} is enrolled",
+            "Hello {{ name }},\n\nGood news: {{ student }} is enrolled in {{ instrument }} lessons.{% if note %}\n\n{{ note }}{% endif %}\n",
+        ),
+        fr: (
+            "{{ student }} est inscrit(e)",
+            "Bonjour {{ name }},\n\nBonne nouvelle : {{ student }} est inscrit(e) aux cours de {{ instrument }}.{% if note %}\n\n{{ note }}{% endif %}\n",
+        ),
+        sample: || json!({"student": "Hélène", "instrument": "piano", "note": "Lessons start Tuesday."}),
+    },
+    Default {
+        name: "enrollment_declined",
+        category: "transactional",
+        en: (
+            "About {{ student }}'s enrollment request",
+            "Hello {{ name }},\n\nWe are sorry: we cannot offer {{ instrument }} lessons for {{ student }} at this time.{% if note %}\n\n{{ note }}{% endif %}\n",
+        ),
+        fr: (
+            "Au sujet de la demande d'inscription de {{ student }}",
+            "Bonjour {{ name }},\n\nNous sommes désolés : nous ne pouvons pas offrir de cours de {{ instrument }} à {{ student }} pour le moment.{% if note %}\n\n{{ note }}{% endif %}\n",
+        ),
+        sample: || json!({"student": "Hélène", "instrument": "piano", "note": null}),
+    },
+    Default {
+        name: "enrollment_waitlisted",
+        category: "transactional",
+        en: (
+            "{{ student }} is on our waiting list",
+            "Hello {{ name }},\n\n{{ student }} is on the waiting list for {{ instrument }} lessons. We will write as soon as a place opens.\n",
+        ),
+        fr: (
+            "{{ student }} est sur notre liste d'attente",
+            "Bonjour {{ name }},\n\n{{ student }} est sur la liste d'attente pour les cours de {{ instrument }}. Nous vous écrirons dès qu'une place se libère.\n",
+        ),
+        sample: || json!({"student": "Hélène", "instrument": "piano"}),
+    },
+    Default {
+        name: "welcome",
+        category: "transactional",
+        en: (
+            "Welcome to {{ school }}",
+            "Hello {{ name }},\n\nWelcome! {{ student }}'s {{ instrument }} lessons with {{ teacher }} start {{ first_lesson }}.{% if personal %}\n\n{{ personal }}{% endif %}\n",
+        ),
+        fr: (
+            "Bienvenue à {{ school }}",
+            "Bonjour {{ name }},\n\nBienvenue ! Les cours de {{ instrument }} de {{ student }} avec {{ teacher }} commencent {{ first_lesson }}.{% if personal %}\n\n{{ personal }}{% endif %}\n",
+        ),
+        sample: || json!({"student": "Hélène", "instrument": "piano", "teacher": "Élodie Gagné", "first_lesson": "Tuesday 8 September at 16:00", "personal": null}),
+    },
+    Default {
+        name: "lesson_reminder",
+        category: "notification",
+        en: (
+            "Reminder: {{ student }}'s lesson {{ when }}",
+            "Hello {{ name }},\n\nA reminder: {{ student }} has a lesson with {{ teacher }} {{ when }}{% if room %} in {{ room }}{% endif %}.\n",
+        ),
+        fr: (
+            "Rappel : cours de {{ student }} {{ when }}",
+            "Bonjour {{ name }},\n\nUn rappel : {{ student }} a un cours avec {{ teacher }} {{ when }}{% if room %} dans la salle {{ room }}{% endif %}.\n",
+        ),
+        sample: || json!({"student": "Hélène", "teacher": "Élodie Gagné", "when": "Tuesday 8 September at 16:00", "room": "Studio A"}),
+    },
+    Default {
+        name: "lesson_changed",
+        category: "transactional",
+        en: (
+            "{{ student }}'s lesson has moved",
+            "Hello {{ name }},\n\n{{ student }}'s lesson of {{ before }} now takes place {{ after }}.\n",
+        ),
+        fr: (
+            "Le cours de {{ student }} a changé",
+            "Bonjour {{ name }},\n\nLe cours de {{ student }} du {{ before }} a maintenant lieu {{ after }}.\n",
+        ),
+        sample: || json!({"student": "Hélène", "before": "Tuesday 8 September at 16:00", "after": "Wednesday 9 September at 17:00"}),
+    },
+    Default {
+        name: "lesson_cancelled",
+        category: "transactional",
+        en: (
+            "{{ student }}'s lesson {{ when }} is cancelled",
+            "Hello {{ name }},\n\n{{ student }}'s lesson {{ when }} is cancelled.{% if reason %} {{ reason }}{% endif %}\n",
+        ),
+        fr: (
+            "Le cours de {{ student }} {{ when }} est annulé",
+            "Bonjour {{ name }},\n\nLe cours de {{ student }} {{ when }} est annulé.{% if reason %} {{ reason }}{% endif %}\n",
+        ),
+        sample: || json!({"student": "Hélène", "when": "Tuesday 8 September at 16:00", "reason": null}),
+    },
+    Default {
+        name: "invoice_issued",
+        category: "transactional",
+        en: (
+            "Invoice {{ number }} from {{ school }}",
+            "Hello {{ name }},\n\nInvoice {{ number }} for {{ total }} is due on {{ due_date }}.\n",
+        ),
+        fr: (
+            "Facture {{ number }} de {{ school }}",
+            "Bonjour {{ name }},\n\nLa facture {{ number }} de {{ total }} est payable d'ici le {{ due_date }}.\n",
+        ),
+        sample: || json!({"number": "INV-2026-0001", "total": "$240.00", "due_date": "2026-10-01"}),
+    },
+    Default {
+        name: "payment_received",
+        category: "transactional",
+        en: (
+            "Payment received — thank you",
+            "Hello {{ name }},\n\nWe received {{ amount }} for invoice {{ number }}. Thank you!\n",
+        ),
+        fr: (
+            "Paiement reçu — merci",
+            "Bonjour {{ name }},\n\nNous avons reçu {{ amount }} pour la facture {{ number }}. Merci !\n",
+        ),
+        sample: || json!({"amount": "$240.00", "number": "INV-2026-0001"}),
+    },
+    Default {
+        name: "payment_failed",
+        category: "transactional",
+        en: (
+            "Payment for invoice {{ number }} did not go through",
+            "Hello {{ name }},\n\nThe payment of {{ amount }} for invoice {{ number }} failed{% if reason %} ({{ reason }}){% endif %}. Please update your payment method or contact us.\n",
+        ),
+        fr: (
+            "Le paiement de la facture {{ number }} n'a pas abouti",
+            "Bonjour {{ name }},\n\nLe paiement de {{ amount }} pour la facture {{ number }} a échoué{% if reason %} ({{ reason }}){% endif %}. Veuillez mettre à jour votre moyen de paiement ou nous contacter.\n",
+        ),
+        sample: || json!({"amount": "$240.00", "number": "INV-2026-0001", "reason": "card declined"}),
+    },
+    Default {
+        name: "progress_report",
+        category: "transactional",
+        en: ("{{ student }}'s progress report", "Hello {{ name }},\n\n{{ report }}\n"),
+        fr: ("Bulletin de progrès de {{ student }}", "Bonjour {{ name }},\n\n{{ report }}\n"),
+        sample: || json!({"student": "Hélène", "report": "Hélène's scales are now even at 80 bpm."}),
+    },
+    Default {
+        name: "new_message",
+        category: "notification",
+        en: (
+            "{{ count }} new message{% if count != 1 %}s{% endif %} at {{ school }}",
+            "Hello {{ name }},\n\n{% for m in messages %}{{ m.author }} in \"{{ m.subject }}\":\n{{ m.excerpt }}\n\n{% endfor %}Read and reply in the school app.\n",
+        ),
+        fr: (
+            "{{ count }} nouveau{% if count != 1 %}x{% endif %} message{% if count != 1 %}s{% endif %} de {{ school }}",
+            "Bonjour {{ name }},\n\n{% for m in messages %}{{ m.author }} dans « {{ m.subject }} » :\n{{ m.excerpt }}\n\n{% endfor %}Lisez et répondez dans l'application de l'école.\n",
+        ),
+        sample: || json!({"count": 1, "messages": [{"author": "Élodie Gagné", "subject": "Recital", "excerpt": "Hélène will play first."}]}),
+    },
+    Default {
+        name: "attendance_nudge",
+        category: "notification",
+        en: (
+            "Attendance to mark: {{ count }} lesson{% if count != 1 %}s{% endif %}",
+            "Hello {{ name }},\n\nThese lessons have no attendance yet:\n{% for l in lessons %}- {{ l.when }}: {{ l.student }}\n{% endfor %}",
+        ),
+        fr: (
+            "Présences à saisir : {{ count }} cours",
+            "Bonjour {{ name }},\n\nCes cours n'ont pas encore de présence saisie :\n{% for l in lessons %}- {{ l.when }} : {{ l.student }}\n{% endfor %}",
+        ),
+        sample: || json!({"count": 1, "lessons": [{"when": "Tuesday 8 September at 16:00", "student": "Hélène Côté"}]}),
+    },
+];
+
+pub fn find(name: &str) -> Option<&'static Default> {
+    TEMPLATES.iter().find(|t| t.name == name)
+}
