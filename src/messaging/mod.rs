@@ -44,7 +44,8 @@ pub fn register(registry: Registry) -> Registry {
         })
 }
 
-/// Where a user's email goes and in which language.
+/// Where a user's email goes and in which language; a parent without a display name is
+/// greeted by their family's name.
 pub struct Recipient {
     pub email: String,
     pub name: Option<String>,
@@ -53,7 +54,7 @@ pub struct Recipient {
 }
 
 pub async fn recipient(tx: &mut Tx, user: Uuid) -> ApiResult<Option<Recipient>> {
-    const SQL: &str = "SELECT u.email, u.display_name, COALESCE(f.preferred_language, 'en') FROM users u \
+    const SQL: &str = "SELECT u.email, COALESCE(u.display_name, f.name), COALESCE(f.preferred_language, 'en') FROM users u \
         LEFT JOIN families f ON f.id = u.family_id WHERE u.id = $1 AND u.status = 'active'";
     let row: Option<(String, Option<String>, String)> =
         on_tx!(tx, conn => sqlx::query_as(SQL).bind(user).fetch_optional(&mut **conn).await)?;
@@ -92,7 +93,7 @@ pub async fn email_family(
     vars: impl Fn(&str) -> Value,
     dedupe: Option<&str>,
 ) -> ApiResult<usize> {
-    const GUARDIANS: &str = "SELECT u.id, u.email, u.display_name, f.preferred_language FROM users u \
+    const GUARDIANS: &str = "SELECT u.id, u.email, COALESCE(u.display_name, f.name), f.preferred_language FROM users u \
         JOIN families f ON f.id = u.family_id WHERE u.family_id = $1 AND u.role = 'parent' AND u.status = 'active' ORDER BY u.id";
     const FAMILY: &str = "SELECT email, name, preferred_language FROM families WHERE id = $1";
     let guardians: Vec<(Uuid, String, Option<String>, String)> =
@@ -165,6 +166,9 @@ pub fn when(at: DateTime<Utc>, tz: chrono_tz::Tz, language: &str) -> String {
     }
 }
 
+/// Template variables for a recipient language.
+type VarsByLanguage<'a> = Box<dyn Fn(&str) -> Value + Send + Sync + 'a>;
+
 /// What happened to a lesson, for its family.
 pub enum LessonNotice {
     Moved { before: DateTime<Utc>, after: DateTime<Utc> },
@@ -199,7 +203,7 @@ pub async fn lesson_notice(
         (true, "fr") => format!("{text} (et les cours suivants)"),
         (true, _) => format!("{text} (and the following lessons)"),
     };
-    let (template, vars): (&'static str, Box<dyn Fn(&str) -> Value + Send + Sync>) = match notice {
+    let (template, vars): (&'static str, VarsByLanguage<'_>) = match notice {
         LessonNotice::Moved { before, after } => (
             "lesson_changed",
             Box::new(move |language: &str| {

@@ -11,6 +11,8 @@ mod enrollments;
 mod fakes;
 mod http_stack;
 mod idempotency;
+mod mail;
+mod messaging;
 mod ops;
 mod queue;
 mod records;

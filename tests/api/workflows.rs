@@ -21,7 +21,7 @@ use crate::records::{School, json_ok, school, send};
 
 type Worker = (watch::Sender<bool>, tokio::task::JoinHandle<anyhow::Result<()>>);
 
-fn start_worker(state: &AppState, lease: Duration) -> Worker {
+pub fn start_worker(state: &AppState, lease: Duration) -> Worker {
     let options = WorkerOptions {
         poll_interval: Duration::from_millis(50),
         lease: chrono::Duration::from_std(lease).unwrap(),
@@ -32,7 +32,7 @@ fn start_worker(state: &AppState, lease: Duration) -> Worker {
     (stop, tokio::spawn(worker::run(state.clone(), cedar::workflows::registry(), options, stopped)))
 }
 
-async fn stop_worker((stop, handle): Worker) {
+pub async fn stop_worker((stop, handle): Worker) {
     let _ = stop.send(true);
     handle.await.unwrap().unwrap();
 }
