@@ -64,6 +64,12 @@ impl From<sqlx::Error> for GoTrueError {
     }
 }
 
+impl From<ApiError> for GoTrueError {
+    fn from(error: ApiError) -> Self {
+        Self::internal(error.to_string())
+    }
+}
+
 impl From<anyhow::Error> for GoTrueError {
     fn from(error: anyhow::Error) -> Self {
         Self::internal(format!("{error:#}"))
@@ -122,6 +128,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(logout))
         .routes(routes!(get_user, update_user))
         .routes(routes!(verify))
+        .routes(routes!(recover))
         .routes(routes!(jwks))
 }
 
@@ -567,6 +574,48 @@ async fn verify(
         OneTimePurpose::Recovery => "auth.password_reset",
     };
     Ok(axum::Json(start_session(&state, &user, &headers, &ip, AuditEvent::new(action)).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RecoverInput {
+    email: String,
+}
+
+/// Emails a password-reset link (supabase-js `resetPasswordForEmail`). Always answers 200 `{}`,
+/// whether or not the address has an account, so it reveals nothing.
+#[utoipa::path(post, path = "/auth/v1/recover", tag = "auth", request_body = RecoverInput,
+    responses((status = 200, body = Object), (status = 400), (status = 429)))]
+async fn recover(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> GoTrueResult<axum::Json<Value>> {
+    built_in(&state.auth)?;
+    let ip = peer.ip().to_string();
+    limit(&state.auth.ip_limiter, &format!("recover:{ip}"))?;
+    let input: RecoverInput = parse(&body)?;
+    let email = Email::parse(&input.email).map_err(|why| {
+        GoTrueError::new(
+            StatusCode::BAD_REQUEST,
+            "validation_failed",
+            format!("Unable to validate email address: {why}"),
+        )
+    })?;
+    limit(&state.auth.account_limiter, &format!("recover:{}", email.as_str()))?;
+    if let Some(user) = store::user_by_email(&state.db, email.as_str()).await?.filter(UserRecord::is_active) {
+        let mut tx = state.db.begin().await?;
+        let (token, _) =
+            store::issue_one_time_token(&mut tx, user.id, OneTimePurpose::Recovery, super::users::RESET_VALID_FOR)
+                .await?;
+        let link = format!("{}/auth/v1/verify?type=recovery&token={token}", state.settings.public_url);
+        let vars = json!({"link": link, "valid_hours": super::users::RESET_VALID_FOR.num_hours()});
+        crate::messaging::email_user(&mut tx, &state.settings, user.id, "password_reset", vars, None).await?;
+        let event = AuditEvent::new("auth.password_reset_requested").subject("user", user.id);
+        audit::record_tx(&mut tx, event.details(json!({"ip": ip}))).await?;
+        tx.commit().await?;
+        state.job_wakeup.notify_one();
+    }
+    Ok(axum::Json(json!({})))
 }
 
 /// Public keys of Cedar's token signing key (JWKS), for other services to verify tokens.

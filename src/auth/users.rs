@@ -24,7 +24,7 @@ use crate::privacy::audit::{self, AuditEvent};
 /// How long an invitation stays valid.
 const INVITE_VALID_FOR: chrono::Duration = chrono::Duration::days(7);
 /// How long a password-reset token stays valid.
-const RESET_VALID_FOR: chrono::Duration = chrono::Duration::hours(2);
+pub(crate) const RESET_VALID_FOR: chrono::Duration = chrono::Duration::hours(2);
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -517,7 +517,28 @@ async fn with_no_settings_emails_become_files_in_the_data_dir(backend: Backend) 
     assert!(eml.body().contains("/auth/v1/verify?type=invite&token="), "{}", eml.body());
 }
 
+async fn a_forgotten_password_is_reset_through_the_emailed_link(backend: Backend) {
+    let (app, s) = app_with(backend, |_| {}).await;
+    for email in ["a@example.ca", "nobody@example.ca"] {
+        let response = app.post_json("/auth/v1/recover", &json!({"email": email})).await;
+        assert_eq!(response.status(), 200, "the answer does not reveal whether {email} has an account");
+        assert_eq!(response.json::<Value>().await.unwrap(), json!({}));
+    }
+    let emails = outbox(&app, &s, "template=password_reset").await;
+    assert_eq!(emails.len(), 1);
+    assert_eq!(emails[0]["to_address"], "a@example.ca");
+    assert_eq!(emails[0]["language"], "fr");
+    let body = emails[0]["body"].as_str().unwrap();
+    let token = body.split("token=").nth(1).unwrap().split_whitespace().next().unwrap();
+    let verified = app
+        .post_json("/auth/v1/verify", &json!({"type": "recovery", "token": token, "password": "a-new-password-1"}))
+        .await;
+    assert_eq!(verified.status(), 200);
+    crate::common::sign_in(&app, "a@example.ca", "a-new-password-1").await;
+}
+
 backend_tests!(
+    a_forgotten_password_is_reset_through_the_emailed_link,
     threads_are_for_participants_only,
     emails_reach_a_real_smtp_server_in_the_familys_language,
     failed_deliveries_retry_die_and_are_retried_once_from_the_api,
