@@ -223,6 +223,34 @@ pub struct SettingsArgs {
     /// New messages are gathered into one email per recipient per this many minutes [default: 5].
     #[arg(long, env = "CEDAR_MESSAGE_DIGEST_MINUTES", global = true, value_name = "MINUTES")]
     pub message_digest_minutes: Option<String>,
+    /// Sales tax on invoices, `NAME=PERCENT` (e.g. `HST=13`); unset: no tax.
+    #[arg(long, env = "CEDAR_TAX", global = true, value_name = "NAME=PERCENT")]
+    pub tax: Option<String>,
+    /// Days between an invoice and its due date [default: 14].
+    #[arg(long, env = "CEDAR_PAYMENT_TERMS_DAYS", global = true, value_name = "DAYS")]
+    pub payment_terms_days: Option<String>,
+    /// Percent off tuition for the second and later students of a family [default: 10].
+    #[arg(long, env = "CEDAR_SIBLING_DISCOUNT_PERCENT", global = true, value_name = "PERCENT")]
+    pub sibling_discount_percent: Option<String>,
+    /// One-time fee on a family's first invoice, in cents [default: 0 = none].
+    #[arg(long, env = "CEDAR_REGISTRATION_FEE_CENTS", global = true, value_name = "CENTS")]
+    pub registration_fee_cents: Option<String>,
+    /// Late fee in cents, added once to an invoice unpaid this many days after its due date;
+    /// `CENTS@DAYS` [default: 0@15 = no late fee].
+    #[arg(long, env = "CEDAR_LATE_FEE", global = true, value_name = "CENTS@DAYS")]
+    pub late_fee: Option<String>,
+    /// Day of the month the monthly billing run bills the month [default: 1].
+    #[arg(long, env = "CEDAR_BILLING_DAY", global = true, value_name = "DAY")]
+    pub billing_day: Option<String>,
+    /// Stripe secret key; enables card payments.
+    #[arg(long, env = "STRIPE_SECRET_KEY", global = true, value_name = "KEY", hide_env_values = true)]
+    pub stripe_secret_key: Option<String>,
+    /// Stripe API base [default: https://api.stripe.com].
+    #[arg(long, env = "STRIPE_API_BASE", global = true, value_name = "URL")]
+    pub stripe_api_base: Option<String>,
+    /// Signing secret of the Stripe webhook endpoint (`whsec_…`).
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", global = true, value_name = "SECRET", hide_env_values = true)]
+    pub stripe_webhook_secret: Option<String>,
 }
 
 /// Keys accepted in `cedar.toml`; unknown keys are an error so typos do not go unnoticed.
@@ -274,6 +302,15 @@ struct FileSettings {
     sendgrid_api_base: Option<String>,
     lesson_reminder_hours: Option<u64>,
     message_digest_minutes: Option<u64>,
+    tax: Option<String>,
+    payment_terms_days: Option<u64>,
+    sibling_discount_percent: Option<u64>,
+    registration_fee_cents: Option<u64>,
+    late_fee: Option<String>,
+    billing_day: Option<u64>,
+    stripe_secret_key: Option<String>,
+    stripe_api_base: Option<String>,
+    stripe_webhook_secret: Option<String>,
 }
 
 /// A start-up error: always names the setting.
@@ -400,6 +437,28 @@ pub struct Settings {
     pub worker_concurrency: usize,
     pub ai: AiSettings,
     pub email: EmailSettings,
+    pub billing: BillingSettings,
+}
+
+/// Money rules and Stripe.
+#[derive(Debug, Clone)]
+pub struct BillingSettings {
+    /// (name, rate in thousandths of a percent: 13 % = 13_000).
+    pub tax: Option<(String, i64)>,
+    pub payment_terms_days: u32,
+    pub sibling_discount_percent: u32,
+    pub registration_fee_cents: i64,
+    pub late_fee_cents: i64,
+    pub late_fee_after_days: u32,
+    pub billing_day: u32,
+    pub stripe: Option<StripeAccount>,
+    pub stripe_webhook_secret: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StripeAccount {
+    pub secret_key: Secret,
+    pub api_base: String,
 }
 
 /// How email is sent.
@@ -513,6 +572,7 @@ impl Settings {
         let pick = |flag: &Option<String>, from_file: Option<String>| flag.clone().or(from_file);
 
         let ai = resolve_ai(args, &file)?;
+        let billing = resolve_billing(args, &file)?;
         let email = resolve_email(
             args,
             &file,
@@ -658,6 +718,7 @@ impl Settings {
         };
 
         Ok(Self {
+            billing,
             email,
             ai,
             worker_concurrency,
@@ -878,6 +939,72 @@ fn resolve_email(args: &SettingsArgs, file: &FileSettings, data_dir: &str) -> Re
         Some(raw) => parse_range("CEDAR_MESSAGE_DIGEST_MINUTES", &raw, 0, 24 * 60)? as u32,
     };
     Ok(EmailSettings { transport, from, reply_to, lesson_reminder_hours, digest_minutes })
+}
+
+fn resolve_billing(args: &SettingsArgs, file: &FileSettings) -> Result<BillingSettings, ConfigError> {
+    let pick = |flag: &Option<String>, from_file: &Option<String>| {
+        flag.clone().or_else(|| from_file.clone()).map(|s| s.trim().to_owned()).filter(|s| !s.is_empty())
+    };
+    let number = |flag: &Option<String>, from_file: Option<u64>| flag.clone().or(from_file.map(|n| n.to_string()));
+    let tax = match pick(&args.tax, &file.tax) {
+        None => None,
+        Some(raw) => {
+            let parsed = raw.split_once('=').and_then(|(name, rate)| {
+                let rate: f64 = rate.trim().parse().ok()?;
+                (!name.trim().is_empty() && (0.0..=50.0).contains(&rate))
+                    .then(|| (name.trim().to_owned(), (rate * 1000.0).round() as i64))
+            });
+            Some(parsed.ok_or_else(|| bad("CEDAR_TAX", format!("{raw:?} is not NAME=PERCENT, e.g. HST=13")))?)
+        }
+    };
+    let payment_terms_days = match number(&args.payment_terms_days, file.payment_terms_days) {
+        None => 14,
+        Some(raw) => parse_range("CEDAR_PAYMENT_TERMS_DAYS", &raw, 0, 365)? as u32,
+    };
+    let sibling_discount_percent = match number(&args.sibling_discount_percent, file.sibling_discount_percent) {
+        None => 10,
+        Some(raw) => parse_range("CEDAR_SIBLING_DISCOUNT_PERCENT", &raw, 0, 100)? as u32,
+    };
+    let registration_fee_cents = match number(&args.registration_fee_cents, file.registration_fee_cents) {
+        None => 0,
+        Some(raw) => parse_range("CEDAR_REGISTRATION_FEE_CENTS", &raw, 0, 10_000_000)? as i64,
+    };
+    let (late_fee_cents, late_fee_after_days) = match pick(&args.late_fee, &file.late_fee) {
+        None => (0, 15),
+        Some(raw) => raw
+            .split_once('@')
+            .and_then(|(c, d)| Some((c.trim().parse::<i64>().ok()?, d.trim().parse::<u32>().ok()?)))
+            .filter(|(c, d)| *c >= 0 && *d <= 365)
+            .ok_or_else(|| bad("CEDAR_LATE_FEE", format!("{raw:?} is not CENTS@DAYS, e.g. 1500@15")))?,
+    };
+    let billing_day = match number(&args.billing_day, file.billing_day) {
+        None => 1,
+        Some(raw) => parse_range("CEDAR_BILLING_DAY", &raw, 1, 28)? as u32,
+    };
+    let stripe = match pick(&args.stripe_secret_key, &file.stripe_secret_key) {
+        None => None,
+        Some(key) => {
+            let base =
+                pick(&args.stripe_api_base, &file.stripe_api_base).unwrap_or_else(|| "https://api.stripe.com".into());
+            match url::Url::parse(&base) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => return Err(bad("STRIPE_API_BASE", format!("{base:?} is not an http(s) URL"))),
+            }
+            Some(StripeAccount { secret_key: Secret::new(key), api_base: base.trim_end_matches('/').to_owned() })
+        }
+    };
+    let stripe_webhook_secret = pick(&args.stripe_webhook_secret, &file.stripe_webhook_secret).map(Secret::new);
+    Ok(BillingSettings {
+        tax,
+        payment_terms_days,
+        sibling_discount_percent,
+        registration_fee_cents,
+        late_fee_cents,
+        late_fee_after_days,
+        billing_day,
+        stripe,
+        stripe_webhook_secret,
+    })
 }
 
 fn load_file(explicit: Option<&Path>) -> Result<FileSettings, ConfigError> {

@@ -88,6 +88,9 @@ pub enum ApiError {
     Unavailable(String),
     #[error("request timed out")]
     Timeout,
+    /// A service Cedar depends on (Stripe) refused or failed; the detail is safe to show.
+    #[error("upstream: {0}")]
+    Upstream(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -115,6 +118,7 @@ impl ApiError {
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -177,7 +181,8 @@ impl ApiError {
             | Self::UnsupportedMediaType(d)
             | Self::Unprocessable(d)
             | Self::ForbiddenBecause(d)
-            | Self::Unavailable(d) => d.clone(),
+            | Self::Unavailable(d)
+            | Self::Upstream(d) => d.clone(),
             Self::Forbidden => "Your role does not allow this action".to_owned(),
             Self::NotFound => "No such resource".to_owned(),
             Self::MethodNotAllowed => "This method is not allowed on this resource".to_owned(),

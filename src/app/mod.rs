@@ -116,6 +116,7 @@ pub fn metrics_handle() -> PrometheusHandle {
         (name = "enrollments", description = "Enrollment requests and decisions"),
         (name = "scheduling", description = "Availability, lessons, conflicts, attendance, makeup credits, calendars"),
         (name = "workflows", description = "Background jobs, workflow runs, the review inbox and AI usage"),
+        (name = "billing", description = "Tuition rates, billing runs, invoices, payments, refunds, Stripe"),
         (name = "messaging", description = "Threads, email templates, the email outbox and email preferences"),
         (name = "privacy", description = "Audit trail"),
         (name = "ops", description = "Health, readiness, metrics and API documentation"),
@@ -146,6 +147,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(crate::scheduling::router())
         .merge(crate::workflows::router())
         .merge(crate::messaging::router())
+        .merge(crate::billing::router())
         .merge(crate::privacy::router())
 }
 
@@ -247,6 +249,9 @@ async fn start_worker(state: AppState, stop: tokio::sync::watch::Receiver<bool>)
     use crate::workflows::worker;
     for (name, queue, kind, cron) in worker::STANDARD_SCHEDULES.iter().chain(crate::messaging::reminders::SCHEDULES) {
         worker::upsert_schedule(&state, name, queue, kind, cron, serde_json::json!({})).await?;
+    }
+    for (name, queue, kind, cron) in crate::billing::schedules(state.settings.billing.billing_day) {
+        worker::upsert_schedule(&state, &name, queue, kind, &cron, serde_json::json!({})).await?;
     }
     let options = worker::WorkerOptions {
         concurrency: state.settings.worker_concurrency,

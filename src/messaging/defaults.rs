@@ -183,6 +183,19 @@ pub const TEMPLATES: &[Default] = &[
         sample: || json!({"amount": "$240.00", "number": "INV-2026-0001", "reason": "card declined"}),
     },
     Default {
+        name: "payment_reminder",
+        category: "transactional",
+        en: (
+            "{% if overdue %}Overdue: {% else %}Reminder: {% endif %}invoice {{ number }}",
+            "Hello {{ name }},\n\n{% if overdue %}Invoice {{ number }} was due on {{ due_date }}; {{ amount }} is still outstanding.{% else %}Invoice {{ number }} ({{ amount }} outstanding) is due on {{ due_date }}.{% endif %} You can pay by card in the app, by Interac e-Transfer, cheque or cash.\n",
+        ),
+        fr: (
+            "{% if overdue %}En retard : {% else %}Rappel : {% endif %}facture {{ number }}",
+            "Bonjour {{ name }},\n\n{% if overdue %}La facture {{ number }} était payable le {{ due_date }} ; il reste {{ amount }} à payer.{% else %}La facture {{ number }} ({{ amount }} à payer) est payable d'ici le {{ due_date }}.{% endif %} Vous pouvez payer par carte dans l'application, par virement Interac, chèque ou comptant.\n",
+        ),
+        sample: || json!({"number": "INV-2026-0001", "amount": "$240.00", "due_date": "2026-10-01", "overdue": false}),
+    },
+    Default {
         name: "progress_report",
         category: "transactional",
         en: ("{{ student }}'s progress report", "Hello {{ name }},\n\n{{ report }}\n"),

@@ -18,7 +18,7 @@ use crate::app::AppState;
 
 /// Every job handler a worker runs: housekeeping and the workflow engine.
 pub fn registry() -> worker::Registry {
-    crate::messaging::register(engine::register(worker::Registry::standard()))
+    crate::billing::register(crate::messaging::register(engine::register(worker::Registry::standard())))
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

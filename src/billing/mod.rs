@@ -1,0 +1,38 @@
+//! Billing: tuition rates and modes, billing runs and invoices, payments and refunds, Stripe
+//! checkout and webhooks (docs/billing.md). Money is integer cents, CAD.
+
+pub mod invoices;
+pub mod money;
+pub mod payments;
+pub mod stripe;
+
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::app::AppState;
+use crate::workflows::worker::{JobError, Registry};
+
+pub const QUEUE: &str = "billing";
+
+pub fn router() -> OpenApiRouter<AppState> {
+    invoices::router().merge(payments::router()).merge(stripe::router())
+}
+
+pub fn register(registry: Registry) -> Registry {
+    registry
+        .on(QUEUE, stripe::EVENT, |state: AppState, job| async move { stripe::apply(&state, &job).await })
+        .on(QUEUE, "billing.monthly_run", |state: AppState, _job| async move {
+            invoices::monthly_run(&state).await.map_err(|e| JobError::Retry(format!("{e:#}")))
+        })
+        .on(QUEUE, "billing.daily", |state: AppState, _job| async move {
+            invoices::daily(&state).await.map(|_| ()).map_err(|e| JobError::Retry(format!("{e:#}")))
+        })
+}
+
+/// (name, queue, kind, cron): the monthly run on `CEDAR_BILLING_DAY` at 06:00, late fees and
+/// reminders daily at 07:00 (school zone).
+pub fn schedules(billing_day: u32) -> Vec<(String, &'static str, &'static str, String)> {
+    vec![
+        ("billing-monthly-run".into(), QUEUE, "billing.monthly_run", format!("0 6 {billing_day} * *")),
+        ("billing-daily".into(), QUEUE, "billing.daily", "0 7 * * *".into()),
+    ]
+}
