@@ -210,7 +210,10 @@ pub struct Draft {
     totals: Totals,
 }
 
-pub struct RateTable(Vec<(i32, Option<Uuid>, Option<String>, i64, i64)>);
+/// (lesson minutes, teacher, instrument, per lesson, monthly).
+type RateRow = (i32, Option<Uuid>, Option<String>, i64, i64);
+
+pub struct RateTable(Vec<RateRow>);
 
 impl RateTable {
     async fn load(tx: &mut Tx) -> ApiResult<Self> {
