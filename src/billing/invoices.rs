@@ -241,7 +241,8 @@ fn bounds(tz: chrono_tz::Tz, start: NaiveDate, end: NaiveDate) -> (DateTime<Utc>
 }
 
 type StudentRow = (Uuid, String, String, String, String, Option<NaiveDate>, Option<NaiveDate>);
-type LessonRow = (Uuid, Uuid, DateTime<Utc>, DateTime<Utc>, Option<String>, String, String);
+/// (student, teacher, starts, ends, attendance, teacher name, is makeup).
+type LessonRow = (Uuid, Uuid, DateTime<Utc>, DateTime<Utc>, Option<String>, String, bool);
 
 /// Computes a family's invoice for `[start, end]`; `None` when there is nothing to bill.
 pub async fn draft(
@@ -254,10 +255,11 @@ pub async fn draft(
 ) -> ApiResult<Option<Draft>> {
     const STUDENTS: &str = "SELECT id, first_name || ' ' || last_name, instrument, billing_mode, status, start_date, end_date \
         FROM students WHERE family_id = $1 ORDER BY id";
+    // Scheduled lessons, and the ones the teacher cancelled (credited in flat mode).
     const LESSONS: &str = "SELECT l.student_id, l.teacher_id, l.starts_at, l.ends_at, l.attendance, t.first_name || ' ' || t.last_name, \
-        s.instrument FROM lessons l JOIN students s ON s.id = l.student_id JOIN teachers t ON t.id = l.teacher_id \
-        WHERE s.family_id = $1 AND l.status = 'scheduled' AND l.is_makeup = FALSE AND l.starts_at >= $2 AND l.starts_at < $3 \
-        ORDER BY l.starts_at";
+        l.is_makeup FROM lessons l JOIN students s ON s.id = l.student_id JOIN teachers t ON t.id = l.teacher_id \
+        WHERE s.family_id = $1 AND (l.status = 'scheduled' OR l.attendance = 'cancelled_by_teacher') \
+        AND l.starts_at >= $2 AND l.starts_at < $3 ORDER BY l.starts_at";
     let tz = state.settings.timezone;
     let (from, to) = bounds(tz, start, end);
     let students: Vec<StudentRow> =
@@ -271,8 +273,9 @@ pub async fn draft(
         if mode == "per_lesson" {
             // Lessons the teacher cancelled are not charged.
             let mut groups: Vec<(Uuid, i32, String, i64)> = Vec::new();
-            for (_, teacher, starts, ends, attendance, teacher_name, _) in &own {
-                if attendance.as_deref() == Some("cancelled_by_teacher") {
+            // Makeup lessons and lessons the teacher cancelled are not charged.
+            for (_, teacher, starts, ends, attendance, teacher_name, makeup) in &own {
+                if *makeup || attendance.as_deref() == Some("cancelled_by_teacher") {
                     continue;
                 }
                 let minutes = (*ends - *starts).num_minutes() as i32;
@@ -303,7 +306,7 @@ pub async fn draft(
                 continue;
             }
             // The flat rate follows the student's lesson length (their first lesson of the period).
-            let Some((_, teacher, starts, ends, _, _, _)) = own.first() else { continue };
+            let Some((_, teacher, starts, ends, _, _, _)) = own.iter().find(|l| !l.6) else { continue };
             let minutes = (*ends - *starts).num_minutes() as i32;
             let (per_lesson, monthly) =
                 rates.find(minutes, *teacher, instrument).ok_or_else(|| missing_rate(minutes, instrument))?;
@@ -322,7 +325,10 @@ pub async fn draft(
                 unit_cents: amount,
                 amount_cents: amount,
             });
+            // Teacher cancellations not made up within the period are credited.
             let cancelled = own.iter().filter(|l| l.4.as_deref() == Some("cancelled_by_teacher")).count() as i64;
+            let made_up = own.iter().filter(|l| l.6).count() as i64;
+            let cancelled = (cancelled - made_up).max(0);
             if cancelled > 0 {
                 lines.push(Line {
                     kind: "credit",

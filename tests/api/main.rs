@@ -6,6 +6,7 @@
 mod common;
 
 mod auth;
+mod billing;
 mod cli;
 mod enrollments;
 mod fakes;
@@ -17,6 +18,7 @@ mod ops;
 mod queue;
 mod records;
 mod scheduling;
+mod stripe_fake;
 mod supabase;
 mod users;
 mod workflows;

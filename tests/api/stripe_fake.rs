@@ -1,0 +1,124 @@
+//! An HTTP fake of the Stripe endpoints Cedar calls (`/v1/customers`, `/v1/payment_intents`,
+//! `/v1/refunds`): it insists on the secret key as a bearer token, form-encoded bodies and an
+//! `Idempotency-Key`, and, like Stripe, answers a repeated key with the first response.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
+
+pub const STRIPE_KEY: &str = "sk_test_cedar";
+
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub path: String,
+    pub idempotency_key: String,
+    pub form: HashMap<String, String>,
+}
+
+#[derive(Default)]
+struct Inner {
+    calls: Vec<Call>,
+    by_key: HashMap<String, (HashMap<String, String>, Value)>,
+    fail_next: Vec<u16>,
+    counter: u32,
+}
+
+#[derive(Clone, Default)]
+pub struct StripeFake {
+    pub base: String,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl StripeFake {
+    pub async fn start() -> Self {
+        let fake = Self::default();
+        let app = Router::new().route("/v1/{object}", post(create)).with_state(fake.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { base, ..fake }
+    }
+
+    /// Calls that reached the handler (after the header checks), in order.
+    pub fn calls(&self, path: &str) -> Vec<Call> {
+        self.inner.lock().unwrap().calls.iter().filter(|c| c.path == path).cloned().collect()
+    }
+
+    /// The next calls answer these statuses first.
+    pub fn fail_next(&self, statuses: impl IntoIterator<Item = u16>) {
+        self.inner.lock().unwrap().fail_next.extend(statuses);
+    }
+}
+
+fn error(status: StatusCode, kind: &str, message: &str) -> Response {
+    (status, axum::Json(json!({"error": {"type": kind, "message": message}}))).into_response()
+}
+
+async fn create(
+    State(fake): State<StripeFake>,
+    Path(object): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    if header("authorization") != Some(format!("Bearer {STRIPE_KEY}")) {
+        return error(StatusCode::UNAUTHORIZED, "invalid_request_error", "Invalid API Key provided");
+    }
+    if header("content-type").as_deref() != Some("application/x-www-form-urlencoded") {
+        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "Stripe expects form-encoded bodies");
+    }
+    let Some(key) = header("idempotency-key") else {
+        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "this fake insists on an Idempotency-Key");
+    };
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+    let mut inner = fake.inner.lock().unwrap();
+    let path = format!("/v1/{object}");
+    inner.calls.push(Call { path: path.clone(), idempotency_key: key.clone(), form: form.clone() });
+    if !inner.fail_next.is_empty() {
+        let status = inner.fail_next.remove(0);
+        return error(StatusCode::from_u16(status).unwrap(), "api_error", "scripted failure");
+    }
+    if let Some((first_form, response)) = inner.by_key.get(&key) {
+        if *first_form != form {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "idempotency_error",
+                "Keys for idempotent requests can only be used with the same parameters",
+            );
+        }
+        return axum::Json(response.clone()).into_response();
+    }
+    inner.counter += 1;
+    let n = inner.counter;
+    let metadata: Value = form
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("metadata[").and_then(|k| k.strip_suffix(']')).map(|k| (k.to_owned(), json!(v)))
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let amount = form.get("amount").and_then(|a| a.parse::<i64>().ok());
+    let response = match object.as_str() {
+        "customers" => json!({"id": format!("cus_{n}"), "object": "customer", "email": form.get("email"),
+            "name": form.get("name"), "metadata": metadata}),
+        "payment_intents" => {
+            let Some(amount) = amount.filter(|a| *a >= 50) else {
+                return error(StatusCode::BAD_REQUEST, "invalid_request_error", "Amount must be at least 50 cents");
+            };
+            json!({"id": format!("pi_{n}"), "object": "payment_intent", "amount": amount, "currency": form.get("currency"),
+                "client_secret": format!("pi_{n}_secret_test"), "status": "requires_payment_method",
+                "customer": form.get("customer"), "metadata": metadata})
+        }
+        "refunds" => json!({"id": format!("re_{n}"), "object": "refund", "amount": amount,
+            "payment_intent": form.get("payment_intent"), "status": "succeeded", "metadata": metadata}),
+        _ => return error(StatusCode::NOT_FOUND, "invalid_request_error", "Unrecognized request URL"),
+    };
+    inner.by_key.insert(key, (form, response.clone()));
+    axum::Json(response).into_response()
+}
