@@ -68,7 +68,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo => {
             let db = db::Db::connect(&settings).await?;
             db.migrate().await?;
-            let summary = people::demo::load(&db).await?;
+            let summary = people::demo::load(&db, settings.timezone).await?;
             db.close().await;
             if summary.created {
                 println!("Loaded the demo school: 8 teachers, 6 rooms, 120 families, 180 students.");

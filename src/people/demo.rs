@@ -130,7 +130,8 @@ pub struct DemoSummary {
     pub logins: Vec<(String, String)>,
 }
 
-pub async fn load(db: &Db) -> anyhow::Result<DemoSummary> {
+/// Loads the demo school. `tz` places its weekly lessons on the school's wall clock.
+pub async fn load(db: &Db, tz: chrono_tz::Tz) -> anyhow::Result<DemoSummary> {
     let logins = vec![
         ("admin".to_owned(), ADMIN_EMAIL.to_owned()),
         ("teacher".to_owned(), "teacher1@demo.cedarheights.ca".to_owned()),
@@ -187,6 +188,7 @@ pub async fn load(db: &Db) -> anyhow::Result<DemoSummary> {
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'ON', $9, $10, $11, $11)";
     const LINK_FAMILY: &str = "UPDATE users SET family_id = $2 WHERE id = $1";
     let mut students = 0;
+    let mut enrolled: Vec<(Uuid, Uuid)> = Vec::new();
     for f in 1..=120 {
         let last = rng.pick(LAST_NAMES);
         let guardian_first = rng.pick(FIRST_NAMES);
@@ -209,7 +211,7 @@ pub async fn load(db: &Db) -> anyhow::Result<DemoSummary> {
             let (teacher_id, instruments) = &teachers[rng.next(teachers.len())];
             let instrument = instruments[rng.next(instruments.len())].clone();
             let waitlisted = students % 12 == 0;
-            insert_student(
+            let student = insert_student(
                 &mut tx,
                 NewStudent {
                     family_id,
@@ -234,6 +236,9 @@ pub async fn load(db: &Db) -> anyhow::Result<DemoSummary> {
             )
             .await
             .map_err(|e| anyhow::anyhow!("demo student: {e}"))?;
+            if !waitlisted {
+                enrolled.push((student, *teacher_id));
+            }
         }
         // A few families have an open request for a new child.
         if f % 20 == 0 {
@@ -260,6 +265,73 @@ pub async fn load(db: &Db) -> anyhow::Result<DemoSummary> {
             .await?;
         }
     }
+    timetable(&mut tx, tz, &teachers, &enrolled).await?;
     tx.commit().await?;
     Ok(DemoSummary { created: true, logins })
+}
+
+/// Teachers' weekly availability (weekdays 15:00–20:00, Saturdays 09:00–13:00), tuition rates,
+/// and a weekly lesson for every enrolled student from this week on, for 16 weeks, in the
+/// first free half-hour slots of their teacher's afternoons.
+async fn timetable(
+    tx: &mut crate::db::Tx,
+    tz: chrono_tz::Tz,
+    teachers: &[(Uuid, Vec<String>)],
+    enrolled: &[(Uuid, Uuid)],
+) -> anyhow::Result<()> {
+    use chrono::{Datelike, Duration, NaiveTime};
+    const WINDOW: &str =
+        "INSERT INTO teacher_availability (id, teacher_id, weekday, start_time, end_time) VALUES ($1, $2, $3, $4, $5)";
+    for (teacher, _) in teachers {
+        for (weekday, start, end) in [
+            (1, "15:00", "20:00"),
+            (2, "15:00", "20:00"),
+            (3, "15:00", "20:00"),
+            (4, "15:00", "20:00"),
+            (5, "15:00", "20:00"),
+            (6, "09:00", "13:00"),
+        ] {
+            on_tx!(tx, conn => sqlx::query(WINDOW).bind(Uuid::now_v7()).bind(teacher).bind(weekday).bind(start).bind(end)
+                .execute(&mut **conn).await.map(|_| ()))?;
+        }
+    }
+    const RATE: &str = "INSERT INTO tuition_rates (id, lesson_minutes, per_lesson_cents, monthly_cents, created_at) \
+        VALUES ($1, $2, $3, $4, $5)";
+    for (minutes, per_lesson, monthly) in [(30, 3_500_i64, 14_000_i64), (45, 5_000, 20_000), (60, 6_500, 26_000)] {
+        on_tx!(tx, conn => sqlx::query(RATE).bind(Uuid::now_v7()).bind(minutes).bind(per_lesson).bind(monthly).bind(Utc::now())
+            .execute(&mut **conn).await.map(|_| ()))?;
+    }
+    const SERIES: &str =
+        "INSERT INTO lesson_series (id, rrule, timezone, created_by, created_at) VALUES ($1, $2, $3, NULL, $4)";
+    const LESSON: &str = "INSERT INTO lessons (id, series_id, teacher_id, student_id, starts_at, ends_at, status, created_at, \
+        updated_at) VALUES ($1, $2, $3, $4, $5, $6, 'scheduled', $7, $7)";
+    let today = Utc::now().with_timezone(&tz).date_naive();
+    let monday = today - Duration::days(i64::from(today.weekday().num_days_from_monday()));
+    // Half-hour slots used per teacher: 10 a weekday (15:00–20:00), five weekdays.
+    let mut used: std::collections::HashMap<Uuid, u32> = std::collections::HashMap::new();
+    for (i, (student, teacher)) in enrolled.iter().enumerate() {
+        let minutes: i64 = if i % 5 == 4 { 60 } else { 30 };
+        let slots = (minutes / 30) as u32;
+        let next = used.entry(*teacher).or_default();
+        // A lesson never runs past 20:00: skip to the next day when it would.
+        if *next % 10 + slots > 10 {
+            *next += 10 - *next % 10;
+        }
+        if *next + slots > 50 {
+            continue;
+        }
+        let (day, slot) = (*next / 10, *next % 10);
+        *next += slots;
+        let start_time = NaiveTime::from_hms_opt(15, 0, 0).expect("valid") + Duration::minutes(30 * i64::from(slot));
+        let series = Uuid::now_v7();
+        on_tx!(tx, conn => sqlx::query(SERIES).bind(series).bind("FREQ=WEEKLY;COUNT=16").bind(tz.name()).bind(Utc::now())
+            .execute(&mut **conn).await.map(|_| ()))?;
+        for week in 0..16 {
+            let date = monday + Duration::days(i64::from(day) + 7 * week);
+            let starts = crate::scheduling::recurrence::resolve_local(tz, date.and_time(start_time));
+            on_tx!(tx, conn => sqlx::query(LESSON).bind(Uuid::now_v7()).bind(series).bind(teacher).bind(student).bind(starts)
+                .bind(starts + Duration::minutes(minutes)).bind(Utc::now()).execute(&mut **conn).await.map(|_| ()))?;
+        }
+    }
+    Ok(())
 }

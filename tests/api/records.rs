@@ -649,9 +649,9 @@ async fn student_validation_and_unknown_ids(backend: Backend) {
 
 async fn demo_school_loads_once(backend: Backend) {
     let app = spawn_app(backend).await;
-    let first = cedar::people::demo::load(&app.state.db).await.unwrap();
+    let first = cedar::people::demo::load(&app.state.db, app.state.settings.timezone).await.unwrap();
     assert!(first.created);
-    let second = cedar::people::demo::load(&app.state.db).await.unwrap();
+    let second = cedar::people::demo::load(&app.state.db, app.state.settings.timezone).await.unwrap();
     assert!(!second.created);
     let admin = crate::common::sign_in(&app, cedar::people::demo::ADMIN_EMAIL, cedar::people::demo::PASSWORD).await;
     let admin = admin["access_token"].as_str().unwrap().to_owned();
@@ -678,6 +678,25 @@ async fn demo_school_loads_once(backend: Backend) {
     let waitlisted =
         json_ok(send(&app, "GET", "/v1/students?status=waitlisted&limit=200", &admin, None).await, 200).await;
     assert!(!waitlisted["items"].as_array().unwrap().is_empty());
+    // The demo timetable bills: a run for next month gives every family with an enrolled
+    // student one invoice, numbered without gaps.
+    let today = chrono::Utc::now().with_timezone(&app.state.settings.timezone).date_naive();
+    let start = chrono::Datelike::with_day(&(today + chrono::Months::new(1)), 1).unwrap();
+    let end = start + chrono::Months::new(1) - chrono::Duration::days(1);
+    let run = json_ok(
+        send(&app, "POST", "/v1/billing/runs", &admin, Some(json!({"period_start": start, "period_end": end}))).await,
+        201,
+    )
+    .await;
+    let created = run["created"].as_u64().unwrap();
+    assert!(created >= 100, "{run}");
+    let invoices = json_ok(send(&app, "GET", "/v1/invoices?limit=200", &admin, None).await, 200).await;
+    let invoices = invoices["items"].as_array().unwrap();
+    assert_eq!(invoices.len() as u64, created);
+    assert!(invoices.iter().all(|i| i["total_cents"].as_i64().unwrap() >= 3_500 * 3));
+    let mut numbers: Vec<u64> = invoices.iter().map(|i| i["number"].as_str().unwrap()[9..].parse().unwrap()).collect();
+    numbers.sort();
+    assert_eq!(numbers, (1..=created).collect::<Vec<_>>());
     let accented = json_ok(send(&app, "GET", "/v1/students?q=cote&limit=200", &admin, None).await, 200).await;
     assert!(accented["items"].as_array().unwrap().iter().any(|s| s["last_name"] == "Côté"));
     let parent = crate::common::sign_in(&app, "parent1@demo.cedarheights.ca", cedar::people::demo::PASSWORD).await;
