@@ -251,6 +251,10 @@ pub struct SettingsArgs {
     /// Signing secret of the Stripe webhook endpoint (`whsec_…`).
     #[arg(long, env = "STRIPE_WEBHOOK_SECRET", global = true, value_name = "SECRET", hide_env_values = true)]
     pub stripe_webhook_secret: Option<String>,
+    /// Approve enrollment requests without review when every check passes and the best slot is
+    /// at the preferred time exactly (`true`/`false`) [default: false].
+    #[arg(long, env = "CEDAR_ENROLLMENT_AUTO_APPROVE", global = true, value_name = "BOOL")]
+    pub enrollment_auto_approve: Option<String>,
 }
 
 /// Keys accepted in `cedar.toml`; unknown keys are an error so typos do not go unnoticed.
@@ -311,6 +315,7 @@ struct FileSettings {
     stripe_secret_key: Option<String>,
     stripe_api_base: Option<String>,
     stripe_webhook_secret: Option<String>,
+    enrollment_auto_approve: Option<bool>,
 }
 
 /// A start-up error: always names the setting.
@@ -438,6 +443,7 @@ pub struct Settings {
     pub ai: AiSettings,
     pub email: EmailSettings,
     pub billing: BillingSettings,
+    pub enrollment_auto_approve: bool,
 }
 
 /// Money rules and Stripe.
@@ -717,7 +723,16 @@ impl Settings {
             Some(raw) => parse_range("CEDAR_WORKER_CONCURRENCY", &raw, 1, 256)? as usize,
         };
 
+        let enrollment_auto_approve = match args.enrollment_auto_approve.as_deref().map(str::trim) {
+            None => file.enrollment_auto_approve.unwrap_or(false),
+            Some("true" | "1" | "yes") => true,
+            Some("false" | "0" | "no" | "") => false,
+            Some(other) => {
+                return Err(bad("CEDAR_ENROLLMENT_AUTO_APPROVE", format!("{other:?} is not true or false")));
+            }
+        };
         Ok(Self {
+            enrollment_auto_approve,
             billing,
             email,
             ai,

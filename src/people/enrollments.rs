@@ -40,39 +40,39 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StudentDetails {
-    first_name: String,
-    last_name: String,
-    preferred_name: Option<String>,
-    birth_date: Option<NaiveDate>,
+    pub(crate) first_name: String,
+    pub(crate) last_name: String,
+    pub(crate) preferred_name: Option<String>,
+    pub(crate) birth_date: Option<NaiveDate>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct Enrollment {
-    id: Uuid,
-    family_id: Uuid,
+    pub(crate) id: Uuid,
+    pub(crate) family_id: Uuid,
     /// The existing student, or the one created on approval or waitlisting.
-    student_id: Option<Uuid>,
+    pub(crate) student_id: Option<Uuid>,
     /// Details of a new student.
     #[schema(value_type = Option<StudentDetails>)]
-    student: Option<SqlJson<StudentDetails>>,
-    instrument: String,
+    pub(crate) student: Option<SqlJson<StudentDetails>>,
+    pub(crate) instrument: String,
     /// 30, 45 or 60.
-    lesson_minutes: i32,
+    pub(crate) lesson_minutes: i32,
     /// Preferred weekly windows, school-local time.
     #[schema(value_type = Vec<WeeklyWindow>)]
-    preferred_times: SqlJson<Vec<WeeklyWindow>>,
-    experience: Option<String>,
-    notes: Option<String>,
+    pub(crate) preferred_times: SqlJson<Vec<WeeklyWindow>>,
+    pub(crate) experience: Option<String>,
+    pub(crate) notes: Option<String>,
     /// `submitted`, `approved`, `declined` or `waitlisted`.
-    status: String,
-    decision_reason: Option<String>,
+    pub(crate) status: String,
+    pub(crate) decision_reason: Option<String>,
     /// The teacher assigned on approval.
-    assigned_teacher_id: Option<Uuid>,
-    submitted_by: Option<Uuid>,
-    decided_by: Option<Uuid>,
-    decided_at: Option<DateTime<Utc>>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
+    pub(crate) assigned_teacher_id: Option<Uuid>,
+    pub(crate) submitted_by: Option<Uuid>,
+    pub(crate) decided_by: Option<Uuid>,
+    pub(crate) decided_at: Option<DateTime<Utc>>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
 }
 
 const COLUMNS: &str = "en.id, en.family_id, en.student_id, en.student, en.instrument, en.lesson_minutes, \
@@ -254,7 +254,7 @@ async fn get_enrollment(
 
 /// Moves a request from one of `from` to `to`; 409 when it is no longer in such a state (a
 /// concurrent decision wins once).
-async fn transition(
+pub(crate) async fn transition(
     tx: &mut Tx,
     id: Uuid,
     from: &[&str],
@@ -280,7 +280,7 @@ async fn transition(
 }
 
 /// Creates the new student of a request (if any) with `status`, or returns the existing one.
-async fn ensure_student(
+pub(crate) async fn ensure_student(
     tx: &mut Tx,
     enrollment: &Enrollment,
     status: &str,
@@ -425,7 +425,13 @@ async fn waitlist(
 }
 
 /// Tells the family what happened to its request, in the family's language, in `tx`.
-async fn notify(tx: &mut Tx, state: &AppState, id: Uuid, template: &'static str, note: Option<&str>) -> ApiResult<()> {
+pub(crate) async fn notify(
+    tx: &mut Tx,
+    state: &AppState,
+    id: Uuid,
+    template: &'static str,
+    note: Option<&str>,
+) -> ApiResult<()> {
     const SQL: &str = "SELECT e.family_id, e.instrument, COALESCE(s.preferred_name, s.first_name), e.student \
         FROM enrollments e LEFT JOIN students s ON s.id = e.student_id WHERE e.id = $1";
     type Row = (Uuid, String, Option<String>, Option<SqlJson<StudentDetails>>);
@@ -438,4 +444,11 @@ async fn notify(tx: &mut Tx, state: &AppState, id: Uuid, template: &'static str,
     crate::messaging::email_family(tx, &state.settings, family, template, vars, Some(&format!("{template}:{id}")))
         .await?;
     Ok(())
+}
+
+/// A request by id, for the enrollment workflow (no visibility rules: the worker acts for the
+/// office).
+pub(crate) async fn load(tx: &mut Tx, id: Uuid) -> ApiResult<Option<Enrollment>> {
+    let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM enrollments en WHERE en.id = $1"));
+    Ok(on_tx!(tx, conn => sqlx::query_as::<_, Enrollment>(sql).bind(id).fetch_optional(&mut **conn).await)?)
 }

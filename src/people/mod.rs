@@ -3,7 +3,7 @@
 //! teachers their own students; anything else is 404 in single reads and lists alike.
 
 pub mod demo;
-mod enrollments;
+pub(crate) mod enrollments;
 pub(crate) mod families;
 mod progress;
 mod rooms;

@@ -3,10 +3,10 @@
 //! attendance and makeup credits, free-slot search and iCalendar feeds. See
 //! `docs/scheduling.md`.
 
-mod calendar;
+pub(crate) mod calendar;
 pub mod credits;
 mod feeds;
-mod lessons;
+pub(crate) mod lessons;
 pub mod recurrence;
 
 use utoipa_axum::router::OpenApiRouter;

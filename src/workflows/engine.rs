@@ -160,6 +160,11 @@ impl Step {
         Self::new(name, StepKind::Review, run)
     }
 
+    /// Runs the step's function once, outside the engine (tests wrap steps with it).
+    pub fn call(&self, cx: StepCtx) -> BoxFuture<'static, StepResult> {
+        (self.run)(cx)
+    }
+
     pub fn attempts(mut self, max_attempts: i32, backoff: Duration) -> Self {
         self.max_attempts = max_attempts.max(1);
         self.backoff = backoff;
@@ -238,7 +243,7 @@ pub struct Definitions {
 impl Definitions {
     /// The built-in workflows.
     pub fn builtin() -> Self {
-        Self::default().with(super::practice_plan::workflow())
+        Self::default().with(super::practice_plan::workflow()).with(super::enrollment::workflow())
     }
 
     pub fn with(mut self, workflow: Workflow) -> Self {

@@ -5,6 +5,7 @@
 pub mod ai;
 pub mod cron;
 pub mod engine;
+pub mod enrollment;
 mod jobs_api;
 pub mod practice_plan;
 pub mod queue;

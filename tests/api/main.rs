@@ -8,6 +8,7 @@ mod common;
 mod auth;
 mod billing;
 mod cli;
+mod enrollment_workflow;
 mod enrollments;
 mod fakes;
 mod http_stack;

@@ -1,0 +1,534 @@
+//! `enrollment`: from a submitted request to scheduled lessons and a welcome email.
+//!
+//! validate (decision) → options (api) → rank (ai) → route (decision: auto-approve or review)
+//! → review → decide (decision) → enroll (action; the slot is re-checked, a taken slot goes
+//! back to options) → welcome (action). A rejection declines the request; the reviewer may
+//! also turn the proposal into a waitlisting.
+
+use std::time::Duration;
+
+use chrono::{Datelike, NaiveDate, Utc};
+use serde_json::{Value, json};
+use sqlx::types::Json as SqlJson;
+use uuid::Uuid;
+
+use super::ai::AiTask;
+use super::engine::{ReviewRequest, Step, StepCtx, StepError, StepResult, Subject, Transition, Workflow};
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::people::enrollments::{self, Enrollment};
+use crate::people::validate::{fold, parse_hhmm};
+use crate::scheduling::calendar::Exceptions;
+use crate::scheduling::lessons::{self, Slot};
+use crate::{on_db, on_tx};
+
+pub const NAME: &str = "enrollment";
+/// Weekly lessons booked on approval (about a term).
+pub const LESSONS_BOOKED: i64 = 12;
+/// Occurrences checked for conflicts when searching for a weekly slot.
+const WEEKS_CHECKED: i64 = 8;
+
+pub fn workflow() -> Workflow {
+    Workflow::new(NAME, "Turns an enrollment request into scheduled lessons, billing and a welcome email.", prepare)
+        .step(Step::decision("validate", validate))
+        .step(Step::api("options", options))
+        .step(Step::ai("rank", rank).timeout(Duration::from_secs(90)))
+        .step(Step::decision("route", route))
+        .step(Step::review("review", review))
+        .step(Step::decision("decide", decide))
+        .step(Step::action("enroll", enroll))
+        .step(Step::action("welcome", welcome))
+        .step(Step::action("decline", decline))
+        .step(Step::action("waitlist", waitlist))
+}
+
+fn enrollment_id(input: &Value) -> Option<Uuid> {
+    input.get("enrollment_id").and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok())
+}
+
+async fn prepare(state: AppState, input: Value) -> Result<Subject, ApiError> {
+    let id =
+        enrollment_id(&input).ok_or_else(|| ApiError::invalid("input.enrollment_id", "must be an enrollment id"))?;
+    let mut tx = state.db.begin().await?;
+    let enrollment = enrollments::load(&mut tx, id).await?;
+    tx.rollback().await?;
+    let enrollment =
+        enrollment.ok_or_else(|| ApiError::invalid("input.enrollment_id", "no such enrollment request"))?;
+    Ok(Subject { kind: "enrollment", id, family_id: Some(enrollment.family_id) })
+}
+
+async fn load(cx: &StepCtx) -> Result<Enrollment, StepError> {
+    let id = enrollment_id(&cx.input).ok_or_else(|| StepError::Fatal("input has no enrollment_id".into()))?;
+    let mut tx = cx.state.db.begin().await?;
+    let enrollment = enrollments::load(&mut tx, id).await.map_err(|e| StepError::Retry(e.to_string()))?;
+    tx.rollback().await?;
+    enrollment.ok_or_else(|| StepError::Fatal("the enrollment request no longer exists".into()))
+}
+
+fn student_name(enrollment: &Enrollment) -> (String, String) {
+    match &enrollment.student {
+        Some(d) => (d.0.preferred_name.clone().unwrap_or(d.0.first_name.clone()), d.0.last_name.clone()),
+        None => (String::new(), String::new()),
+    }
+}
+
+/// Completeness and plausibility checks; each is reported to the reviewer.
+async fn validate(cx: StepCtx) -> StepResult {
+    let enrollment = load(&cx).await?;
+    if enrollment.status != "submitted" {
+        return Ok(Transition::succeed(json!({"skipped": format!("the request is already {}", enrollment.status)})));
+    }
+    let mut checks = Vec::new();
+    let mut check =
+        |name: &str, ok: bool, detail: String| checks.push(json!({"check": name, "ok": ok, "detail": detail}));
+    check(
+        "preferred_times",
+        !enrollment.preferred_times.0.is_empty(),
+        format!("{} window(s)", enrollment.preferred_times.0.len()),
+    );
+    check(
+        "lesson_minutes",
+        matches!(enrollment.lesson_minutes, 30 | 45 | 60),
+        format!("{} minutes", enrollment.lesson_minutes),
+    );
+    let birth = enrollment.student.as_ref().and_then(|d| d.0.birth_date);
+    if let Some(birth) = birth {
+        let today = Utc::now().date_naive();
+        let age = today.years_since(birth).unwrap_or(0);
+        check("age", (3..=90).contains(&age), format!("{age} years old"));
+    }
+    // The same child asked for twice: a student of the family with the same first name.
+    let (first, _) = student_name(&enrollment);
+    const SIBLINGS: &str = "SELECT id, first_name, instrument, status FROM students WHERE family_id = $1";
+    let students: Vec<(Uuid, String, String, String)> =
+        on_db!(&cx.state.db, pool => sqlx::query_as(SIBLINGS).bind(enrollment.family_id).fetch_all(pool).await)?;
+    let duplicate = match enrollment.student_id {
+        None => students.iter().find(|(_, name, _, _)| !first.is_empty() && fold(name) == fold(&first)),
+        Some(_) => None,
+    };
+    match duplicate {
+        Some((id, name, instrument, status)) => check(
+            "duplicate_student",
+            false,
+            format!("the family already has {name} ({instrument}, {status}), student {id}"),
+        ),
+        None => check("duplicate_student", true, "no student of this family has that name".into()),
+    }
+    const OTHER_REQUESTS: &str = "SELECT COUNT(*) FROM enrollments WHERE family_id = $1 AND id <> $2 AND status = 'submitted' \
+        AND instrument = $3";
+    let open: i64 = on_db!(&cx.state.db, pool => sqlx::query_scalar(OTHER_REQUESTS).bind(enrollment.family_id)
+        .bind(enrollment.id).bind(&enrollment.instrument).fetch_one(pool).await)?;
+    check("duplicate_request", open == 0, format!("{open} other open request(s) for {}", enrollment.instrument));
+    let passed = checks.iter().all(|c| c["ok"] == true);
+    Ok(Transition::goto("options", json!({"checks": checks, "passed": passed})))
+}
+
+/// Teachers of the instrument with a weekly slot free for the next weeks inside the preferred
+/// windows, conflict-checked like a booking.
+async fn options(cx: StepCtx) -> StepResult {
+    let enrollment = load(&cx).await?;
+    let tz = cx.state.settings.timezone;
+    const TEACHERS: &str = "SELECT id, first_name || ' ' || last_name, instruments, \
+        (SELECT COUNT(*) FROM students s WHERE s.teacher_id = t.id AND s.status = 'active') \
+        FROM teachers t WHERE active = TRUE ORDER BY id";
+    let teachers: Vec<(Uuid, String, SqlJson<Vec<String>>, i64)> =
+        on_db!(&cx.state.db, pool => sqlx::query_as(TEACHERS).fetch_all(pool).await)?;
+    let teachers: Vec<_> = teachers.into_iter().filter(|t| t.2.0.contains(&enrollment.instrument)).collect();
+    let today = Utc::now().with_timezone(&tz).date_naive();
+    let minutes = i64::from(enrollment.lesson_minutes);
+    let mut tx = cx.state.db.begin().await?;
+    let exceptions = Exceptions::load(&mut tx, today, today + chrono::Duration::weeks(WEEKS_CHECKED + 1))
+        .await
+        .map_err(|e| StepError::Retry(e.to_string()))?;
+    let mut found = Vec::new();
+    for (teacher, name, _, load) in &teachers {
+        for window in &enrollment.preferred_times.0 {
+            let (Some(from), Some(to)) = (parse_hhmm(&window.start_time), parse_hhmm(&window.end_time)) else {
+                continue;
+            };
+            let first_date = next_weekday(today, window.weekday);
+            let mut start = from;
+            let mut per_window = 0;
+            while start + chrono::Duration::minutes(minutes) <= to && per_window < 2 {
+                let slots = weekly(tz, first_date, start, minutes, WEEKS_CHECKED, *teacher, enrollment.student_id);
+                let conflicts = lessons::conflicts(&mut tx, tz, &slots, &[], true, &exceptions)
+                    .await
+                    .map_err(|e| StepError::Retry(e.to_string()))?;
+                if conflicts.is_empty() {
+                    found.push(json!({
+                        "teacher_id": teacher, "teacher": name, "teacher_load": load, "weekday": window.weekday,
+                        "start_time": start.format("%H:%M").to_string(), "first_lesson": slots[0].starts_at,
+                        "exact": start == from, "minutes_from_preferred": (start - from).num_minutes(),
+                    }));
+                    per_window += 1;
+                }
+                start += chrono::Duration::minutes(15);
+            }
+        }
+    }
+    tx.rollback().await?;
+    found.truncate(12);
+    Ok(Transition::goto("rank", json!({"options": found, "teachers_considered": teachers.len()})))
+}
+
+fn next_weekday(after: NaiveDate, weekday: u8) -> NaiveDate {
+    let today = after.weekday().number_from_monday() as i64;
+    let mut days = i64::from(weekday) - today;
+    if days <= 0 {
+        days += 7;
+    }
+    after + chrono::Duration::days(days)
+}
+
+fn weekly(
+    tz: chrono_tz::Tz,
+    first: NaiveDate,
+    start: chrono::NaiveTime,
+    minutes: i64,
+    weeks: i64,
+    teacher: Uuid,
+    student: Option<Uuid>,
+) -> Vec<Slot> {
+    (0..weeks)
+        .map(|week| {
+            let starts_at = crate::scheduling::recurrence::resolve_local(
+                tz,
+                (first + chrono::Duration::weeks(week)).and_time(start),
+            );
+            Slot {
+                starts_at,
+                ends_at: starts_at + chrono::Duration::minutes(minutes),
+                teacher_id: teacher,
+                student_id: student.unwrap_or(Uuid::nil()),
+                room_id: None,
+            }
+        })
+        .collect()
+}
+
+pub static RANK: AiTask = AiTask {
+    name: "enrollment_recommendation",
+    instructions: "You help the office of a music school place a new student. Rank the lesson options (by index) \
+        from best to worst for this student: prefer options at the family's preferred time, teachers with fewer \
+        students, and a sensible fit with the student's age and experience. Give short reasons an office manager can \
+        check, and write one warm welcome paragraph to the family (no prices, no promises about results).",
+    schema: rank_schema,
+    check: check_rank,
+    offline: offline_rank,
+    max_tokens: 700,
+};
+
+fn rank_schema() -> Value {
+    json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["ranking", "reasons", "welcome_paragraph"],
+        "properties": {
+            "ranking": {"type": "array", "maxItems": 12, "items": {"type": "integer", "minimum": 0}},
+            "reasons": {"type": "array", "maxItems": 5, "items": {"type": "string", "maxLength": 300}},
+            "welcome_paragraph": {"type": "string", "minLength": 3, "maxLength": 800}
+        }
+    })
+}
+
+/// Every option ranked exactly once.
+fn check_rank(answer: &Value, input: &Value) -> Result<(), String> {
+    let count = input["options"].as_array().map_or(0, Vec::len);
+    let mut ranking: Vec<u64> = answer["ranking"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
+    ranking.sort();
+    if ranking != (0..count as u64).collect::<Vec<_>>() {
+        return Err(format!("ranking must list each option index 0..{} exactly once", count.saturating_sub(1)));
+    }
+    Ok(())
+}
+
+/// Deterministic ranking: exact preferred time first, then closest to it, then the teacher
+/// with fewer students; a template welcome paragraph.
+fn offline_rank(input: &Value) -> Value {
+    let options = input["options"].as_array().cloned().unwrap_or_default();
+    let mut order: Vec<usize> = (0..options.len()).collect();
+    order.sort_by_key(|&i| {
+        let o = &options[i];
+        (
+            o["exact"] != true,
+            o["minutes_from_preferred"].as_i64().unwrap_or(0),
+            o["teacher_load"].as_i64().unwrap_or(0),
+            i,
+        )
+    });
+    let reasons = match order.first().map(|&i| &options[i]) {
+        Some(best) => vec![format!(
+            "{} has {} at the family's {} time{}, and teaches {} students.",
+            best["teacher"].as_str().unwrap_or("The teacher"),
+            best["start_time"].as_str().unwrap_or(""),
+            if best["exact"] == true { "preferred" } else { "requested" },
+            if best["exact"] == true { "" } else { " window" },
+            best["teacher_load"]
+        )],
+        None => vec!["No teacher of this instrument has a free weekly slot in the preferred times.".to_owned()],
+    };
+    let name = input["student"].as_str().unwrap_or("your child");
+    let instrument = input["instrument"].as_str().unwrap_or("music");
+    json!({
+        "ranking": order,
+        "reasons": reasons,
+        "welcome_paragraph": format!("We are delighted to welcome {name} to our {instrument} program. Bring any music \
+            you already play to the first lesson, and do not hesitate to write to us with questions."),
+    })
+}
+
+/// Orders the options and drafts the recommendation and welcome paragraph.
+async fn rank(cx: StepCtx) -> StepResult {
+    let enrollment = load(&cx).await?;
+    let options = cx.output("options")["options"].clone();
+    let (first, _) = student_name(&enrollment);
+    let age =
+        enrollment.student.as_ref().and_then(|d| d.0.birth_date).and_then(|b| Utc::now().date_naive().years_since(b));
+    // Only what the task needs: first name, age, experience, the options (teacher names and times).
+    let input = json!({
+        "student": first, "age": age, "experience": enrollment.experience, "instrument": enrollment.instrument,
+        "lesson_minutes": enrollment.lesson_minutes, "preferred_times": enrollment.preferred_times.0, "options": options,
+    });
+    let outcome = cx.ai(&RANK, &input, true).await?;
+    let list = options.as_array().cloned().unwrap_or_default();
+    let ranked: Vec<Value> = outcome.output["ranking"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_u64)
+        .filter_map(|i| list.get(i as usize).cloned())
+        .collect();
+    Ok(Transition::goto(
+        "route",
+        json!({"ranked": ranked, "reasons": outcome.output["reasons"], "welcome_paragraph": outcome.output["welcome_paragraph"],
+            "provider": outcome.provider, "model": outcome.model, "fallback_reason": outcome.fallback_reason}),
+    ))
+}
+
+fn proposal(cx: &StepCtx) -> Value {
+    let ranked = cx.output("rank")["ranked"].as_array().map_or(0, Vec::len);
+    json!({
+        "decision": if ranked > 0 { "enroll" } else { "waitlist" },
+        "option": 0,
+        "welcome_paragraph": cx.output("rank")["welcome_paragraph"],
+    })
+}
+
+/// Auto-approve (when enabled) skips review when every check passed and the best option is
+/// at the preferred time exactly; the skip is recorded.
+async fn route(cx: StepCtx) -> StepResult {
+    let passed = cx.output("validate")["passed"] == true;
+    let exact = cx.output("rank")["ranked"][0]["exact"] == true;
+    if cx.state.settings.enrollment_auto_approve && passed && exact {
+        return Ok(Transition::goto(
+            "decide",
+            json!({"review_skipped": true, "why": "auto-approve: every check passed and the best option is at the preferred time",
+                "proposal": proposal(&cx)}),
+        ));
+    }
+    Ok(Transition::goto("review", json!({"review_skipped": false})))
+}
+
+async fn review(cx: StepCtx) -> StepResult {
+    let enrollment = load(&cx).await?;
+    let (first, last) = student_name(&enrollment);
+    let ranked = cx.output("rank")["ranked"].clone();
+    let count = ranked.as_array().map_or(0, Vec::len);
+    let schema = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["decision", "option", "welcome_paragraph"],
+        "properties": {
+            "decision": {"type": "string", "enum": ["enroll", "waitlist"]},
+            "option": {"type": "integer", "minimum": 0, "maximum": count.saturating_sub(1)},
+            "welcome_paragraph": {"type": "string", "minLength": 3, "maxLength": 1500}
+        }
+    });
+    let request = ReviewRequest {
+        subject: json!({"kind": "enrollment", "id": enrollment.id, "student": format!("{first} {last}").trim(),
+            "family_id": enrollment.family_id, "instrument": enrollment.instrument}),
+        proposal: proposal(&cx),
+        context: json!({
+            "request": {"instrument": enrollment.instrument, "lesson_minutes": enrollment.lesson_minutes,
+                "preferred_times": enrollment.preferred_times.0, "experience": enrollment.experience, "notes": enrollment.notes},
+            "checks": cx.output("validate")["checks"],
+            "options": ranked,
+            "reasons": cx.output("rank")["reasons"],
+            "drafted_by": {"provider": cx.output("rank")["provider"], "model": cx.output("rank")["model"]},
+            "fallback_reason": cx.output("rank")["fallback_reason"],
+            "slot_taken_before": cx.output("enroll")["slot_taken"],
+            "how_to_decide": "approve (optionally edit option, welcome_paragraph, or decision: waitlist); reject with a reason to decline",
+        }),
+        schema: Some(schema),
+        teacher_id: None,
+        on_approve: "decide",
+        on_reject: Some("decline"),
+    };
+    Ok(Transition::review(json!({"proposal": request.proposal}), request))
+}
+
+/// The decision to apply: the reviewer's (possibly edited) proposal, or the auto-approved one.
+fn decision(cx: &StepCtx) -> Value {
+    match cx.output("review").get("decision") {
+        Some(_) => cx.output("review").clone(),
+        None => json!({"decision": "approved", "proposal": cx.output("route")["proposal"], "decided_by": null}),
+    }
+}
+
+async fn decide(cx: StepCtx) -> StepResult {
+    let decision = decision(&cx);
+    let next = if decision["proposal"]["decision"] == "waitlist" { "waitlist" } else { "enroll" };
+    Ok(Transition::goto(next, json!({"branch": next})))
+}
+
+fn decided_by(cx: &StepCtx) -> Uuid {
+    decision(cx)["decided_by"].as_str().and_then(|s| Uuid::parse_str(s).ok()).unwrap_or(Uuid::nil())
+}
+
+/// Creates or activates the student, books the weekly lessons (re-checked now: a slot taken
+/// since the review sends the run back to options and a new review), and approves the request,
+/// all in the checkpoint's transaction.
+async fn enroll(cx: StepCtx) -> StepResult {
+    let enrollment = load(&cx).await?;
+    if !matches!(enrollment.status.as_str(), "submitted" | "waitlisted") {
+        return Ok(Transition::succeed(
+            json!({"skipped": format!("the request was {} outside the workflow", enrollment.status)}),
+        ));
+    }
+    let decision = decision(&cx);
+    let index = decision["proposal"]["option"].as_u64().unwrap_or(0) as usize;
+    let Some(option) = cx.output("rank")["ranked"].get(index).cloned() else {
+        return Err(StepError::Fatal(format!("there is no option {index}")));
+    };
+    let teacher = option["teacher_id"]
+        .as_str()
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .ok_or(StepError::Fatal("option without teacher".into()))?;
+    let tz = cx.state.settings.timezone;
+    let today = Utc::now().with_timezone(&tz).date_naive();
+    let weekday = option["weekday"].as_u64().unwrap_or(1) as u8;
+    let start =
+        option["start_time"].as_str().and_then(parse_hhmm).ok_or(StepError::Fatal("option without time".into()))?;
+    let first = next_weekday(today, weekday);
+    let minutes = i64::from(enrollment.lesson_minutes);
+    let mut tx = cx.state.db.begin().await?;
+    let slots = weekly(tz, first, start, minutes, LESSONS_BOOKED, teacher, enrollment.student_id);
+    let exceptions = Exceptions::load(&mut tx, first, first + chrono::Duration::weeks(LESSONS_BOOKED))
+        .await
+        .map_err(|e| StepError::Retry(e.to_string()))?;
+    let conflicts = lessons::conflicts(&mut tx, tz, &slots, &[], true, &exceptions)
+        .await
+        .map_err(|e| StepError::Retry(e.to_string()))?;
+    // Closures only skip occurrences; a double booking or lost availability means the slot is gone.
+    let blocking: Vec<_> = conflicts.iter().filter(|c| !matches!(c.kind, "closure" | "outside_term")).collect();
+    if !blocking.is_empty() {
+        tx.rollback().await?;
+        let kinds: Vec<&str> = blocking.iter().map(|c| c.kind).collect();
+        return Ok(Transition::goto("options", json!({"slot_taken": true, "option": option, "conflicts": kinds})));
+    }
+    let skipped: Vec<_> = conflicts.iter().map(|c| c.occurrence_starts_at).collect();
+    let by = decided_by(&cx);
+    let e = |e: ApiError| StepError::Retry(e.to_string());
+    enrollments::transition(&mut tx, enrollment.id, &["submitted", "waitlisted"], "approved", None, Some(teacher), by)
+        .await
+        .map_err(e)?;
+    let first_date = slots[0].starts_at.with_timezone(&tz).date_naive();
+    let student = enrollments::ensure_student(&mut tx, &enrollment, "active", Some(teacher), Some(first_date))
+        .await
+        .map_err(e)?;
+    const ACTIVATE: &str = "UPDATE students SET status = 'active', teacher_id = $2, start_date = COALESCE(start_date, $3), \
+        updated_at = $4 WHERE id = $1";
+    on_tx!(&mut tx, conn => sqlx::query(ACTIVATE).bind(student).bind(teacher).bind(first_date).bind(Utc::now())
+        .execute(&mut **conn).await.map(|_| ()))?;
+    const SERIES: &str =
+        "INSERT INTO lesson_series (id, rrule, timezone, created_by, created_at) VALUES ($1, $2, $3, $4, $5)";
+    let series = Uuid::now_v7();
+    on_tx!(&mut tx, conn => sqlx::query(SERIES).bind(series).bind(format!("FREQ=WEEKLY;COUNT={LESSONS_BOOKED}"))
+        .bind(tz.name()).bind(by).bind(Utc::now()).execute(&mut **conn).await.map(|_| ()))?;
+    let mut booked = 0;
+    for slot in slots.iter().filter(|s| !skipped.contains(&s.starts_at)) {
+        let slot = Slot { student_id: student, ..slot.clone() };
+        lessons::insert_lesson(&mut tx, &slot, Some(series), false, false, None).await.map_err(e)?;
+        booked += 1;
+    }
+    let event = crate::privacy::audit::AuditEvent::new("enrollment.approved").subject("enrollment", enrollment.id);
+    crate::privacy::audit::record_tx(
+        &mut tx,
+        event.details(json!({"workflow_run": cx.run_id, "teacher_id": teacher,
+        "student_id": student, "lessons": booked})),
+    )
+    .await?;
+    Ok(Transition::goto(
+        "welcome",
+        json!({"student_id": student, "teacher_id": teacher, "series_id": series, "lessons": booked,
+            "first_lesson": slots[0].starts_at, "teacher": option["teacher"]}),
+    )
+    .in_tx(tx))
+}
+
+/// The welcome email: the template plus the (reviewed) personal paragraph, once.
+async fn welcome(cx: StepCtx) -> StepResult {
+    let enrollment = load(&cx).await?;
+    let enrolled = cx.output("enroll").clone();
+    let (first, _) = student_name(&enrollment);
+    let student = if first.is_empty() { "your child".to_owned() } else { first };
+    let first_lesson: chrono::DateTime<Utc> =
+        serde_json::from_value(enrolled["first_lesson"].clone()).map_err(|e| StepError::Fatal(e.to_string()))?;
+    let paragraph = decision(&cx)["proposal"]["welcome_paragraph"].as_str().map(str::to_owned);
+    let tz = cx.state.settings.timezone;
+    let teacher = enrolled["teacher"].as_str().unwrap_or_default().to_owned();
+    let vars = |language: &str| {
+        json!({"student": student, "instrument": enrollment.instrument, "teacher": teacher,
+            "first_lesson": crate::messaging::when(first_lesson, tz, language), "personal": paragraph})
+    };
+    let mut tx = cx.state.db.begin().await?;
+    let sent = crate::messaging::email_family(
+        &mut tx,
+        &cx.state.settings,
+        enrollment.family_id,
+        "welcome",
+        vars,
+        Some(&format!("welcome:{}", enrollment.id)),
+    )
+    .await
+    .map_err(|e| StepError::Retry(e.to_string()))?;
+    Ok(Transition::succeed(json!({"emails": sent})).in_tx(tx))
+}
+
+async fn decline(cx: StepCtx) -> StepResult {
+    let enrollment = load(&cx).await?;
+    let reason = cx.output("review")["reason"].as_str().map(str::to_owned);
+    let mut tx = cx.state.db.begin().await?;
+    let e = |e: ApiError| StepError::Retry(e.to_string());
+    if enrollment.status == "submitted" || enrollment.status == "waitlisted" {
+        enrollments::transition(
+            &mut tx,
+            enrollment.id,
+            &["submitted", "waitlisted"],
+            "declined",
+            reason.as_deref(),
+            None,
+            decided_by(&cx),
+        )
+        .await
+        .map_err(e)?;
+        enrollments::notify(&mut tx, &cx.state, enrollment.id, "enrollment_declined", reason.as_deref())
+            .await
+            .map_err(e)?;
+    }
+    Ok(Transition::succeed(json!({"declined": true, "reason": reason})).in_tx(tx))
+}
+
+async fn waitlist(cx: StepCtx) -> StepResult {
+    let enrollment = load(&cx).await?;
+    let mut tx = cx.state.db.begin().await?;
+    let e = |e: ApiError| StepError::Retry(e.to_string());
+    if enrollment.status == "submitted" {
+        enrollments::transition(&mut tx, enrollment.id, &["submitted"], "waitlisted", None, None, decided_by(&cx))
+            .await
+            .map_err(e)?;
+        enrollments::ensure_student(&mut tx, &enrollment, "waitlisted", None, None).await.map_err(e)?;
+        enrollments::notify(&mut tx, &cx.state, enrollment.id, "enrollment_waitlisted", None).await.map_err(e)?;
+    }
+    Ok(Transition::succeed(json!({"waitlisted": true})).in_tx(tx))
+}
