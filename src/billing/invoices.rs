@@ -560,11 +560,22 @@ pub async fn run(
     tx.commit().await?;
     result.id = Some(run_id);
     result.already_run = inserted == 0;
-    // One transaction per family: a crash mid-run keeps what was issued, and the next run
-    // issues the rest.
-    for family in families {
+    // Families already billed for the period are skipped without computing anything.
+    const BILLED: &str = "SELECT family_id FROM invoices WHERE period_start = $1 AND period_end = $2";
+    let billed: std::collections::HashSet<Uuid> =
+        on_db!(&state.db, pool => sqlx::query_scalar(BILLED).bind(start).bind(end).fetch_all(pool).await)?
+            .into_iter()
+            .collect();
+    let rates = {
         let mut tx = state.db.begin().await?;
         let rates = RateTable::load(&mut tx).await?;
+        tx.rollback().await?;
+        rates
+    };
+    // One transaction per family: a crash mid-run keeps what was issued, and the next run
+    // issues the rest.
+    for family in families.into_iter().filter(|f| !billed.contains(&f.0)) {
+        let mut tx = state.db.begin().await?;
         let Some(draft) = draft(&mut tx, state, &rates, family, start, end).await? else {
             tx.rollback().await?;
             continue;
