@@ -226,3 +226,10 @@ pub async fn depth(db: &Db) -> Result<Vec<(String, String, i64, Option<DateTime<
         GROUP BY queue, status";
     on_db!(db, pool => sqlx::query_as(SQL).fetch_all(pool).await)
 }
+
+/// Deletes succeeded jobs finished more than `older_than` ago (housekeeping); dead jobs stay
+/// until an admin retries them. Returns how many.
+pub async fn purge_succeeded(db: &Db, older_than: Duration) -> Result<u64, sqlx::Error> {
+    const SQL: &str = "DELETE FROM jobs WHERE status = 'succeeded' AND updated_at < $1";
+    on_db!(db, pool => sqlx::query(SQL).bind(Utc::now() - older_than).execute(pool).await.map(|r| r.rows_affected()))
+}

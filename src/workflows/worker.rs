@@ -67,6 +67,12 @@ impl Registry {
                     .map(|_| ())
                     .map_err(|e| JobError::Retry(format!("{e:#}")))
             })
+            .on("maintenance", "jobs.purge", |state: AppState, _job| async move {
+                queue::purge_succeeded(&state.db, Duration::days(14))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| JobError::Retry(format!("{e:#}")))
+            })
             .on("maintenance", "makeup_credits.expire", |state: AppState, _job| async move {
                 crate::scheduling::credits::expire_credits(&state.db)
                     .await
@@ -80,6 +86,7 @@ impl Registry {
 pub const STANDARD_SCHEDULES: &[(&str, &str, &str, &str)] = &[
     ("idempotency-purge", "maintenance", "idempotency.purge", "17 * * * *"),
     ("makeup-credits-expire", "maintenance", "makeup_credits.expire", "5 3 * * *"),
+    ("jobs-purge", "maintenance", "jobs.purge", "25 3 * * *"),
 ];
 
 /// Creates or updates a schedule; its next run is computed from now in `tz`.

@@ -137,6 +137,10 @@ async fn failures_back_off_then_die_and_an_admin_can_retry(backend: Backend) {
     assert_problem(send(&app, "POST", &format!("/v1/jobs/{}/retry", Uuid::now_v7()), &admin, None).await, 404).await;
     stop.send(true).unwrap();
     worker.await.unwrap().unwrap();
+    // Housekeeping deletes old succeeded jobs and keeps dead ones for the office.
+    let purged = queue::purge_succeeded(&app.state.db, chrono::Duration::zero()).await.unwrap();
+    assert_eq!(purged, 1);
+    assert_eq!(status(&app.state, broken).await.0, "dead");
 }
 
 async fn dedupe_delay_and_foreign_queues(backend: Backend) {
