@@ -281,7 +281,7 @@ fn event(id: &str, kind: &str, object: Value) -> String {
 
 async fn wait_until(app: &TestApp, token: &str, path: &str, check: impl Fn(&Value) -> bool) -> Value {
     let mut last = Value::Null;
-    for _ in 0..300 {
+    for _ in 0..1200 {
         last = json_ok(send(app, "GET", path, token, None).await, 200).await;
         if check(&last) {
             return last;

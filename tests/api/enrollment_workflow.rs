@@ -46,7 +46,7 @@ async fn request(app: &TestApp, token: &str, family: &str, first_name: &str) -> 
 /// The run of an enrollment request, once it has reached `status`.
 async fn run_of(app: &TestApp, s: &School, enrollment: &str, status: &str) -> Value {
     let mut last = Value::Null;
-    for _ in 0..400 {
+    for _ in 0..1200 {
         let runs = json_ok(send(app, "GET", "/v1/workflow-runs?workflow=enrollment", &s.admin, None).await, 200).await;
         if let Some(run) = runs["items"].as_array().unwrap().iter().find(|r| r["input"]["enrollment_id"] == enrollment)
         {
@@ -144,7 +144,7 @@ async fn offline_request_is_reviewed_edited_and_booked_with_a_welcome_email(back
 }
 
 async fn wait_for(server: &SmtpServer, count: usize) -> Vec<crate::mail::Received> {
-    for _ in 0..400 {
+    for _ in 0..1200 {
         if server.received().len() >= count {
             return server.received();
         }
@@ -227,7 +227,7 @@ async fn a_slot_taken_after_review_goes_back_to_a_new_review(backend: Backend) {
     .await;
     // Back through options to a fresh review, without the taken slot; nothing was booked.
     let mut again = Value::Null;
-    for _ in 0..400 {
+    for _ in 0..1200 {
         again = run_of(&app, &s, &enrollment, "waiting_for_review").await;
         if again["review_id"] != review["id"] {
             break;
@@ -338,7 +338,7 @@ async fn a_crash_between_the_actions_repeats_nothing(backend: Backend) {
         200,
     )
     .await;
-    for _ in 0..400 {
+    for _ in 0..1200 {
         let run = run_of(&app, &s, &enrollment, "running").await;
         if run["current_step"] == "welcome" && run["steps"].as_array().unwrap().iter().any(|s| s["name"] == "welcome") {
             break;

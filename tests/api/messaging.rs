@@ -35,7 +35,7 @@ async fn outbox(app: &TestApp, s: &School, query: &str) -> Vec<Value> {
 
 /// Waits until the SMTP server holds `count` messages (and no more arrive for a moment).
 async fn wait_for_mail(server: &SmtpServer, count: usize) -> Vec<Received> {
-    for _ in 0..400 {
+    for _ in 0..1200 {
         if server.received().len() >= count {
             tokio::time::sleep(Duration::from_millis(300)).await;
             let received = server.received();
@@ -48,7 +48,7 @@ async fn wait_for_mail(server: &SmtpServer, count: usize) -> Vec<Received> {
 }
 
 async fn wait_for_status(app: &TestApp, s: &School, id: &str, status: &str) -> Value {
-    for _ in 0..400 {
+    for _ in 0..1200 {
         let email = json_ok(send(app, "GET", &format!("/v1/outbox/{id}"), &s.admin, None).await, 200).await;
         if email["status"] == status {
             return email;
@@ -501,7 +501,7 @@ async fn with_no_settings_emails_become_files_in_the_data_dir(backend: Backend) 
     .await;
     let dir = app.database.data_dir.path().join("outbox");
     let mut files = Vec::new();
-    for _ in 0..200 {
+    for _ in 0..1200 {
         files =
             std::fs::read_dir(&dir).map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect()).unwrap_or_default();
         if !files.is_empty() {

@@ -40,7 +40,7 @@ pub async fn stop_worker((stop, handle): Worker) {
 /// Polls the run until its status is `wanted`; returns the run.
 async fn wait_for_run(app: &TestApp, admin: &str, id: &str, wanted: &str) -> Value {
     let mut run = Value::Null;
-    for _ in 0..400 {
+    for _ in 0..1200 {
         run = json_ok(send(app, "GET", &format!("/v1/workflow-runs/{id}"), admin, None).await, 200).await;
         if run["status"] == wanted {
             return run;
@@ -166,7 +166,7 @@ async fn a_run_resumes_after_its_worker_dies_without_repeating_finished_steps(ba
     let (_stop, first_worker) = start_worker(&app.state, Duration::from_secs(1));
     // The first worker finishes `first`, then hangs in `slow`.
     let mut run = Value::Null;
-    for _ in 0..200 {
+    for _ in 0..1200 {
         run = json_ok(send(&app, "GET", &format!("/v1/workflow-runs/{run_id}"), &admin, None).await, 200).await;
         if run["current_step"] == "slow" && run["steps"].as_array().unwrap().len() == 2 {
             break;
@@ -250,7 +250,7 @@ async fn cancelling_a_run_mid_step_rolls_back_the_step_and_stops_it(backend: Bac
     set(&control, Slow::Gate);
     let worker = start_worker(&app.state, Duration::from_secs(30));
     let run_id = start_test_run(&app, &admin).await;
-    for _ in 0..200 {
+    for _ in 0..1200 {
         let run = json_ok(send(&app, "GET", &format!("/v1/workflow-runs/{run_id}"), &admin, None).await, 200).await;
         if run["current_step"] == "slow" && run["status"] == "running" && run["steps"].as_array().unwrap().len() == 2 {
             break;
@@ -288,20 +288,23 @@ async fn runs_start_once_per_trigger_and_bad_input_fails_them(backend: Backend) 
     let job = NewJob::now("workflows", "workflow.start", json!({"workflow": "test_flow", "input": {"bad": 1}}));
     queue::enqueue(&mut tx, job).await.unwrap();
     // A workflow this build does not define: kept pending, not lost.
-    let job =
-        NewJob::now("workflows", "workflow.start", json!({"workflow": "enrollment", "input": {"enrollment_id": "x"}}));
+    let job = NewJob::now(
+        "workflows",
+        "workflow.start",
+        json!({"workflow": "schedule_review", "input": {"week": "2026-W49"}}),
+    );
     queue::enqueue(&mut tx, job).await.unwrap();
     tx.commit().await.unwrap();
 
     let worker = start_worker(&app.state, Duration::from_secs(30));
     let mut runs = Value::Null;
-    for _ in 0..200 {
+    for _ in 0..1200 {
         runs = json_ok(send(&app, "GET", "/v1/workflow-runs", &admin, None).await, 200).await;
         let items = runs["items"].as_array().unwrap();
         if items.len() == 3
             && items
                 .iter()
-                .all(|r| r["status"] != "running" && (r["status"] != "pending" || r["workflow"] == "enrollment"))
+                .all(|r| r["status"] != "running" && (r["status"] != "pending" || r["workflow"] == "schedule_review"))
         {
             break;
         }
@@ -316,7 +319,7 @@ async fn runs_start_once_per_trigger_and_bad_input_fails_them(backend: Backend) 
     assert_eq!(failed.len(), 1);
     assert!(failed[0]["error"].as_str().unwrap().contains("input.bad"), "{}", failed[0]);
     let pending = of("pending");
-    assert_eq!(pending[0]["workflow"], "enrollment");
+    assert_eq!(pending[0]["workflow"], "schedule_review");
     assert!(pending[0]["error"].as_str().unwrap().contains("does not define"));
     let filtered =
         json_ok(send(&app, "GET", "/v1/workflow-runs?workflow=test_flow&status=succeeded", &admin, None).await, 200)
