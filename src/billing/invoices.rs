@@ -814,9 +814,11 @@ pub async fn monthly_run(state: &AppState) -> anyhow::Result<()> {
 
 use chrono::Datelike;
 
-/// Daily: a late fee, once, on invoices unpaid `late_fee_after_days` past due; reminders
-/// three days before the due date and a week after it.
-pub async fn daily(state: &AppState) -> anyhow::Result<(usize, usize)> {
+/// Daily: autopay charges for invoices due, a late fee, once, on invoices unpaid
+/// `late_fee_after_days` past due; reminders three days before the due date and a week after
+/// it. Returns (autopay charges, late fees, reminders).
+pub async fn daily(state: &AppState) -> anyhow::Result<(usize, usize, usize)> {
+    let charged = super::stripe::autopay(state).await?;
     let today = Utc::now().with_timezone(&state.settings.timezone).date_naive();
     let billing = &state.settings.billing;
     let mut fees = 0;
@@ -854,7 +856,7 @@ pub async fn daily(state: &AppState) -> anyhow::Result<(usize, usize)> {
         tx.commit().await?;
     }
     state.job_wakeup.notify_one();
-    Ok((fees, reminders))
+    Ok((charged, fees, reminders))
 }
 
 /// Adds the late fee line to an invoice once (the flag is set in the same UPDATE).

@@ -33,7 +33,7 @@ pub const EVENT: &str = "stripe.event";
 pub const TOLERANCE_SECS: i64 = 300;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(checkout)).routes(routes!(webhook))
+    OpenApiRouter::new().routes(routes!(checkout)).routes(routes!(webhook)).routes(routes!(stop_autopay))
 }
 
 /// HMAC-SHA256 (RFC 2104).
@@ -178,11 +178,26 @@ pub struct Checkout {
     currency: &'static str,
 }
 
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CheckoutParams {
+    /// Save the card to pay the family's next invoices automatically on their due date.
+    #[serde(default)]
+    autopay: bool,
+}
+
 /// Starts a card payment of the invoice's balance: a Stripe PaymentIntent (admins, or the
-/// family's parents). The same balance always maps to the same PaymentIntent.
-#[utoipa::path(post, path = "/v1/invoices/{id}/checkout", tag = "billing", security(("bearer" = [])),
+/// family's parents). The same balance always maps to the same PaymentIntent. With
+/// `?autopay=true` the card is saved (`setup_future_usage=off_session`) and, once the payment
+/// succeeds, charged for later invoices on their due date.
+#[utoipa::path(post, path = "/v1/invoices/{id}/checkout", tag = "billing", params(CheckoutParams), security(("bearer" = [])),
     responses((status = 200, body = Checkout), (status = 401), (status = 404), (status = 409), (status = 502)))]
-async fn checkout(State(state): State<AppState>, user: CurrentUser, Path(id): Path<Uuid>) -> ApiResult<Json<Checkout>> {
+async fn checkout(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<Uuid>,
+    crate::app::Query(params): crate::app::Query<CheckoutParams>,
+) -> ApiResult<Json<Checkout>> {
     let mut tx = state.db.begin().await?;
     let invoice = invoices::find_visible(&mut tx, &state, &user, id).await?;
     tx.rollback().await?;
@@ -194,7 +209,7 @@ async fn checkout(State(state): State<AppState>, user: CurrentUser, Path(id): Pa
     }
     let stripe = client(&state)?;
     let customer = customer(&state, &stripe, invoice.family_id).await?;
-    let form = [
+    let mut form = vec![
         ("amount", invoice.amount_due_cents.to_string()),
         ("currency", "cad".to_owned()),
         ("customer", customer),
@@ -203,8 +218,13 @@ async fn checkout(State(state): State<AppState>, user: CurrentUser, Path(id): Pa
         ("metadata[family_id]", invoice.family_id.to_string()),
         ("automatic_payment_methods[enabled]", "true".to_owned()),
     ];
+    if params.autopay {
+        form.push(("setup_future_usage", "off_session".to_owned()));
+        form.push(("metadata[autopay]", "true".to_owned()));
+    }
     // Paid so far is part of the key: a new balance is a new PaymentIntent.
-    let key = format!("cedar-invoice-{}-paid-{}", invoice.id, invoice.amount_paid_cents);
+    let autopay = if params.autopay { "-autopay" } else { "" };
+    let key = format!("cedar-invoice-{}-paid-{}{autopay}", invoice.id, invoice.amount_paid_cents);
     let intent = stripe.post("/v1/payment_intents", &form, &key).await?;
     let (Some(intent_id), Some(secret)) = (intent["id"].as_str(), intent["client_secret"].as_str()) else {
         return Err(ApiError::Upstream("Stripe returned no PaymentIntent".into()));
@@ -319,7 +339,81 @@ async fn intent_succeeded(tx: &mut crate::db::Tx, state: &AppState, intent: &Val
     .await
     .map_err(retry)?;
     payments::received_email(tx, state, family, &number, amount, payment).await.map_err(retry)?;
+    // A card saved for autopay pays the family's next invoices.
+    if intent["metadata"]["autopay"] == "true"
+        && let Some(method) = intent["payment_method"].as_str()
+    {
+        const SAVE: &str = "UPDATE families SET stripe_autopay_method = $2 WHERE id = $1";
+        on_tx!(tx, conn => sqlx::query(SAVE).bind(family).bind(method).execute(&mut **conn).await.map(|_| ()))
+            .map_err(retry)?;
+        audit::record_tx(tx, AuditEvent::new("family.autopay_enabled").subject("family", family))
+            .await
+            .map_err(retry)?;
+    }
     Ok(())
+}
+
+/// Turns autopay off for a family (its parents or an admin).
+#[utoipa::path(delete, path = "/v1/families/{id}/autopay", tag = "billing", security(("bearer" = [])),
+    responses((status = 204), (status = 401), (status = 404)))]
+async fn stop_autopay(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<Uuid>,
+) -> ApiResult<axum::http::StatusCode> {
+    let allowed = user.role == Role::Admin || (user.role == Role::Parent && user.family_id == Some(id));
+    if !allowed {
+        return Err(ApiError::NotFound);
+    }
+    const SQL: &str = "UPDATE families SET stripe_autopay_method = NULL WHERE id = $1";
+    let mut tx = state.db.begin().await?;
+    let n = on_tx!(&mut tx, conn => sqlx::query(SQL).bind(id).execute(&mut **conn).await.map(|r| r.rows_affected()))?;
+    if n == 0 {
+        return Err(ApiError::NotFound);
+    }
+    audit::record_tx(&mut tx, AuditEvent::new("family.autopay_disabled").by(&user).subject("family", id)).await?;
+    tx.commit().await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// Daily: charges the saved card of autopay families for invoices due today or earlier, with
+/// an off-session PaymentIntent. The key names the invoice and its paid amount, so running
+/// the job twice charges once; the outcome arrives by webhook. Returns how many were charged.
+pub async fn autopay(state: &AppState) -> anyhow::Result<usize> {
+    if state.settings.billing.stripe.is_none() {
+        return Ok(0);
+    }
+    const DUE: &str = "SELECT i.id, i.family_id, i.number, i.total_cents - i.amount_paid_cents, i.amount_paid_cents, \
+        f.stripe_customer_id, f.stripe_autopay_method FROM invoices i JOIN families f ON f.id = i.family_id \
+        WHERE i.status IN ('open', 'partially_paid') AND i.due_date <= $1 AND f.stripe_autopay_method IS NOT NULL \
+        AND f.stripe_customer_id IS NOT NULL ORDER BY i.id";
+    type Row = (Uuid, Uuid, String, i64, i64, String, String);
+    let today = Utc::now().with_timezone(&state.settings.timezone).date_naive();
+    let due: Vec<Row> = on_db!(&state.db, pool => sqlx::query_as(DUE).bind(today).fetch_all(pool).await)?;
+    let stripe = client(state).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut charged = 0;
+    for (invoice, family, number, balance, paid, customer, method) in due {
+        if balance < 50 {
+            continue;
+        }
+        let form = [
+            ("amount", balance.to_string()),
+            ("currency", "cad".to_owned()),
+            ("customer", customer),
+            ("payment_method", method),
+            ("off_session", "true".to_owned()),
+            ("confirm", "true".to_owned()),
+            ("description", format!("Invoice {number} (autopay)")),
+            ("metadata[invoice_id]", invoice.to_string()),
+            ("metadata[family_id]", family.to_string()),
+        ];
+        match stripe.post("/v1/payment_intents", &form, &format!("cedar-autopay-{invoice}-paid-{paid}")).await {
+            Ok(_) => charged += 1,
+            // A declined card also arrives as payment_intent.payment_failed.
+            Err(error) => tracing::warn!(invoice = %invoice, error = %error, "autopay charge failed"),
+        }
+    }
+    Ok(charged)
 }
 
 async fn intent_failed(tx: &mut crate::db::Tx, state: &AppState, intent: &Value) -> Result<(), JobError> {

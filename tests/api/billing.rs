@@ -419,8 +419,8 @@ async fn late_fees_apply_once_and_reminders_go_out(backend: Backend) {
             .bind(id).bind(today - chrono::Duration::days(days)).execute(pool).await.map(|_| ()))
         .unwrap();
     }
-    assert_eq!(cedar::billing::invoices::daily(&app.state).await.unwrap(), (1, 1));
-    assert_eq!(cedar::billing::invoices::daily(&app.state).await.unwrap(), (0, 0), "once only");
+    assert_eq!(cedar::billing::invoices::daily(&app.state).await.unwrap(), (0, 1, 1));
+    assert_eq!(cedar::billing::invoices::daily(&app.state).await.unwrap(), (0, 0, 0), "once only");
     let id_a = a["id"].as_str().unwrap();
     let invoice = json_ok(send(&app, "GET", &format!("/v1/invoices/{id_a}"), &s.parent_a, None).await, 200).await;
     assert_eq!(invoice["total_cents"], 19_775 + 1_500);
@@ -432,7 +432,61 @@ async fn late_fees_apply_once_and_reminders_go_out(backend: Backend) {
     assert!(reminder["subject"].as_str().unwrap().starts_with("Overdue"), "{reminder}");
 }
 
+async fn autopay_charges_the_saved_card_once_on_the_due_date(backend: Backend) {
+    let stripe = StripeFake::start().await;
+    let (app, s) = billing_app(backend, Some(&stripe), |_| {}).await;
+    let (_, b) = run_december(&app, &s).await;
+    let id_b = b["id"].as_str().unwrap().to_owned();
+    // Family B pays part of the invoice by card and saves it for autopay.
+    let checkout = json_ok(
+        send(&app, "POST", &format!("/v1/invoices/{id_b}/checkout?autopay=true"), &s.parent_b, None).await,
+        200,
+    )
+    .await;
+    let intent = stripe.calls("/v1/payment_intents").remove(0);
+    assert_eq!(intent.form["setup_future_usage"], "off_session");
+    let now = chrono::Utc::now().timestamp();
+    let paid = event(
+        "evt_autopay_b",
+        "payment_intent.succeeded",
+        json!({"id": checkout["payment_intent_id"],
+        "object": "payment_intent", "amount": 23_840, "amount_received": 10_000, "payment_method": "pm_card_visa",
+        "metadata": {"invoice_id": id_b, "autopay": "true"}}),
+    );
+    json_ok(deliver(&app, &paid, Some(signed(&paid, now, WEBHOOK_SECRET))).await, 200).await;
+    let worker = start_worker(&app.state, Duration::from_secs(30));
+    wait_until(&app, &s.admin, &format!("/v1/invoices/{id_b}"), |i| i["amount_paid_cents"] == 10_000).await;
+    stop_worker(worker).await;
+    // Not due yet: nothing charged. Due today: the balance, off session, once however often
+    // the job runs.
+    assert_eq!(cedar::billing::invoices::daily(&app.state).await.unwrap().0, 0);
+    let today = chrono::Utc::now().with_timezone(&app.state.settings.timezone).date_naive();
+    let invoice = uuid::Uuid::parse_str(&id_b).unwrap();
+    cedar::on_db!(&app.state.db, pool => sqlx::query("UPDATE invoices SET due_date = $2 WHERE id = $1")
+        .bind(invoice).bind(today).execute(pool).await.map(|_| ()))
+    .unwrap();
+    for _ in 0..2 {
+        assert_eq!(cedar::billing::invoices::daily(&app.state).await.unwrap().0, 1);
+    }
+    let charges: Vec<_> =
+        stripe.calls("/v1/payment_intents").into_iter().filter(|c| c.form.contains_key("off_session")).collect();
+    assert_eq!(charges.len(), 2);
+    assert_eq!(charges[0].idempotency_key, charges[1].idempotency_key, "the same charge both times");
+    assert_eq!(charges[0].form["amount"], "13840");
+    assert_eq!(charges[0].form["payment_method"], "pm_card_visa");
+    assert_eq!(charges[0].form["confirm"], "true");
+    // Turned off by the family: no more charges; other families cannot touch it.
+    assert_problem(send(&app, "DELETE", &format!("/v1/families/{}/autopay", s.family_b), &s.parent_a, None).await, 404)
+        .await;
+    assert_eq!(
+        send(&app, "DELETE", &format!("/v1/families/{}/autopay", s.family_b), &s.parent_b, None).await.status(),
+        204
+    );
+    assert_eq!(cedar::billing::invoices::daily(&app.state).await.unwrap().0, 0);
+}
+
 backend_tests!(
+    autopay_charges_the_saved_card_once_on_the_due_date,
     a_billing_run_bills_each_family_once_by_the_school_rules,
     manual_payments_partial_payments_and_refunds,
     stripe_checkout_and_webhooks_apply_each_event_once,
