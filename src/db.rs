@@ -214,6 +214,7 @@ pub static CONSTRAINTS: &[&[Constraint]] = &[
     crate::auth::CONSTRAINTS,
     crate::people::CONSTRAINTS,
     crate::scheduling::CONSTRAINTS,
+    crate::billing::CONSTRAINTS,
 ];
 
 pub fn find_constraint(name: &str) -> Option<&'static Constraint> {

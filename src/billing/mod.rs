@@ -13,6 +13,15 @@ use crate::workflows::worker::{JobError, Registry};
 
 pub const QUEUE: &str = "billing";
 
+/// Constraint violations of this slice, as domain errors (see `db::CONSTRAINTS`).
+pub static CONSTRAINTS: &[crate::db::Constraint] = &[crate::db::Constraint {
+    name: "tuition_rates_key",
+    sqlite_columns: "",
+    kind: crate::db::ConstraintKind::Unique,
+    field: "lesson_minutes",
+    message: "A rate for this lesson length, teacher and instrument already exists",
+}];
+
 pub fn router() -> OpenApiRouter<AppState> {
     invoices::router().merge(payments::router()).merge(stripe::router())
 }

@@ -485,7 +485,96 @@ async fn autopay_charges_the_saved_card_once_on_the_due_date(backend: Backend) {
     assert_eq!(cedar::billing::invoices::daily(&app.state).await.unwrap().0, 0);
 }
 
+async fn rates_billing_modes_and_voids_refuse_bad_requests(backend: Backend) {
+    let (app, s) = billing_app(backend, None, |_| {}).await;
+    // The default 30-minute rate exists: the same one again is a conflict; bad values are 422.
+    let duplicate = assert_problem(
+        send(
+            &app,
+            "POST",
+            "/v1/tuition-rates",
+            &s.admin,
+            Some(json!({"lesson_minutes": 30, "per_lesson_cents": 1, "monthly_cents": 1})),
+        )
+        .await,
+        409,
+    )
+    .await;
+    assert!(duplicate["detail"].as_str().unwrap().contains("already exists"), "{duplicate}");
+    let bad = assert_problem(
+        send(
+            &app,
+            "POST",
+            "/v1/tuition-rates",
+            &s.admin,
+            Some(json!({"lesson_minutes": 5, "per_lesson_cents": -1, "monthly_cents": 100})),
+        )
+        .await,
+        422,
+    )
+    .await;
+    assert_eq!(bad["errors"].as_array().unwrap().len(), 2);
+    assert_problem(send(&app, "GET", "/v1/tuition-rates", &s.parent_a, None).await, 403).await;
+    let helene = &s.students[0];
+    assert_problem(
+        send(&app, "PUT", &format!("/v1/students/{helene}/billing"), &s.admin, Some(json!({"billing_mode": "yearly"})))
+            .await,
+        422,
+    )
+    .await;
+    assert_problem(
+        send(
+            &app,
+            "PUT",
+            &format!("/v1/students/{helene}/billing"),
+            &s.parent_a,
+            Some(json!({"billing_mode": "monthly"})),
+        )
+        .await,
+        403,
+    )
+    .await;
+    let mine =
+        json_ok(send(&app, "GET", &format!("/v1/students/{helene}/billing"), &s.parent_a, None).await, 200).await;
+    assert_eq!(mine["billing_mode"], "per_lesson");
+    assert_problem(send(&app, "GET", &format!("/v1/students/{helene}/billing"), &s.parent_b, None).await, 404).await;
+
+    // Voiding: only the office, only unpaid invoices, and a voided invoice takes no payment.
+    let (a, b) = run_december(&app, &s).await;
+    let (id_a, id_b) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+    assert_problem(send(&app, "POST", &format!("/v1/invoices/{id_a}/void"), &s.parent_a, None).await, 403).await;
+    json_ok(
+        send(
+            &app,
+            "POST",
+            "/v1/payments",
+            &s.admin,
+            Some(json!({"invoice_id": id_b, "amount_cents": 100, "method": "cash"})),
+        )
+        .await,
+        201,
+    )
+    .await;
+    assert_problem(send(&app, "POST", &format!("/v1/invoices/{id_b}/void"), &s.admin, None).await, 409).await;
+    let voided = json_ok(send(&app, "POST", &format!("/v1/invoices/{id_a}/void"), &s.admin, None).await, 200).await;
+    assert_eq!((voided["status"].as_str(), voided["amount_due_cents"].as_i64()), (Some("void"), Some(0)));
+    assert_problem(
+        send(
+            &app,
+            "POST",
+            "/v1/payments",
+            &s.admin,
+            Some(json!({"invoice_id": id_a, "amount_cents": 100, "method": "cash"})),
+        )
+        .await,
+        409,
+    )
+    .await;
+    assert_problem(send(&app, "POST", &format!("/v1/invoices/{id_a}/checkout"), &s.parent_a, None).await, 409).await;
+}
+
 backend_tests!(
+    rates_billing_modes_and_voids_refuse_bad_requests,
     autopay_charges_the_saved_card_once_on_the_due_date,
     a_billing_run_bills_each_family_once_by_the_school_rules,
     manual_payments_partial_payments_and_refunds,
