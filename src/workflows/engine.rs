@@ -564,7 +564,7 @@ async fn run_step(state: &AppState, workflow: &Workflow, run: &RunRow, step: &St
     metrics::histogram!("workflow_step_duration_seconds", "workflow" => workflow.name, "step" => step.name, "outcome" => outcome)
         .record(elapsed.as_secs_f64());
     match result {
-        Ok(transition) => checkpoint(state, workflow, run, step, transition, elapsed).await,
+        Ok(transition) => write_checkpoint(state, workflow, run, step, transition, elapsed, "succeeded").await,
         Err(StepError::Retry(error)) if attempt < step.max_attempts => {
             let delay = step.backoff.saturating_mul(2u32.saturating_pow((attempt - 1) as u32));
             step_failed(state, run, "running", &error, elapsed, Some(delay)).await?;
@@ -578,7 +578,7 @@ async fn run_step(state: &AppState, workflow: &Workflow, run: &RunRow, step: &St
                     let output = json!({"error": error, "fell_back_to": fallback});
                     let transition = Transition::goto(fallback, output);
                     step_failed(state, run, "failed", &error, elapsed, None).await?;
-                    checkpoint_after_failure(state, workflow, run, step, transition, elapsed).await
+                    write_checkpoint(state, workflow, run, step, transition, elapsed, "failed").await
                 }
                 None => {
                     step_failed(state, run, "failed", &error, elapsed, None).await?;
@@ -644,30 +644,9 @@ async fn step_failed(
     tx.commit().await.map_err(retry)
 }
 
-async fn checkpoint_after_failure(
-    state: &AppState,
-    workflow: &Workflow,
-    run: &RunRow,
-    step: &Step,
-    transition: Transition,
-    elapsed: Duration,
-) -> Result<bool, JobError> {
-    write_checkpoint(state, workflow, run, step, transition, elapsed, "failed").await
-}
-
 /// Stores the step's output in the context and moves the run on, in one transaction with the
-/// step's own writes. Returns whether the run may go on in this job.
-async fn checkpoint(
-    state: &AppState,
-    workflow: &Workflow,
-    run: &RunRow,
-    step: &Step,
-    transition: Transition,
-    elapsed: Duration,
-) -> Result<bool, JobError> {
-    write_checkpoint(state, workflow, run, step, transition, elapsed, "succeeded").await
-}
-
+/// step's own writes (`step_status`: how the step ended). Returns whether the run may go on in
+/// this job.
 async fn write_checkpoint(
     state: &AppState,
     workflow: &Workflow,
