@@ -216,10 +216,10 @@ type RateRow = (i32, Option<Uuid>, Option<String>, i64, i64);
 pub struct RateTable(Vec<RateRow>);
 
 impl RateTable {
-    async fn load(tx: &mut Tx) -> ApiResult<Self> {
+    async fn load(db: &crate::db::Db) -> ApiResult<Self> {
         const SQL: &str =
             "SELECT lesson_minutes, teacher_id, instrument, per_lesson_cents, monthly_cents FROM tuition_rates";
-        Ok(Self(on_tx!(tx, conn => sqlx::query_as(SQL).fetch_all(&mut **conn).await)?))
+        Ok(Self(on_db!(db, pool => sqlx::query_as(SQL).fetch_all(pool).await)?))
     }
 
     /// (per lesson, monthly) for a lesson length, teacher and instrument: the most specific rate.
@@ -533,8 +533,8 @@ pub async fn run(
         total_cents: 0,
     };
     if dry_run {
+        let rates = RateTable::load(&state.db).await?;
         let mut tx = state.db.begin().await?;
-        let rates = RateTable::load(&mut tx).await?;
         for family in families {
             if let Some(draft) = draft(&mut tx, state, &rates, family, start, end).await? {
                 result.total_cents += draft.totals.total_cents;
@@ -566,12 +566,7 @@ pub async fn run(
         on_db!(&state.db, pool => sqlx::query_scalar(BILLED).bind(start).bind(end).fetch_all(pool).await)?
             .into_iter()
             .collect();
-    let rates = {
-        let mut tx = state.db.begin().await?;
-        let rates = RateTable::load(&mut tx).await?;
-        tx.rollback().await?;
-        rates
-    };
+    let rates = RateTable::load(&state.db).await?;
     // One transaction per family: a crash mid-run keeps what was issued, and the next run
     // issues the rest.
     for family in families.into_iter().filter(|f| !billed.contains(&f.0)) {
