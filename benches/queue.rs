@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use cedar::app::AppState;
-use cedar::workflows::queue::{self, NewJob};
-use cedar::workflows::worker::{self, Registry, WorkerOptions};
+use cedar::jobs::queue::{self, NewJob};
+use cedar::jobs::worker::{self, Registry, WorkerOptions};
 use tokio::sync::{Notify, watch};
 
 const JOBS: usize = 20_000;

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Instant;
 
-use cedar::people::validate::fold;
+use cedar::http::validate::fold;
 use chrono::Utc;
 use sqlx::types::Json as SqlJson;
 use uuid::Uuid;

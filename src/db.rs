@@ -1,5 +1,5 @@
 //! The database: one enum over the two typed pools, embedded migrations, readiness, and the
-//! registry that maps constraint names to domain errors.
+//! registry that maps constraint names (declared by the slices) to domain errors.
 //!
 //! Queries are written once, with `$1` placeholders, and run on either backend through
 //! [`on_db!`](crate::on_db) / [`on_tx!`](crate::on_tx), which expand the same code for each
@@ -197,7 +197,7 @@ pub enum ConstraintKind {
 }
 
 /// A named constraint and the domain error it stands for. Slices list theirs in
-/// [`CONSTRAINTS`]; the names are the same on both backends (PostgreSQL reports the name,
+/// their slice and installed with [`install_constraints`]; the names are the same on both backends (PostgreSQL reports the name,
 /// SQLite the columns, given in `sqlite_columns` as in its message: `table.col, table.col`).
 #[derive(Debug, Clone, Copy)]
 pub struct Constraint {
@@ -208,17 +208,22 @@ pub struct Constraint {
     pub message: &'static str,
 }
 
-/// Every constraint the API knows how to explain, gathered from the slices.
-pub static CONSTRAINTS: &[&[Constraint]] = &[
-    crate::app::idempotency::CONSTRAINTS,
-    crate::auth::CONSTRAINTS,
-    crate::people::CONSTRAINTS,
-    crate::scheduling::CONSTRAINTS,
-    crate::billing::CONSTRAINTS,
-];
+/// The constraints the API knows how to explain. Each slice declares its own next to its SQL;
+/// the application installs them all once at start-up (`app::install_constraints`), so this
+/// module never names a slice. Until then violations map to the generic 409/422.
+static CONSTRAINTS: std::sync::OnceLock<&'static [&'static [Constraint]]> = std::sync::OnceLock::new();
+
+/// Installs the constraint lists; later calls are ignored (the list is fixed per build).
+pub fn install_constraints(lists: &'static [&'static [Constraint]]) {
+    let _ = CONSTRAINTS.set(lists);
+}
+
+fn constraints() -> impl Iterator<Item = &'static Constraint> {
+    CONSTRAINTS.get().copied().unwrap_or_default().iter().flat_map(|list| list.iter())
+}
 
 pub fn find_constraint(name: &str) -> Option<&'static Constraint> {
-    CONSTRAINTS.iter().flat_map(|list| list.iter()).find(|c| c.name == name)
+    constraints().find(|c| c.name == name)
 }
 
 /// SQLite: `UNIQUE constraint failed: users.email` (or `... index 'name'` for expression
@@ -226,10 +231,7 @@ pub fn find_constraint(name: &str) -> Option<&'static Constraint> {
 pub fn find_constraint_by_sqlite_message(message: &str) -> Option<&'static Constraint> {
     let detail = message.split_once("constraint failed: ")?.1.trim();
     let index_name = detail.strip_prefix("index '").and_then(|s| s.strip_suffix('\''));
-    CONSTRAINTS
-        .iter()
-        .flat_map(|list| list.iter())
-        .find(|c| Some(c.name) == index_name || (!c.sqlite_columns.is_empty() && c.sqlite_columns == detail))
+    constraints().find(|c| Some(c.name) == index_name || (!c.sqlite_columns.is_empty() && c.sqlite_columns == detail))
 }
 
 /// The kind of a database error, including SQLite's RESTRICT foreign keys, which it reports as

@@ -8,11 +8,14 @@ pub mod billing;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod http;
+pub mod jobs;
 pub mod messaging;
 pub mod ops;
 pub mod people;
 pub mod privacy;
 pub mod scheduling;
+pub mod time;
 pub mod workflows;
 
 use config::{AdminCommand, Cli, Command, LogFormat, Settings};
@@ -31,6 +34,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     };
     init_logging(&settings);
+    app::install_constraints();
     match cli.command {
         Command::Serve(args) => app::serve(settings, args.no_worker).await,
         Command::Migrate => {

@@ -1,9 +1,8 @@
 //! Application state, the router with its middleware stack, and the server's lifecycle.
 
-mod extract;
 pub mod idempotency;
+pub mod jobs;
 mod middleware;
-pub mod pagination;
 pub mod ratelimit;
 
 use std::net::SocketAddr;
@@ -27,7 +26,6 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::config::Settings;
 use crate::db::Db;
 
-pub use extract::{Json, Query, nullable};
 pub use middleware::current_request_id;
 
 /// Everything a handler may need; cheap to clone.
@@ -60,6 +58,7 @@ impl AppState {
 
     /// State over an existing pool, without migrating (tests use this to see `/ready` say 503).
     pub fn new(db: Db, settings: Settings) -> anyhow::Result<Self> {
+        install_constraints();
         let auth = Arc::new(crate::auth::Auth::new(&settings)?);
         Ok(Self {
             db,
@@ -67,12 +66,25 @@ impl AppState {
             metrics: metrics_handle(),
             started_at: Instant::now(),
             job_wakeup: Arc::new(tokio::sync::Notify::new()),
-            workflows: Arc::new(crate::workflows::engine::Definitions::builtin()),
+            workflows: Arc::new(crate::workflows::builtin()),
             ai: Arc::new(crate::workflows::ai::Gateway::new(&settings.ai)?),
             mailer: Arc::new(crate::messaging::transport::Mailer::new(&settings.email.transport)?),
             settings: Arc::new(settings),
         })
     }
+}
+
+/// Every slice's constraints, so a violation anywhere maps to the domain error its slice
+/// declared (see `db::Constraint`).
+pub fn install_constraints() {
+    static ALL: &[&[crate::db::Constraint]] = &[
+        idempotency::CONSTRAINTS,
+        crate::auth::CONSTRAINTS,
+        crate::people::CONSTRAINTS,
+        crate::scheduling::CONSTRAINTS,
+        crate::billing::CONSTRAINTS,
+    ];
+    crate::db::install_constraints(ALL);
 }
 
 /// The process-wide Prometheus recorder (the `metrics` facade has one global recorder).
@@ -145,6 +157,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(crate::auth::router())
         .merge(crate::people::router())
         .merge(crate::scheduling::router())
+        .merge(crate::jobs::api::router())
         .merge(crate::workflows::router())
         .merge(crate::messaging::router())
         .merge(crate::billing::router())
@@ -213,7 +226,7 @@ pub async fn serve(settings: Settings, no_worker: bool) -> anyhow::Result<()> {
     );
     let upkeep = tokio::spawn(metrics_upkeep(state.clone()));
     let (stop_worker, worker_stopped) = tokio::sync::watch::channel(false);
-    let worker = if no_worker { None } else { Some(tokio::spawn(start_worker(state.clone(), worker_stopped))) };
+    let worker = if no_worker { None } else { Some(tokio::spawn(jobs::start_worker(state.clone(), worker_stopped))) };
     let result = run_until_shutdown(listener, router(state.clone()), shutdown_signal(), grace).await;
     let _ = stop_worker.send(true);
     if let Some(worker) = worker {
@@ -235,34 +248,13 @@ pub async fn work(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(database = %state.settings.database_url, "cedar worker starting");
     let upkeep = tokio::spawn(metrics_upkeep(state.clone()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let worker = tokio::spawn(start_worker(state.clone(), stopped));
+    let worker = tokio::spawn(jobs::start_worker(state.clone(), stopped));
     shutdown_signal().await;
     let _ = stop.send(true);
     let result = worker.await?;
     upkeep.abort();
     state.db.close().await;
     result
-}
-
-/// Installs the standard schedules and runs the worker until `stop` turns true.
-async fn start_worker(state: AppState, stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
-    use crate::workflows::worker;
-    for (name, queue, kind, cron) in worker::STANDARD_SCHEDULES.iter().chain(crate::messaging::reminders::SCHEDULES) {
-        worker::upsert_schedule(&state, name, queue, kind, cron, serde_json::json!({})).await?;
-    }
-    for (name, queue, kind, cron) in crate::billing::schedules(state.settings.billing.billing_day) {
-        worker::upsert_schedule(&state, &name, queue, kind, &cron, serde_json::json!({})).await?;
-    }
-    let options = worker::WorkerOptions {
-        concurrency: state.settings.worker_concurrency,
-        shutdown_grace: state.settings.shutdown_grace,
-        ..worker::WorkerOptions::default()
-    };
-    let resumed = crate::workflows::engine::resume_pending(&state).await?;
-    if resumed > 0 {
-        tracing::info!(runs = resumed, "resuming pending workflow runs");
-    }
-    worker::run(state, crate::workflows::registry(), options, stop).await
 }
 
 /// Keeps the metrics histograms bounded.
@@ -321,5 +313,19 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = terminate => {},
+    }
+}
+
+impl crate::jobs::JobContext for AppState {
+    fn db(&self) -> &Db {
+        &self.db
+    }
+
+    fn job_wakeup(&self) -> Arc<tokio::sync::Notify> {
+        self.job_wakeup.clone()
+    }
+
+    fn timezone(&self) -> chrono_tz::Tz {
+        self.settings.timezone
     }
 }

@@ -18,13 +18,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::current_user::{CurrentUser, Role};
-use super::email::Email;
 use super::password;
 use super::service::{Auth, Mode};
 use super::store::{self, NewUser, OneTimePurpose, Refresh, UserRecord};
-use crate::app::{AppState, Query};
+use crate::app::AppState;
 use crate::config::SignupPolicy;
 use crate::error::ApiError;
+use crate::http::Email;
+use crate::http::Query;
 use crate::privacy::audit::{self, AuditEvent};
 
 /// GoTrue's error body.

@@ -2,7 +2,6 @@
 //! sessions, and the authorization building blocks every slice uses. See `docs/auth.md`.
 
 mod current_user;
-mod email;
 mod gotrue;
 mod keys;
 pub mod password;
@@ -13,8 +12,8 @@ mod verify;
 
 use utoipa_axum::router::OpenApiRouter;
 
+pub use crate::http::Email;
 pub use current_user::{AdminUser, AuthFailure, CurrentUser, Role, Scope, authenticate, bearer_token, visible};
-pub use email::Email;
 pub use service::{Auth, Mode};
 pub use users::create_admin_cli;
 

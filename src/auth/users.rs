@@ -12,12 +12,13 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::current_user::{AdminUser, CurrentUser, Role};
-use super::email::Email;
 use super::password;
 use super::store::{self, NewUser, OneTimePurpose, UserRecord};
-use crate::app::pagination::{Page, PageParams};
-use crate::app::{AppState, Json, Query, nullable};
+use crate::app::AppState;
 use crate::error::{ApiError, ApiResult, FieldError};
+use crate::http::Email;
+use crate::http::pagination::{Page, PageParams};
+use crate::http::{Json, Query, nullable};
 use crate::on_db;
 use crate::privacy::audit::{self, AuditEvent};
 

@@ -13,14 +13,15 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::money::{self, Line, Totals};
-use crate::app::pagination::{Page, PageParams};
-use crate::app::{AppState, Json, Query};
+use crate::app::AppState;
 use crate::auth::{AdminUser, CurrentUser, Role};
 use crate::db::Tx;
 use crate::error::{ApiError, ApiResult};
-use crate::people::validate::Errors;
+use crate::http::pagination::{Page, PageParams};
+use crate::http::validate::Errors;
+use crate::http::{Json, Query};
 use crate::privacy::audit::{self, AuditEvent};
-use crate::scheduling::recurrence::resolve_local;
+use crate::time::resolve_local;
 use crate::{on_db, on_tx};
 
 pub fn router() -> OpenApiRouter<AppState> {

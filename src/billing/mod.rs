@@ -9,7 +9,8 @@ pub mod stripe;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::AppState;
-use crate::workflows::worker::{JobError, Registry};
+use crate::config::Settings;
+use crate::jobs::{JobError, Registry, Schedule};
 
 pub const QUEUE: &str = "billing";
 
@@ -26,7 +27,8 @@ pub fn router() -> OpenApiRouter<AppState> {
     invoices::router().merge(payments::router()).merge(stripe::router())
 }
 
-pub fn register(registry: Registry) -> Registry {
+/// The job handlers of this slice.
+pub fn jobs(registry: Registry<AppState>) -> Registry<AppState> {
     registry
         .on(QUEUE, stripe::EVENT, |state: AppState, job| async move { stripe::apply(&state, &job).await })
         .on(QUEUE, "billing.monthly_run", |state: AppState, _job| async move {
@@ -37,11 +39,12 @@ pub fn register(registry: Registry) -> Registry {
         })
 }
 
-/// (name, queue, kind, cron): the monthly run on `CEDAR_BILLING_DAY` at 06:00, late fees and
-/// reminders daily at 07:00 (school zone).
-pub fn schedules(billing_day: u32) -> Vec<(String, &'static str, &'static str, String)> {
+/// The monthly run on `CEDAR_BILLING_DAY` at 06:00, late fees and reminders daily at 07:00
+/// (school zone).
+pub fn schedules(settings: &Settings) -> Vec<Schedule> {
+    let day = settings.billing.billing_day;
     vec![
-        ("billing-monthly-run".into(), QUEUE, "billing.monthly_run", format!("0 6 {billing_day} * *")),
-        ("billing-daily".into(), QUEUE, "billing.daily", "0 7 * * *".into()),
+        Schedule::new("billing-monthly-run", QUEUE, "billing.monthly_run", format!("0 6 {day} * *")),
+        Schedule::new("billing-daily", QUEUE, "billing.daily", "0 7 * * *"),
     ]
 }

@@ -20,12 +20,13 @@ use uuid::Uuid;
 
 use super::payments::{self, NewPayment};
 use super::{invoices, money};
-use crate::app::{AppState, Json};
+use crate::app::AppState;
 use crate::auth::{CurrentUser, Role};
 use crate::error::{ApiError, ApiResult};
+use crate::http::Json;
+use crate::jobs::queue::{self, Job, NewJob};
+use crate::jobs::worker::JobError;
 use crate::privacy::audit::{self, AuditEvent};
-use crate::workflows::queue::{self, Job, NewJob};
-use crate::workflows::worker::JobError;
 use crate::{on_db, on_tx};
 
 pub const EVENT: &str = "stripe.event";
@@ -196,7 +197,7 @@ async fn checkout(
     State(state): State<AppState>,
     user: CurrentUser,
     Path(id): Path<Uuid>,
-    crate::app::Query(params): crate::app::Query<CheckoutParams>,
+    crate::http::Query(params): crate::http::Query<CheckoutParams>,
 ) -> ApiResult<Json<Checkout>> {
     let mut tx = state.db.begin().await?;
     let invoice = invoices::find_visible(&mut tx, &state, &user, id).await?;

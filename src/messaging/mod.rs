@@ -21,8 +21,8 @@ use crate::app::AppState;
 use crate::config::Settings;
 use crate::db::Tx;
 use crate::error::ApiResult;
+use crate::jobs::{JobError, Registry, Schedule};
 use crate::on_tx;
-use crate::workflows::worker::{JobError, Registry};
 
 /// Queue of message digests and reminders (email delivery has its own, `email`).
 pub const QUEUE: &str = "messaging";
@@ -32,7 +32,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// The job handlers of this slice.
-pub fn register(registry: Registry) -> Registry {
+pub fn jobs(registry: Registry<AppState>) -> Registry<AppState> {
     registry
         .on(outbox::QUEUE, outbox::SEND, |state: AppState, job| async move { outbox::deliver(&state, &job).await })
         .on(QUEUE, threads::DIGEST, |state: AppState, job| async move { threads::send_digest(&state, &job).await })
@@ -42,6 +42,14 @@ pub fn register(registry: Registry) -> Registry {
         .on(QUEUE, reminders::ATTENDANCE, |state: AppState, _job| async move {
             reminders::attendance_nudges(&state).await.map(|_| ()).map_err(|e| JobError::Retry(format!("{e:#}")))
         })
+}
+
+/// Lesson reminders every 10 minutes; the teachers' attendance nudge at 19:00.
+pub fn schedules() -> Vec<Schedule> {
+    vec![
+        Schedule::new("lesson-reminders", QUEUE, reminders::LESSONS, "*/10 * * * *"),
+        Schedule::new("attendance-nudges", QUEUE, reminders::ATTENDANCE, "0 19 * * *"),
+    ]
 }
 
 /// Where a user's email goes and in which language; a parent without a display name is

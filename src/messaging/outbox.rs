@@ -15,16 +15,17 @@ use uuid::Uuid;
 
 use super::transport::{DeliveryError, Outgoing};
 use super::{defaults, templates};
-use crate::app::pagination::{Page, PageParams};
-use crate::app::{AppState, Json, Query};
+use crate::app::AppState;
 use crate::auth::AdminUser;
 use crate::config::Settings;
 use crate::db::Tx;
 use crate::error::{ApiError, ApiResult};
-use crate::people::validate::Errors;
+use crate::http::pagination::{Page, PageParams};
+use crate::http::validate::Errors;
+use crate::http::{Json, Query};
+use crate::jobs::queue::{self, Job, NewJob};
+use crate::jobs::worker::JobError;
 use crate::privacy::audit::{self, AuditEvent};
-use crate::workflows::queue::{self, Job, NewJob};
-use crate::workflows::worker::JobError;
 use crate::{on_db, on_tx};
 
 pub const QUEUE: &str = "email";

@@ -12,10 +12,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::app::{AppState, Json, Query};
+use crate::app::AppState;
 use crate::auth::CurrentUser;
 use crate::db::Tx;
 use crate::error::{ApiError, ApiResult};
+use crate::http::{Json, Query};
 use crate::privacy::audit::{self, AuditEvent};
 use crate::{on_db, on_tx};
 

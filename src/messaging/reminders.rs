@@ -13,12 +13,6 @@ use crate::on_db;
 pub const LESSONS: &str = "reminders.lessons";
 pub const ATTENDANCE: &str = "reminders.attendance";
 
-/// (name, queue, kind, cron) of the reminder schedules.
-pub const SCHEDULES: &[(&str, &str, &str, &str)] = &[
-    ("lesson-reminders", super::QUEUE, LESSONS, "*/10 * * * *"),
-    ("attendance-nudges", super::QUEUE, ATTENDANCE, "0 19 * * *"),
-];
-
 /// Queues a reminder to each guardian of each lesson starting soon. Returns how many.
 pub async fn lesson_reminders(state: &AppState) -> anyhow::Result<usize> {
     const SQL: &str = "SELECT l.id, l.starts_at, s.family_id, COALESCE(s.preferred_name, s.first_name), \

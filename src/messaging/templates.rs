@@ -12,12 +12,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::defaults::{self, TEMPLATES};
-use crate::app::pagination::Page;
-use crate::app::{AppState, Json};
+use crate::app::AppState;
 use crate::auth::AdminUser;
 use crate::db::Tx;
 use crate::error::{ApiError, ApiResult};
-use crate::people::validate::Errors;
+use crate::http::Json;
+use crate::http::pagination::Page;
+use crate::http::validate::Errors;
 use crate::privacy::audit::{self, AuditEvent};
 use crate::{on_db, on_tx};
 

@@ -14,14 +14,15 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::outbox::{self, Email};
-use crate::app::pagination::{Page, PageParams};
-use crate::app::{AppState, Json, Query};
+use crate::app::AppState;
 use crate::auth::{CurrentUser, Role};
 use crate::db::Tx;
 use crate::error::{ApiError, ApiResult};
-use crate::people::validate::Errors;
-use crate::workflows::queue::{self, Job, NewJob};
-use crate::workflows::worker::JobError;
+use crate::http::pagination::{Page, PageParams};
+use crate::http::validate::Errors;
+use crate::http::{Json, Query};
+use crate::jobs::queue::{self, Job, NewJob};
+use crate::jobs::worker::JobError;
 use crate::{on_db, on_tx};
 
 pub const DIGEST: &str = "messages.digest";

@@ -9,8 +9,9 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::{AppState, Json};
+use crate::app::AppState;
 use crate::error::ApiError;
+use crate::http::Json;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(health)).routes(routes!(ready)).routes(routes!(metrics))
@@ -67,7 +68,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     metrics::gauge!("db_pool_connections", "state" => "in_use").set(f64::from(in_use));
     metrics::gauge!("db_pool_connections", "state" => "idle").set(f64::from(idle));
     metrics::gauge!("process_uptime_seconds").set(state.started_at.elapsed().as_secs_f64());
-    if let Ok(depths) = crate::workflows::queue::depth(&state.db).await {
+    if let Ok(depths) = crate::jobs::queue::depth(&state.db).await {
         let now = chrono::Utc::now();
         for (queue, status, count, oldest) in depths {
             metrics::gauge!("jobs", "queue" => queue.clone(), "status" => status.clone()).set(count as f64);

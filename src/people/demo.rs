@@ -12,8 +12,8 @@ use super::students::{NewStudent, insert_student};
 use crate::auth::Role;
 use crate::auth::store::{self, NewUser};
 use crate::db::Db;
+use crate::jobs::queue::{self, NewJob};
 use crate::on_tx;
-use crate::workflows::queue::{self, NewJob};
 
 pub const ADMIN_EMAIL: &str = "admin@demo.cedarheights.ca";
 pub const PASSWORD: &str = "cedar-demo-2026";
@@ -328,7 +328,7 @@ async fn timetable(
             .execute(&mut **conn).await.map(|_| ()))?;
         for week in 0..16 {
             let date = monday + Duration::days(i64::from(day) + 7 * week);
-            let starts = crate::scheduling::recurrence::resolve_local(tz, date.and_time(start_time));
+            let starts = crate::time::resolve_local(tz, date.and_time(start_time));
             on_tx!(tx, conn => sqlx::query(LESSON).bind(Uuid::now_v7()).bind(series).bind(teacher).bind(student).bind(starts)
                 .bind(starts + Duration::minutes(minutes)).bind(Utc::now()).execute(&mut **conn).await.map(|_| ()))?;
         }

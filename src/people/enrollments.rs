@@ -15,14 +15,15 @@ use uuid::Uuid;
 
 use super::families;
 use super::students::{self, NewStudent};
-use super::validate::{Errors, WeeklyWindow};
-use crate::app::pagination::{Page, PageParams};
-use crate::app::{AppState, Json, Query};
+use crate::app::AppState;
 use crate::auth::{AdminUser, CurrentUser, Role};
 use crate::db::{Db, Tx};
 use crate::error::{ApiError, ApiResult};
+use crate::http::pagination::{Page, PageParams};
+use crate::http::validate::{Errors, WeeklyWindow};
+use crate::http::{Json, Query};
+use crate::jobs::queue::{self, NewJob};
 use crate::privacy::audit::{self, AuditEvent};
-use crate::workflows::queue::{self, NewJob};
 use crate::{on_db, on_tx};
 
 pub const STATUSES: &[&str] = &["submitted", "approved", "declined", "waitlisted"];

@@ -11,13 +11,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::validate::Errors;
 use super::{calendar_url, new_calendar_token};
-use crate::app::pagination::{Page, PageParams};
-use crate::app::{AppState, Json, Query, nullable};
+use crate::app::AppState;
 use crate::auth::{AdminUser, CurrentUser, Role};
 use crate::db::{Db, Tx};
 use crate::error::{ApiError, ApiResult};
+use crate::http::pagination::{Page, PageParams};
+use crate::http::validate::Errors;
+use crate::http::{Json, Query, nullable};
 use crate::privacy::audit::{self, AuditEvent};
 use crate::{on_db, on_tx};
 

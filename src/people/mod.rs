@@ -9,7 +9,6 @@ mod progress;
 mod rooms;
 pub(crate) mod students;
 mod teachers;
-pub mod validate;
 
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
@@ -18,7 +17,7 @@ use crate::app::AppState;
 use crate::auth::CurrentUser;
 use crate::db::{Constraint, ConstraintKind};
 
-pub use validate::WeeklyWindow;
+pub use crate::time::WeeklyWindow;
 
 pub fn router() -> OpenApiRouter<AppState> {
     families::router()

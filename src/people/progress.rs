@@ -12,11 +12,12 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::students;
-use super::validate::Errors;
-use crate::app::pagination::{Page, PageParams};
-use crate::app::{AppState, Json, Query};
+use crate::app::AppState;
 use crate::auth::{CurrentUser, Role};
 use crate::error::ApiResult;
+use crate::http::pagination::{Page, PageParams};
+use crate::http::validate::Errors;
+use crate::http::{Json, Query};
 use crate::privacy::audit::{self, AuditEvent};
 use crate::{on_db, on_tx};
 

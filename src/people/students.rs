@@ -11,12 +11,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::validate::{Errors, fold, search_patterns};
-use crate::app::pagination::{Page, PageParams};
-use crate::app::{AppState, Json, Query, nullable};
+use crate::app::AppState;
 use crate::auth::{AdminUser, CurrentUser};
 use crate::db::{Db, Tx};
 use crate::error::{ApiError, ApiResult};
+use crate::http::pagination::{Page, PageParams};
+use crate::http::validate::{Errors, fold, search_patterns};
+use crate::http::{Json, Query, nullable};
 use crate::privacy::audit::{self, AuditEvent};
 use crate::{on_db, on_tx};
 

@@ -12,11 +12,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::app::pagination::{Page, PageParams};
-use crate::app::{AppState, Json, Query};
+use crate::app::AppState;
 use crate::auth::{AdminUser, Role};
 use crate::db::{Db, Tx};
 use crate::error::ApiResult;
+use crate::http::pagination::{Page, PageParams};
+use crate::http::{Json, Query};
 use crate::{on_db, on_tx};
 
 /// One event to record. Build with [`AuditEvent::new`] and the setters.

@@ -13,14 +13,15 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::recurrence::resolve_local;
-use crate::app::{AppState, Json, Query};
+use crate::app::AppState;
 use crate::auth::{CurrentUser, Role};
 use crate::db::{Db, Tx};
 use crate::error::{ApiError, ApiResult};
+use crate::http::validate::{Errors, parse_hhmm};
+use crate::http::{Json, Query};
 use crate::people::WeeklyWindow;
-use crate::people::validate::{Errors, parse_hhmm};
 use crate::privacy::audit::{self, AuditEvent};
+use crate::time::resolve_local;
 use crate::{on_db, on_tx};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -183,18 +184,18 @@ pub struct ExceptionFilter {
 
 /// Closures, terms and time off (anyone signed in).
 #[utoipa::path(get, path = "/v1/calendar-exceptions", tag = "scheduling", params(ExceptionFilter), security(("bearer" = [])),
-    responses((status = 200, body = inline(crate::app::pagination::Page<CalendarException>)), (status = 401)))]
+    responses((status = 200, body = inline(crate::http::pagination::Page<CalendarException>)), (status = 401)))]
 async fn list_exceptions(
     State(state): State<AppState>,
     _user: CurrentUser,
     Query(filter): Query<ExceptionFilter>,
-) -> ApiResult<Json<crate::app::pagination::Page<CalendarException>>> {
+) -> ApiResult<Json<crate::http::pagination::Page<CalendarException>>> {
     const SQL: &str = "SELECT id, kind, teacher_id, name, starts_on, ends_on, created_at FROM calendar_exceptions \
         WHERE ($1 IS NULL OR kind = $1) AND ($2 IS NULL OR teacher_id = $2) AND ($3 IS NULL OR ends_on >= $3) \
         AND ($4 IS NULL OR starts_on <= $4) ORDER BY starts_on, id LIMIT 500";
     let items = on_db!(&state.db, pool => sqlx::query_as::<_, CalendarException>(SQL)
         .bind(&filter.kind).bind(filter.teacher_id).bind(filter.from).bind(filter.to).fetch_all(pool).await)?;
-    Ok(Json(crate::app::pagination::Page { items, next_cursor: None }))
+    Ok(Json(crate::http::pagination::Page { items, next_cursor: None }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -12,11 +12,12 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::lessons::{Lesson, find_visible};
-use crate::app::{AppState, Json, Query};
+use crate::app::AppState;
 use crate::auth::{CurrentUser, Role};
 use crate::db::{Db, Tx};
 use crate::error::{ApiError, ApiResult};
-use crate::people::validate::Errors;
+use crate::http::validate::Errors;
+use crate::http::{Json, Query};
 use crate::privacy::audit::{self, AuditEvent};
 use crate::{on_db, on_tx};
 

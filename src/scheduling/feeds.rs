@@ -13,9 +13,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::app::{AppState, Json};
+use crate::app::AppState;
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, ApiResult};
+use crate::http::Json;
 use crate::privacy::audit::{self, AuditEvent};
 use crate::{on_db, on_tx};
 

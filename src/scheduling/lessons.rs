@@ -16,12 +16,13 @@ use uuid::Uuid;
 
 use super::calendar::{Exceptions, within_availability};
 use super::recurrence;
-use crate::app::{AppState, Json, Query, nullable};
+use crate::app::AppState;
 use crate::auth::{CurrentUser, Role};
 use crate::db::{Db, Tx};
 use crate::error::{ApiError, ApiResult};
+use crate::http::validate::Errors;
+use crate::http::{Json, Query, nullable};
 use crate::messaging::LessonNotice;
-use crate::people::validate::Errors;
 use crate::privacy::audit::{self, AuditEvent};
 use crate::{on_db, on_tx};
 
@@ -685,7 +686,7 @@ async fn update_lesson(
 /// Shifts an occurrence by `shift` in local wall-clock terms, so "one hour later" stays one
 /// hour later on both sides of a daylight-saving change.
 fn shift_local(tz: chrono_tz::Tz, start: DateTime<Utc>, shift: Duration) -> DateTime<Utc> {
-    recurrence::resolve_local(tz, start.with_timezone(&tz).naive_local() + shift)
+    crate::time::resolve_local(tz, start.with_timezone(&tz).naive_local() + shift)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -43,3 +43,15 @@ pub static CONSTRAINTS: &[Constraint] = &[
         message: "The room is already booked at that time",
     },
 ];
+
+/// The job handlers of this slice: expiring makeup credits.
+pub fn jobs(registry: crate::jobs::Registry<AppState>) -> crate::jobs::Registry<AppState> {
+    registry.on("maintenance", "makeup_credits.expire", |state: AppState, _job| async move {
+        credits::expire_credits(&state.db).await.map(|_| ()).map_err(|e| crate::jobs::JobError::Retry(format!("{e:#}")))
+    })
+}
+
+/// Makeup credits past their expiry are closed nightly.
+pub fn schedules() -> Vec<crate::jobs::Schedule> {
+    vec![crate::jobs::Schedule::new("makeup-credits-expire", "maintenance", "makeup_credits.expire", "5 3 * * *")]
+}

@@ -2,8 +2,10 @@
 //! and `UNTIL`. Occurrences are computed in the school's time zone, so a 16:00 lesson stays
 //! 16:00 local across daylight-saving changes while its UTC time moves by an hour.
 
-use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Utc, Weekday};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, Utc, Weekday};
 use chrono_tz::Tz;
+
+use crate::time::resolve_local;
 
 /// Never expand more than this many occurrences from one rule.
 pub const MAX_OCCURRENCES: usize = 260;
@@ -95,16 +97,6 @@ fn parse_until(value: &str) -> Result<Until, String> {
     NaiveDate::parse_from_str(value, "%Y%m%d")
         .map(Until::Date)
         .map_err(|_| "UNTIL must be YYYYMMDD or YYYYMMDDTHHMMSSZ".into())
-}
-
-/// The UTC instant of a local wall-clock time. In the spring-forward gap the time does not
-/// exist; the lesson moves to the same wall time one hour later. In the fall-back overlap the
-/// first (daylight) instant is used.
-pub fn resolve_local(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
-    match tz.from_local_datetime(&local) {
-        LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => t.with_timezone(&Utc),
-        LocalResult::None => resolve_local(tz, local + Duration::hours(1)),
-    }
 }
 
 /// Every occurrence start of `rule` beginning with `first` (which is the first occurrence when

@@ -19,11 +19,11 @@ use sqlx::types::Json as SqlJson;
 use uuid::Uuid;
 
 use super::ai::{AiCaller, AiOutcome, AiTask};
-use super::queue::{self, Job, NewJob};
-use super::worker::{JobError, Registry};
 use crate::app::AppState;
 use crate::db::Tx;
 use crate::error::ApiError;
+use crate::jobs::queue::{self, Job, NewJob};
+use crate::jobs::{JobError, Registry};
 use crate::privacy::audit::{self, AuditEvent};
 use crate::{on_db, on_tx};
 
@@ -242,10 +242,6 @@ pub struct Definitions {
 
 impl Definitions {
     /// The built-in workflows.
-    pub fn builtin() -> Self {
-        Self::default().with(super::practice_plan::workflow()).with(super::enrollment::workflow())
-    }
-
     pub fn with(mut self, workflow: Workflow) -> Self {
         workflow.check();
         self.workflows.insert(workflow.name, Arc::new(workflow));
@@ -361,7 +357,7 @@ impl Transition {
 }
 
 /// The engine's two job handlers.
-pub fn register(registry: Registry) -> Registry {
+pub fn jobs(registry: Registry<AppState>) -> Registry<AppState> {
     registry.on(QUEUE, START, |state: AppState, job: Job| async move { start_from_job(&state, &job).await }).on(
         QUEUE,
         ADVANCE,

@@ -16,8 +16,8 @@ use super::ai::AiTask;
 use super::engine::{ReviewRequest, Step, StepCtx, StepError, StepResult, Subject, Transition, Workflow};
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::http::validate::{fold, parse_hhmm};
 use crate::people::enrollments::{self, Enrollment};
-use crate::people::validate::{fold, parse_hhmm};
 use crate::scheduling::calendar::Exceptions;
 use crate::scheduling::lessons::{self, Slot};
 use crate::{on_db, on_tx};
@@ -191,10 +191,7 @@ fn weekly(
 ) -> Vec<Slot> {
     (0..weeks)
         .map(|week| {
-            let starts_at = crate::scheduling::recurrence::resolve_local(
-                tz,
-                (first + chrono::Duration::weeks(week)).and_time(start),
-            );
+            let starts_at = crate::time::resolve_local(tz, (first + chrono::Duration::weeks(week)).and_time(start));
             Slot {
                 starts_at,
                 ends_at: starts_at + chrono::Duration::minutes(minutes),

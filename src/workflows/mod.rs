@@ -1,27 +1,25 @@
-//! Durable background work: the job queue (enqueue in the business transaction, claim with
-//! `SKIP LOCKED`, leases, backoff, dead jobs), recurring schedules and the worker. The
-//! workflow engine, review inbox and AI providers build on this (see docs/workflows.md).
+//! Durable AI-assisted workflows on top of the job queue (`crate::jobs`): the engine
+//! (checkpointed steps, retries, fallbacks, review), the review inbox, the AI gateway, and the
+//! built-in workflow definitions (see docs/workflows.md).
 
 pub mod ai;
-pub mod cron;
 pub mod engine;
 pub mod enrollment;
-mod jobs_api;
 pub mod practice_plan;
-pub mod queue;
 pub mod reviews;
 mod runs_api;
-pub mod worker;
 
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::AppState;
 
-/// Every job handler a worker runs: housekeeping and the workflow engine.
-pub fn registry() -> worker::Registry {
-    crate::billing::register(crate::messaging::register(engine::register(worker::Registry::standard())))
+pub use engine::jobs;
+
+/// The workflows this build runs. A new workflow is a module here and a line in this list.
+pub fn builtin() -> engine::Definitions {
+    engine::Definitions::default().with(practice_plan::workflow()).with(enrollment::workflow())
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
-    jobs_api::router().merge(runs_api::router()).merge(reviews::router())
+    runs_api::router().merge(reviews::router())
 }

@@ -14,12 +14,13 @@ use uuid::Uuid;
 
 use super::ai::schema;
 use super::engine;
-use crate::app::pagination::{Page, PageParams};
-use crate::app::{AppState, Json, Query};
+use crate::app::AppState;
 use crate::auth::{CurrentUser, Role};
 use crate::db::Tx;
 use crate::error::{ApiError, ApiResult};
-use crate::people::validate::Errors;
+use crate::http::pagination::{Page, PageParams};
+use crate::http::validate::Errors;
+use crate::http::{Json, Query};
 use crate::privacy::audit::{self, AuditEvent};
 use crate::{on_db, on_tx};
 

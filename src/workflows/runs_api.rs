@@ -13,12 +13,13 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::engine::{self, RUN_STATUSES, Trigger};
-use crate::app::pagination::{Page, PageParams};
-use crate::app::{AppState, Json, Query};
+use crate::app::AppState;
 use crate::auth::AdminUser;
 use crate::error::{ApiError, ApiResult};
+use crate::http::pagination::{Page, PageParams};
+use crate::http::validate::Errors;
+use crate::http::{Json, Query};
 use crate::on_db;
-use crate::people::validate::Errors;
 use crate::privacy::audit::{self, AuditEvent};
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use cedar::billing::stripe::hmac_sha256;
 use cedar::config::{Secret, Settings, StripeAccount};
-use cedar::workflows::engine::Definitions;
 use serde_json::{Value, json};
 
 use crate::backend_tests;
@@ -23,7 +22,7 @@ async fn billing_app(
     adjust: impl FnOnce(&mut Settings),
 ) -> (TestApp, School) {
     let base = stripe.map(|s| s.base.clone());
-    let app = spawn_app_with_workflows(backend, Definitions::builtin(), move |settings| {
+    let app = spawn_app_with_workflows(backend, cedar::workflows::builtin(), move |settings| {
         settings.billing.tax = Some(("HST".into(), 13_000));
         settings.billing.sibling_discount_percent = 10;
         settings.billing.stripe_webhook_secret = Some(Secret::new(WEBHOOK_SECRET));

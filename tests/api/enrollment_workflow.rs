@@ -88,7 +88,7 @@ fn smtp(server: &SmtpServer) -> impl FnOnce(&mut Settings) {
 
 async fn offline_request_is_reviewed_edited_and_booked_with_a_welcome_email(backend: Backend) {
     let server = SmtpServer::start().await;
-    let (app, s) = setup(backend, Definitions::builtin(), smtp(&server)).await;
+    let (app, s) = setup(backend, cedar::workflows::builtin(), smtp(&server)).await;
     let worker = start_worker(&app.state, Duration::from_secs(30));
     let enrollment = request(&app, &s.parent_a, &s.family_a, "Éloïse").await;
     let run = run_of(&app, &s, &enrollment, "waiting_for_review").await;
@@ -158,7 +158,7 @@ async fn a_provider_ranks_only_with_the_familys_consent(backend: Backend) {
         "welcome_paragraph": "Welcome! We look forward to the first lesson."});
     let fake = AiFake::start(answer).await;
     let base = fake.openai_url();
-    let (app, s) = setup(backend, Definitions::builtin(), move |settings| {
+    let (app, s) = setup(backend, cedar::workflows::builtin(), move |settings| {
         settings.ai.openai.api_key = Some(Secret::new(OPENAI_KEY));
         settings.ai.openai.base_url = base;
         settings.ai.providers = vec![AiProviderKind::OpenAi];
@@ -193,7 +193,7 @@ async fn a_provider_ranks_only_with_the_familys_consent(backend: Backend) {
 }
 
 async fn a_slot_taken_after_review_goes_back_to_a_new_review(backend: Backend) {
-    let (app, s) = setup(backend, Definitions::builtin(), |_| {}).await;
+    let (app, s) = setup(backend, cedar::workflows::builtin(), |_| {}).await;
     let worker = start_worker(&app.state, Duration::from_secs(30));
     let enrollment = request(&app, &s.parent_a, &s.family_a, "Éloïse").await;
     let run = run_of(&app, &s, &enrollment, "waiting_for_review").await;
@@ -247,7 +247,7 @@ async fn a_slot_taken_after_review_goes_back_to_a_new_review(backend: Backend) {
 }
 
 async fn the_owner_can_decline_or_waitlist(backend: Backend) {
-    let (app, s) = setup(backend, Definitions::builtin(), |_| {}).await;
+    let (app, s) = setup(backend, cedar::workflows::builtin(), |_| {}).await;
     let worker = start_worker(&app.state, Duration::from_secs(30));
     let declined = request(&app, &s.parent_a, &s.family_a, "Éloïse").await;
     let waitlisted = request(&app, &s.parent_b, &s.family_b, "Noah").await;
@@ -322,7 +322,7 @@ async fn a_crash_between_the_actions_repeats_nothing(backend: Backend) {
             }
         }),
     );
-    let (app, s) = setup(backend, Definitions::builtin().with(workflow), |_| {}).await;
+    let (app, s) = setup(backend, cedar::workflows::builtin().with(workflow), |_| {}).await;
     let first_worker = start_worker(&app.state, Duration::from_secs(1));
     let enrollment = request(&app, &s.parent_a, &s.family_a, "Éloïse").await;
     let run = run_of(&app, &s, &enrollment, "waiting_for_review").await;
@@ -365,7 +365,8 @@ async fn a_crash_between_the_actions_repeats_nothing(backend: Backend) {
 }
 
 async fn auto_approve_skips_review_only_when_everything_fits(backend: Backend) {
-    let (app, s) = setup(backend, Definitions::builtin(), |settings| settings.enrollment_auto_approve = true).await;
+    let (app, s) =
+        setup(backend, cedar::workflows::builtin(), |settings| settings.enrollment_auto_approve = true).await;
     let worker = start_worker(&app.state, Duration::from_secs(30));
     let enrollment = request(&app, &s.parent_a, &s.family_a, "Éloïse").await;
     let run = run_of(&app, &s, &enrollment, "succeeded").await;

@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
-use cedar::app::{AppState, Json};
+use cedar::app::AppState;
 use cedar::error::ApiError;
+use cedar::http::Json;
 use serde::Deserialize;
 use serde_json::{Value, json};
 

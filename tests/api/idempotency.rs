@@ -7,8 +7,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::post;
-use cedar::app::{AppState, Json};
+use cedar::app::AppState;
 use cedar::error::ApiError;
+use cedar::http::Json;
 use serde_json::{Value, json};
 
 use crate::backend_tests;

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use cedar::config::{EmailTransport, Secret, Settings};
-use cedar::workflows::engine::Definitions;
 use serde_json::{Value, json};
 
 use crate::backend_tests;
@@ -15,7 +14,7 @@ use crate::records::{School, json_ok, school, send};
 use crate::workflows::{start_worker, stop_worker};
 
 async fn app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> (TestApp, School) {
-    let app = spawn_app_with_workflows(backend, Definitions::builtin(), adjust).await;
+    let app = spawn_app_with_workflows(backend, cedar::workflows::builtin(), adjust).await;
     let s = school(&app).await;
     (app, s)
 }

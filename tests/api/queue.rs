@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cedar::app::AppState;
-use cedar::workflows::queue::{self, NewJob};
-use cedar::workflows::worker::{self, JobError, Registry, WorkerOptions};
+use cedar::jobs::queue::{self, NewJob};
+use cedar::jobs::worker::{self, JobError, Registry, WorkerOptions};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -18,7 +18,7 @@ use crate::records::{json_ok, send};
 
 type Runs = Arc<Mutex<HashMap<Uuid, usize>>>;
 
-fn counting(runs: Runs) -> Registry {
+fn counting(runs: Runs) -> Registry<AppState> {
     Registry::default().on("test", "count", move |_state: AppState, job: queue::Job| {
         let runs = runs.clone();
         async move {
@@ -59,7 +59,7 @@ async fn wait_for(state: &AppState, id: Uuid, wanted: &str) -> (String, i32, Opt
 
 fn start(
     state: &AppState,
-    registry: Registry,
+    registry: Registry<AppState>,
     options: WorkerOptions,
 ) -> (watch::Sender<bool>, tokio::task::JoinHandle<anyhow::Result<()>>) {
     let (stop, stopped) = watch::channel(false);

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use cedar::app::AppState;
 use cedar::config::{AiProviderKind, Secret, Settings};
+use cedar::jobs::queue::{self, NewJob};
+use cedar::jobs::worker::{self, WorkerOptions};
 use cedar::workflows::engine::{Definitions, Step, StepCtx, StepError, Subject, Transition, Workflow};
-use cedar::workflows::queue::{self, NewJob};
-use cedar::workflows::worker::{self, WorkerOptions};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
@@ -29,7 +29,7 @@ pub fn start_worker(state: &AppState, lease: Duration) -> Worker {
         ..WorkerOptions::default()
     };
     let (stop, stopped) = watch::channel(false);
-    (stop, tokio::spawn(worker::run(state.clone(), cedar::workflows::registry(), options, stopped)))
+    (stop, tokio::spawn(worker::run(state.clone(), cedar::app::jobs::registry(), options, stopped)))
 }
 
 pub async fn stop_worker((stop, handle): Worker) {
@@ -142,7 +142,7 @@ fn test_flow(control: Control) -> Workflow {
 
 async fn engine_app(backend: Backend) -> (TestApp, String, Control) {
     let control = Control { slow: Arc::new(Mutex::new(Slow::Ok)), release: Arc::new(Notify::new()) };
-    let definitions = Definitions::builtin().with(test_flow(control.clone()));
+    let definitions = cedar::workflows::builtin().with(test_flow(control.clone()));
     let app = spawn_app_with_workflows(backend, definitions, |_| {}).await;
     let admin = crate::common::admin_token(&app).await;
     (app, admin, control)
@@ -376,7 +376,7 @@ async fn practice_app(
     adjust: impl FnOnce(&mut Settings),
 ) -> (TestApp, School) {
     let fake = fake.cloned();
-    let app = spawn_app_with_workflows(backend, Definitions::builtin(), move |settings| {
+    let app = spawn_app_with_workflows(backend, cedar::workflows::builtin(), move |settings| {
         if let Some(fake) = fake {
             settings.ai.openai.api_key = Some(Secret::new(OPENAI_KEY));
             settings.ai.openai.base_url = fake.openai_url();

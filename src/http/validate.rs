@@ -1,13 +1,11 @@
 //! Field validation shared by the people slice: each check appends to a list of field errors
 //! so that one 422 names every problem at once.
 
-use chrono::NaiveTime;
-use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
-use utoipa::ToSchema;
 
-use crate::auth::Email;
+use super::email::Email;
 use crate::error::FieldError;
+pub use crate::time::{WeeklyWindow, parse_hhmm};
 
 pub const MAX_NAME: usize = 100;
 pub const MAX_TEXT: usize = 5_000;
@@ -141,22 +139,6 @@ impl Errors {
             }
         }
     }
-}
-
-/// A weekly window in the school's local time: ISO weekday (Monday = 1) and HH:MM bounds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct WeeklyWindow {
-    pub weekday: u8,
-    pub start_time: String,
-    pub end_time: String,
-}
-
-pub fn parse_hhmm(value: &str) -> Option<NaiveTime> {
-    if value.len() != 5 {
-        return None;
-    }
-    NaiveTime::parse_from_str(value, "%H:%M").ok()
 }
 
 /// Folds text for accent- and case-insensitive search: "Hélène Côté" → "helene cote".

@@ -17,9 +17,9 @@ use sqlx::types::Json as SqlJson;
 use tokio::sync::{Notify, Semaphore, watch};
 use uuid::Uuid;
 
+use super::JobContext;
 use super::cron::Cron;
 use super::queue::{self, Job, NewJob};
-use crate::app::AppState;
 use crate::{on_db, on_tx};
 
 /// How a job handler failed.
@@ -32,21 +32,36 @@ pub enum JobError {
 }
 
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>>;
-pub type Handler = Arc<dyn Fn(AppState, Job) -> HandlerFuture + Send + Sync>;
+pub type Handler<S> = Arc<dyn Fn(S, Job) -> HandlerFuture + Send + Sync>;
 
-/// Which code runs which `(queue, kind)`.
-#[derive(Clone, Default)]
-pub struct Registry {
-    handlers: HashMap<(String, String), Handler>,
+/// Which code runs which `(queue, kind)`. The application builds one (see `app::jobs`).
+pub struct Registry<S> {
+    handlers: HashMap<(String, String), Handler<S>>,
 }
 
-impl Registry {
+impl<S> Clone for Registry<S> {
+    fn clone(&self) -> Self {
+        Self { handlers: self.handlers.clone() }
+    }
+}
+
+impl<S: JobContext> Default for Registry<S> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S: JobContext> Registry<S> {
+    pub fn new() -> Self {
+        Self { handlers: HashMap::new() }
+    }
+
     pub fn on<F, Fut>(mut self, queue: &str, kind: &str, handler: F) -> Self
     where
-        F: Fn(AppState, Job) -> Fut + Send + Sync + 'static,
+        F: Fn(S, Job) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), JobError>> + Send + 'static,
     {
-        let handler: Handler = Arc::new(move |state, job| Box::pin(handler(state, job)));
+        let handler: Handler<S> = Arc::new(move |state, job| Box::pin(handler(state, job)));
         self.handlers.insert((queue.to_owned(), kind.to_owned()), handler);
         self
     }
@@ -57,41 +72,42 @@ impl Registry {
         queues.dedup();
         queues
     }
+}
 
-    /// The housekeeping every deployment runs.
-    pub fn standard() -> Self {
-        Self::default()
-            .on("maintenance", "idempotency.purge", |state: AppState, _job| async move {
-                crate::app::idempotency::purge_expired(&state.db)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| JobError::Retry(format!("{e:#}")))
-            })
-            .on("maintenance", "jobs.purge", |state: AppState, _job| async move {
-                queue::purge_succeeded(&state.db, Duration::days(14))
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| JobError::Retry(format!("{e:#}")))
-            })
-            .on("maintenance", "makeup_credits.expire", |state: AppState, _job| async move {
-                crate::scheduling::credits::expire_credits(&state.db)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| JobError::Retry(format!("{e:#}")))
-            })
+/// A recurring job: `cron` (five fields, school time) enqueues `queue`/`kind` with an empty
+/// payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    pub name: String,
+    pub queue: String,
+    pub kind: String,
+    pub cron: String,
+}
+
+impl Schedule {
+    pub fn new(name: impl Into<String>, queue: &str, kind: &str, cron: impl Into<String>) -> Self {
+        Self { name: name.into(), queue: queue.to_owned(), kind: kind.to_owned(), cron: cron.into() }
     }
 }
 
-/// Recurring schedules every deployment has.
-pub const STANDARD_SCHEDULES: &[(&str, &str, &str, &str)] = &[
-    ("idempotency-purge", "maintenance", "idempotency.purge", "17 * * * *"),
-    ("makeup-credits-expire", "maintenance", "makeup_credits.expire", "5 3 * * *"),
-    ("jobs-purge", "maintenance", "jobs.purge", "25 3 * * *"),
-];
+/// The queue's own housekeeping schedule: finished jobs are purged daily.
+pub fn schedules() -> Vec<Schedule> {
+    vec![Schedule::new("jobs-purge", "maintenance", "jobs.purge", "25 3 * * *")]
+}
+
+/// The queue's own housekeeping handler.
+pub fn register<S: JobContext>(registry: Registry<S>) -> Registry<S> {
+    registry.on("maintenance", "jobs.purge", |state: S, _job| async move {
+        queue::purge_succeeded(state.db(), Duration::days(14))
+            .await
+            .map(|_| ())
+            .map_err(|e| JobError::Retry(format!("{e:#}")))
+    })
+}
 
 /// Creates or updates a schedule; its next run is computed from now in `tz`.
 pub async fn upsert_schedule(
-    state: &AppState,
+    state: &impl JobContext,
     name: &str,
     queue: &str,
     kind: &str,
@@ -100,13 +116,13 @@ pub async fn upsert_schedule(
 ) -> anyhow::Result<()> {
     let parsed = Cron::parse(cron).map_err(|e| anyhow::anyhow!("schedule {name}: {e}"))?;
     let next = parsed
-        .next_after(Utc::now(), state.settings.timezone)
+        .next_after(Utc::now(), state.timezone())
         .ok_or_else(|| anyhow::anyhow!("schedule {name} never fires"))?;
     const SQL: &str = "INSERT INTO schedules (name, queue, kind, cron, payload, next_run_at) VALUES ($1, $2, $3, $4, $5, $6) \
         ON CONFLICT (name) DO UPDATE SET queue = excluded.queue, kind = excluded.kind, payload = excluded.payload, \
         next_run_at = CASE WHEN schedules.cron = excluded.cron THEN schedules.next_run_at ELSE excluded.next_run_at END, \
         cron = excluded.cron";
-    on_db!(&state.db, pool => sqlx::query(SQL).bind(name).bind(queue).bind(kind).bind(cron).bind(SqlJson(&payload))
+    on_db!(state.db(), pool => sqlx::query(SQL).bind(name).bind(queue).bind(kind).bind(cron).bind(SqlJson(&payload))
         .bind(next).execute(pool).await.map(|_| ()))?;
     Ok(())
 }
@@ -114,18 +130,18 @@ pub async fn upsert_schedule(
 /// Enqueues the due firings of every schedule, once each even with many workers: a firing is
 /// claimed by moving `next_run_at` forward from the value read, and its job carries a dedupe
 /// key naming that instant.
-pub async fn fire_due_schedules(state: &AppState) -> anyhow::Result<usize> {
+pub async fn fire_due_schedules(state: &impl JobContext) -> anyhow::Result<usize> {
     const DUE: &str = "SELECT name, queue, kind, cron, payload, next_run_at FROM schedules WHERE next_run_at <= $1";
     const ADVANCE: &str =
         "UPDATE schedules SET next_run_at = $3, last_run_at = $4 WHERE name = $1 AND next_run_at = $2";
     type Row = (String, String, String, String, SqlJson<Value>, DateTime<Utc>);
     let now = Utc::now();
-    let due: Vec<Row> = on_db!(&state.db, pool => sqlx::query_as(DUE).bind(now).fetch_all(pool).await)?;
+    let due: Vec<Row> = on_db!(state.db(), pool => sqlx::query_as(DUE).bind(now).fetch_all(pool).await)?;
     let mut fired = 0;
     for (name, queue, kind, cron, payload, next_run_at) in due {
         let Ok(parsed) = Cron::parse(&cron) else { continue };
-        let Some(next) = parsed.next_after(now, state.settings.timezone) else { continue };
-        let mut tx = state.db.begin().await?;
+        let Some(next) = parsed.next_after(now, state.timezone()) else { continue };
+        let mut tx = state.db().begin().await?;
         let moved = on_tx!(&mut tx, conn => sqlx::query(ADVANCE).bind(&name).bind(next_run_at).bind(next).bind(now)
             .execute(&mut **conn).await.map(|r| r.rows_affected()))?;
         if moved == 1 {
@@ -162,16 +178,16 @@ impl Default for WorkerOptions {
 
 /// Runs jobs until `shutdown` turns true; then finishes (or, after the grace, releases) the
 /// jobs it holds.
-pub async fn run(
-    state: AppState,
-    registry: Registry,
+pub async fn run<S: JobContext>(
+    state: S,
+    registry: Registry<S>,
     options: WorkerOptions,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let id = format!("{}-{}", hostname(), Uuid::now_v7().simple());
     let wake = Arc::new(Notify::new());
     let _listener = spawn_listener(&state, wake.clone()).await;
-    let local_wake = state.job_wakeup.clone();
+    let local_wake = state.job_wakeup();
     let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
     let queues = registry.queues();
     tracing::info!(worker = %id, ?queues, concurrency = options.concurrency, "worker started");
@@ -179,7 +195,7 @@ pub async fn run(
     // Successes are recorded in batches by one task: a commit per batch, not per job.
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<Uuid>();
     let recorder = {
-        let (db, worker) = (state.db.clone(), id.clone());
+        let (db, worker) = (state.db().clone(), id.clone());
         tokio::spawn(async move {
             while let Some(first) = done_rx.recv().await {
                 let mut batch = vec![first];
@@ -196,13 +212,13 @@ pub async fn run(
         })
     };
     let mut last_upkeep: Option<std::time::Instant> = None;
-    let mut claim_conn = queue::claim_connection(&state.db).await;
+    let mut claim_conn = queue::claim_connection(state.db()).await;
     loop {
         if *shutdown.borrow() {
             break;
         }
         if claim_conn.is_none() {
-            claim_conn = queue::claim_connection(&state.db).await;
+            claim_conn = queue::claim_connection(state.db()).await;
         }
         // Schedules and expired leases: about once a second, not on every claim.
         if last_upkeep.is_none_or(|at| at.elapsed() >= StdDuration::from_secs(1)) {
@@ -210,7 +226,7 @@ pub async fn run(
             if let Err(error) = fire_due_schedules(&state).await {
                 tracing::warn!(error = %format!("{error:#}"), "firing schedules failed");
             }
-            match queue::requeue_expired(&state.db).await {
+            match queue::requeue_expired(state.db()).await {
                 Ok(0) => {}
                 Ok(n) => tracing::warn!(jobs = n, "requeued jobs whose worker lease expired"),
                 Err(error) => tracing::warn!(error = %error, "requeueing expired jobs failed"),
@@ -224,7 +240,7 @@ pub async fn run(
             }
             let claimed = match claim_conn.as_mut() {
                 Some(conn) => queue::claim_on(conn, queue_name, &id, free as i64, options.lease).await,
-                None => queue::claim(&state.db, queue_name, &id, free as i64, options.lease).await,
+                None => queue::claim(state.db(), queue_name, &id, free as i64, options.lease).await,
             };
             let jobs = match claimed {
                 Ok(jobs) => jobs,
@@ -268,15 +284,15 @@ pub async fn run(
     drop(done_tx);
     recorder.await?;
     if finished.is_err() {
-        let released = queue::release(&state.db, &id).await?;
+        let released = queue::release(state.db(), &id).await?;
         tracing::warn!(released, "grace period over; unfinished jobs released to the queue");
     }
     Ok(())
 }
 
-async fn run_one(
-    state: &AppState,
-    registry: &Registry,
+async fn run_one<S: JobContext>(
+    state: &S,
+    registry: &Registry<S>,
     worker: &str,
     job: Job,
     lease: Duration,
@@ -284,14 +300,15 @@ async fn run_one(
 ) {
     let started = std::time::Instant::now();
     let Some(handler) = registry.handlers.get(&(job.queue.clone(), job.kind.clone())).cloned() else {
-        let _ = queue::fail(&state.db, &job, worker, &format!("no handler for {}/{}", job.queue, job.kind), true).await;
+        let _ =
+            queue::fail(state.db(), &job, worker, &format!("no handler for {}/{}", job.queue, job.kind), true).await;
         return;
     };
     // Keep the lease alive while the handler runs, and only then: the guard stops the
     // heartbeat when this task ends in any way (finished, panicked or aborted with its
     // worker), so a dead worker's lease runs out and another worker takes the job.
     let _heartbeat = AbortOnDrop({
-        let (db, worker, id) = (state.db.clone(), worker.to_owned(), job.id);
+        let (db, worker, id) = (state.db().clone(), worker.to_owned(), job.id);
         tokio::spawn(async move {
             let period = (lease / 3).to_std().unwrap_or(StdDuration::from_secs(20));
             loop {
@@ -310,10 +327,10 @@ async fn run_one(
     let result = match outcome {
         Ok(()) => match done.send(job.id) {
             Ok(()) => Ok("succeeded"),
-            Err(_) => queue::complete(&state.db, job.id, worker).await.map(|_| "succeeded"),
+            Err(_) => queue::complete(state.db(), job.id, worker).await.map(|_| "succeeded"),
         },
-        Err(JobError::Retry(why)) => queue::fail(&state.db, &job, worker, &why, false).await,
-        Err(JobError::Permanent(why)) => queue::fail(&state.db, &job, worker, &why, true).await,
+        Err(JobError::Retry(why)) => queue::fail(state.db(), &job, worker, &why, false).await,
+        Err(JobError::Permanent(why)) => queue::fail(state.db(), &job, worker, &why, true).await,
     };
     match result {
         Ok(status) => {
@@ -337,8 +354,8 @@ impl Drop for AbortOnDrop {
 }
 
 /// On PostgreSQL, wake this worker when any process enqueues a job.
-async fn spawn_listener(state: &AppState, wake: Arc<Notify>) -> Option<tokio::task::JoinHandle<()>> {
-    let crate::db::Db::Postgres(pool) = &state.db else { return None };
+async fn spawn_listener(state: &impl JobContext, wake: Arc<Notify>) -> Option<tokio::task::JoinHandle<()>> {
+    let crate::db::Db::Postgres(pool) = state.db() else { return None };
     let mut listener = match sqlx::postgres::PgListener::connect_with(pool).await {
         Ok(listener) => listener,
         Err(error) => {

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Datelike, Duration, NaiveDateTime, Timelike, Utc};
 use chrono_tz::Tz;
 
-use crate::scheduling::recurrence::resolve_local;
+use crate::time::resolve_local;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cron {

@@ -1,0 +1,69 @@
+//! School-local time. The school's zone (`CEDAR_TIMEZONE`) governs recurrence, schedules and
+//! "today"; instants are stored and sent in UTC. Every conversion between the two goes
+//! through here so daylight-saving gaps and overlaps are handled one way everywhere.
+
+use chrono::{DateTime, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The UTC instant of a local wall-clock time. In the spring-forward gap the time does not
+/// exist; it moves to the same wall time one hour later. In the fall-back overlap the first
+/// (daylight) instant is used.
+pub fn resolve_local(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
+    match tz.from_local_datetime(&local) {
+        LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => t.with_timezone(&Utc),
+        LocalResult::None => resolve_local(tz, local + Duration::hours(1)),
+    }
+}
+
+/// The instant of `time` on local `date`.
+pub fn at_local(tz: Tz, date: NaiveDate, time: NaiveTime) -> DateTime<Utc> {
+    resolve_local(tz, date.and_time(time))
+}
+
+/// The local calendar date of an instant.
+pub fn local_date(tz: Tz, at: DateTime<Utc>) -> NaiveDate {
+    at.with_timezone(&tz).date_naive()
+}
+
+/// The local wall-clock time of an instant.
+pub fn local_naive(tz: Tz, at: DateTime<Utc>) -> NaiveDateTime {
+    at.with_timezone(&tz).naive_local()
+}
+
+/// Today's date in the school's zone.
+pub fn today(tz: Tz) -> NaiveDate {
+    local_date(tz, Utc::now())
+}
+
+/// A weekly window in the school's local time: ISO weekday (Monday = 1) and HH:MM bounds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WeeklyWindow {
+    pub weekday: u8,
+    pub start_time: String,
+    pub end_time: String,
+}
+
+pub fn parse_hhmm(value: &str) -> Option<NaiveTime> {
+    if value.len() != 5 {
+        return None;
+    }
+    NaiveTime::parse_from_str(value, "%H:%M").ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spring_forward_gap_moves_an_hour_later_and_overlap_takes_daylight_time() {
+        let tz = chrono_tz::America::Toronto;
+        let gap = NaiveDate::from_ymd_opt(2026, 3, 8).unwrap().and_hms_opt(2, 30, 0).unwrap();
+        assert_eq!(resolve_local(tz, gap).to_rfc3339(), "2026-03-08T07:30:00+00:00");
+        let overlap = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap().and_hms_opt(1, 30, 0).unwrap();
+        assert_eq!(resolve_local(tz, overlap).to_rfc3339(), "2026-11-01T05:30:00+00:00");
+        assert_eq!(local_naive(tz, resolve_local(tz, overlap)), overlap);
+    }
+}
