@@ -2,7 +2,7 @@
 //! "today"; instants are stored and sent in UTC. Every conversion between the two goes
 //! through here so daylight-saving gaps and overlaps are handled one way everywhere.
 
-use chrono::{DateTime, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -35,6 +35,22 @@ pub fn local_naive(tz: Tz, at: DateTime<Utc>) -> NaiveDateTime {
 /// Today's date in the school's zone.
 pub fn today(tz: Tz) -> NaiveDate {
     local_date(tz, Utc::now())
+}
+
+/// The first date strictly after `after` that falls on ISO `weekday` (Monday = 1).
+pub fn next_weekday(after: NaiveDate, weekday: u8) -> NaiveDate {
+    let today = i64::from(after.weekday().number_from_monday());
+    let mut days = i64::from(weekday) - today;
+    if days <= 0 {
+        days += 7;
+    }
+    after + Duration::days(days)
+}
+
+/// The date on ISO `weekday` in the Monday-to-Sunday week of `date`.
+pub fn same_week_weekday(date: NaiveDate, weekday: u8) -> NaiveDate {
+    let monday = date - Duration::days(i64::from(date.weekday().num_days_from_monday()));
+    monday + Duration::days(i64::from(weekday.clamp(1, 7)) - 1)
 }
 
 /// A weekly window in the school's local time: ISO weekday (Monday = 1) and HH:MM bounds.

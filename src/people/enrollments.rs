@@ -255,7 +255,7 @@ async fn get_enrollment(
 
 /// Moves a request from one of `from` to `to`; 409 when it is no longer in such a state (a
 /// concurrent decision wins once).
-pub(crate) async fn transition(
+pub async fn transition(
     tx: &mut Tx,
     id: Uuid,
     from: &[&str],
@@ -281,7 +281,7 @@ pub(crate) async fn transition(
 }
 
 /// Creates the new student of a request (if any) with `status`, or returns the existing one.
-pub(crate) async fn ensure_student(
+pub async fn ensure_student(
     tx: &mut Tx,
     enrollment: &Enrollment,
     status: &str,
@@ -426,7 +426,7 @@ async fn waitlist(
 }
 
 /// Tells the family what happened to its request, in the family's language, in `tx`.
-pub(crate) async fn notify(
+pub async fn notify(
     tx: &mut Tx,
     state: &AppState,
     id: Uuid,
@@ -449,7 +449,7 @@ pub(crate) async fn notify(
 
 /// A request by id, for the enrollment workflow (no visibility rules: the worker acts for the
 /// office).
-pub(crate) async fn load(tx: &mut Tx, id: Uuid) -> ApiResult<Option<Enrollment>> {
+pub async fn load(tx: &mut Tx, id: Uuid) -> ApiResult<Option<Enrollment>> {
     let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM enrollments en WHERE en.id = $1"));
     Ok(on_tx!(tx, conn => sqlx::query_as::<_, Enrollment>(sql).bind(id).fetch_optional(&mut **conn).await)?)
 }

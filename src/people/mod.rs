@@ -7,6 +7,7 @@ pub(crate) mod enrollments;
 pub(crate) mod families;
 mod progress;
 mod rooms;
+pub mod service;
 pub(crate) mod students;
 mod teachers;
 

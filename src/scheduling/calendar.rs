@@ -114,14 +114,14 @@ pub struct CalendarException {
 
 /// Closures, terms and time off that touch `[from, to]` (local dates).
 #[derive(Debug, Default)]
-pub(crate) struct Exceptions {
+pub struct Exceptions {
     closures: Vec<(NaiveDate, NaiveDate, String)>,
     terms: Vec<(NaiveDate, NaiveDate)>,
     time_off: HashMap<Uuid, Vec<(NaiveDate, NaiveDate)>>,
 }
 
 impl Exceptions {
-    pub(crate) async fn load(tx: &mut Tx, from: NaiveDate, to: NaiveDate) -> ApiResult<Self> {
+    pub async fn load(tx: &mut Tx, from: NaiveDate, to: NaiveDate) -> ApiResult<Self> {
         const SQL: &str = "SELECT id, kind, teacher_id, name, starts_on, ends_on, created_at FROM calendar_exceptions \
             WHERE kind = 'term' OR (starts_on <= $2 AND ends_on >= $1)";
         let rows = on_tx!(tx, conn => sqlx::query_as::<_, CalendarException>(SQL).bind(from).bind(to).fetch_all(&mut **conn).await)?;

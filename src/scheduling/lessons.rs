@@ -8,17 +8,20 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::calendar::{Exceptions, within_availability};
+use super::booking::{
+    self, Booked, BookingOptions, Conflict, Occurrences, Skipped, Slot, conflict_error, conflicts, shift_local,
+};
+use super::calendar::Exceptions;
 use super::recurrence;
 use crate::app::AppState;
 use crate::auth::{CurrentUser, Role};
-use crate::db::{Db, Tx};
+use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
 use crate::http::validate::Errors;
 use crate::http::{Json, Query, nullable};
@@ -165,126 +168,6 @@ async fn list_lessons(
         URL_SAFE_NO_PAD.encode(format!("{}|{}", last.starts_at.to_rfc3339(), last.id))
     });
     Ok(Json(LessonPage { items: rows, next_cursor }))
-}
-
-/// One reason an occurrence cannot be booked.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Conflict {
-    /// Start of the occurrence that conflicts.
-    pub occurrence_starts_at: DateTime<Utc>,
-    /// `teacher`, `student`, `room` (double booking), `availability`, `closure`, `time_off`
-    /// or `outside_term`.
-    pub kind: &'static str,
-    /// The lesson it collides with, for double bookings.
-    pub lesson_id: Option<Uuid>,
-    pub starts_at: DateTime<Utc>,
-    pub ends_at: DateTime<Utc>,
-    pub detail: String,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Skipped {
-    pub starts_at: DateTime<Utc>,
-    /// `closure` or `outside_term`.
-    pub reason: &'static str,
-    pub detail: String,
-}
-
-/// One occurrence to book or move.
-#[derive(Debug, Clone)]
-pub(crate) struct Slot {
-    pub starts_at: DateTime<Utc>,
-    pub ends_at: DateTime<Utc>,
-    pub teacher_id: Uuid,
-    pub student_id: Uuid,
-    pub room_id: Option<Uuid>,
-}
-
-/// Every conflict of `slots` with existing scheduled lessons (other than `ignore`), the
-/// teacher's availability (unless overridden), time off, and — when `skip_closures` is false —
-/// closures and terms.
-pub(crate) async fn conflicts(
-    tx: &mut Tx,
-    tz: chrono_tz::Tz,
-    slots: &[Slot],
-    ignore: &[Uuid],
-    check_availability: bool,
-    exceptions: &Exceptions,
-) -> ApiResult<Vec<Conflict>> {
-    const OVERLAPS: &str = "SELECT id, teacher_id, student_id, room_id, starts_at, ends_at FROM lessons \
-        WHERE status = 'scheduled' AND starts_at < $2 AND ends_at > $1 \
-        AND (teacher_id = $3 OR student_id = $4 OR ($5 IS NOT NULL AND room_id = $5)) ORDER BY starts_at";
-    type Row = (Uuid, Uuid, Uuid, Option<Uuid>, DateTime<Utc>, DateTime<Utc>);
-    let mut out = Vec::new();
-    let mut teacher_windows = std::collections::HashMap::new();
-    for slot in slots {
-        let date = slot.starts_at.with_timezone(&tz).date_naive();
-        let conflict = |kind, detail: String| Conflict {
-            occurrence_starts_at: slot.starts_at,
-            kind,
-            lesson_id: None,
-            starts_at: slot.starts_at,
-            ends_at: slot.ends_at,
-            detail,
-        };
-        if let Some(name) = exceptions.closure(date) {
-            out.push(conflict("closure", format!("The school is closed: {name}")));
-        }
-        if exceptions.outside_terms(date) {
-            out.push(conflict("outside_term", "No term covers this date".into()));
-        }
-        if exceptions.time_off(slot.teacher_id, date) {
-            out.push(conflict("time_off", "The teacher is away".into()));
-        }
-        if check_availability {
-            if let std::collections::hash_map::Entry::Vacant(entry) = teacher_windows.entry(slot.teacher_id) {
-                entry.insert(windows_in_tx(tx, slot.teacher_id).await?);
-            }
-            if !within_availability(&teacher_windows[&slot.teacher_id], tz, slot.starts_at, slot.ends_at) {
-                out.push(conflict("availability", "Outside the teacher's availability".into()));
-            }
-        }
-        let rows: Vec<Row> = on_tx!(tx, conn => sqlx::query_as(OVERLAPS)
-            .bind(slot.starts_at).bind(slot.ends_at).bind(slot.teacher_id).bind(slot.student_id).bind(slot.room_id)
-            .fetch_all(&mut **conn).await)?;
-        for (id, teacher, student, room, starts_at, ends_at) in rows.into_iter().filter(|r| !ignore.contains(&r.0)) {
-            for (kind, hit) in [
-                ("teacher", teacher == slot.teacher_id),
-                ("student", student == slot.student_id),
-                ("room", room.is_some() && room == slot.room_id),
-            ] {
-                if hit {
-                    out.push(Conflict {
-                        occurrence_starts_at: slot.starts_at,
-                        kind,
-                        lesson_id: Some(id),
-                        starts_at,
-                        ends_at,
-                        detail: format!("The {kind} already has a lesson then"),
-                    });
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-async fn windows_in_tx(tx: &mut Tx, teacher_id: Uuid) -> ApiResult<Vec<crate::people::WeeklyWindow>> {
-    const SQL: &str = "SELECT weekday, start_time, end_time FROM teacher_availability WHERE teacher_id = $1";
-    let rows: Vec<(i32, String, String)> =
-        on_tx!(tx, conn => sqlx::query_as(SQL).bind(teacher_id).fetch_all(&mut **conn).await)?;
-    Ok(rows
-        .into_iter()
-        .map(|(d, s, e)| crate::people::WeeklyWindow { weekday: d as u8, start_time: s, end_time: e })
-        .collect())
-}
-
-fn conflict_error(conflicts: Vec<Conflict>) -> ApiError {
-    let n = conflicts.len();
-    ApiError::Conflict {
-        detail: format!("{n} conflict(s); nothing was booked"),
-        conflicts: conflicts.into_iter().map(|c| serde_json::to_value(c).unwrap_or(Value::Null)).collect(),
-    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -477,24 +360,14 @@ async fn create_lessons(
     if slots.is_empty() {
         return Err(ApiError::invalid("recurrence.rrule", "every occurrence falls on a closure or outside the terms"));
     }
-    let series_id = match &input.recurrence {
-        Some(r) => {
-            const SERIES: &str =
-                "INSERT INTO lesson_series (id, rrule, timezone, created_by, created_at) VALUES ($1, $2, $3, $4, $5)";
-            let id = Uuid::now_v7();
-            on_tx!(&mut tx, conn => sqlx::query(SERIES).bind(id).bind(r.rrule.trim()).bind(tz.name()).bind(user.id)
-                .bind(Utc::now()).execute(&mut **conn).await.map(|_| ()))?;
-            Some(id)
-        }
-        None => None,
+    let options = BookingOptions {
+        rrule: input.recurrence.as_ref().map(|r| r.rrule.as_str()),
+        booked_by: Some(user.id),
+        makeup: input.makeup,
+        availability_override: input.override_availability,
+        notes: notes.as_deref(),
     };
-    let mut ids = Vec::new();
-    for slot in &slots {
-        ids.push(
-            insert_lesson(&mut tx, slot, series_id, input.makeup, input.override_availability, notes.as_deref())
-                .await?,
-        );
-    }
+    let Booked { series_id, lesson_ids: ids } = booking::book(&mut tx, tz, &slots, options).await?;
     if input.makeup {
         super::credits::spend_credit(&mut tx, input.student_id, ids[0]).await?;
     }
@@ -514,24 +387,6 @@ async fn create_lessons(
     }
     let booking = Booking { lesson: occurrences.first().cloned(), occurrences, skipped };
     Ok((StatusCode::CREATED, Json(booking)).into_response())
-}
-
-pub(crate) async fn insert_lesson(
-    tx: &mut Tx,
-    slot: &Slot,
-    series_id: Option<Uuid>,
-    makeup: bool,
-    availability_override: bool,
-    notes: Option<&str>,
-) -> ApiResult<Uuid> {
-    const SQL: &str = "INSERT INTO lessons (id, series_id, teacher_id, student_id, room_id, starts_at, ends_at, status, \
-        is_makeup, availability_override, notes, created_at, updated_at) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, 'scheduled', $8, $9, $10, $11, $11)";
-    let id = Uuid::now_v7();
-    on_tx!(tx, conn => sqlx::query(SQL).bind(id).bind(series_id).bind(slot.teacher_id).bind(slot.student_id)
-        .bind(slot.room_id).bind(slot.starts_at).bind(slot.ends_at).bind(makeup).bind(availability_override)
-        .bind(notes).bind(Utc::now()).execute(&mut **conn).await.map(|_| ()))?;
-    Ok(id)
 }
 
 /// One lesson the caller may see.
@@ -648,13 +503,7 @@ async fn update_lesson(
             return Err(conflict_error(found));
         }
     }
-    const UPDATE: &str = "UPDATE lessons SET starts_at = $2, ends_at = $3, teacher_id = $4, room_id = $5, status = $6, \
-        notes = $7, availability_override = (availability_override OR $8), updated_at = $9 WHERE id = $1";
-    for (lesson_id, slot) in &moved {
-        on_tx!(&mut tx, conn => sqlx::query(UPDATE).bind(lesson_id).bind(slot.starts_at).bind(slot.ends_at)
-            .bind(slot.teacher_id).bind(slot.room_id).bind(&status).bind(&notes).bind(input.override_availability)
-            .bind(Utc::now()).execute(&mut **conn).await.map(|_| ()))?;
-    }
+    booking::reschedule(&mut tx, &moved, &status, notes.as_deref(), input.override_availability).await?;
     audit::record_tx(
         &mut tx,
         AuditEvent::new("lesson.updated")
@@ -681,12 +530,6 @@ async fn update_lesson(
         items.push(find_visible(&state.db, &user, lesson_id).await?);
     }
     Ok(Json(LessonPage { items, next_cursor: None }))
-}
-
-/// Shifts an occurrence by `shift` in local wall-clock terms, so "one hour later" stays one
-/// hour later on both sides of a daylight-saving change.
-fn shift_local(tz: chrono_tz::Tz, start: DateTime<Utc>, shift: Duration) -> DateTime<Utc> {
-    crate::time::resolve_local(tz, start.with_timezone(&tz).naive_local() + shift)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -716,21 +559,12 @@ async fn delete_lesson(
     }
     errors.into_result()?;
     let mut tx = state.db.begin().await?;
-    let deleted = match scope.as_str() {
-        "series" => {
-            const SQL: &str = "DELETE FROM lesson_series WHERE id = $1";
-            on_tx!(&mut tx, conn => sqlx::query(SQL).bind(lesson.series_id).execute(&mut **conn).await.map(|r| r.rows_affected()))?
-        }
-        "following" => {
-            const SQL: &str = "DELETE FROM lessons WHERE series_id = $1 AND starts_at >= $2";
-            on_tx!(&mut tx, conn => sqlx::query(SQL).bind(lesson.series_id).bind(lesson.starts_at).execute(&mut **conn).await
-                .map(|r| r.rows_affected()))?
-        }
-        _ => {
-            const SQL: &str = "DELETE FROM lessons WHERE id = $1";
-            on_tx!(&mut tx, conn => sqlx::query(SQL).bind(id).execute(&mut **conn).await.map(|r| r.rows_affected()))?
-        }
+    let which = match (scope.as_str(), lesson.series_id) {
+        ("series", Some(series_id)) => Occurrences::Series(series_id),
+        ("following", Some(series_id)) => Occurrences::Following { series_id, from: lesson.starts_at },
+        _ => Occurrences::One(id),
     };
+    let deleted = booking::delete(&mut tx, which).await?;
     audit::record_tx(
         &mut tx,
         AuditEvent::new("lesson.deleted")

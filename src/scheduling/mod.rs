@@ -3,6 +3,7 @@
 //! attendance and makeup credits, free-slot search and iCalendar feeds. See
 //! `docs/scheduling.md`.
 
+pub mod booking;
 pub(crate) mod calendar;
 pub mod credits;
 mod feeds;

@@ -7,9 +7,8 @@
 
 use std::time::Duration;
 
-use chrono::{Datelike, NaiveDate, Utc};
+use chrono::{NaiveDate, Utc};
 use serde_json::{Value, json};
-use sqlx::types::Json as SqlJson;
 use uuid::Uuid;
 
 use super::ai::AiTask;
@@ -17,10 +16,10 @@ use super::engine::{ReviewRequest, Step, StepCtx, StepError, StepResult, Subject
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::http::validate::{fold, parse_hhmm};
-use crate::people::enrollments::{self, Enrollment};
-use crate::scheduling::calendar::Exceptions;
-use crate::scheduling::lessons::{self, Slot};
-use crate::{on_db, on_tx};
+use crate::people::service as people;
+use crate::people::service::Enrollment;
+use crate::scheduling::booking::{self, BookingOptions, Exceptions, Parties, Slot};
+use crate::time::next_weekday;
 
 pub const NAME: &str = "enrollment";
 /// Weekly lessons booked on approval (about a term).
@@ -50,7 +49,7 @@ async fn prepare(state: AppState, input: Value) -> Result<Subject, ApiError> {
     let id =
         enrollment_id(&input).ok_or_else(|| ApiError::invalid("input.enrollment_id", "must be an enrollment id"))?;
     let mut tx = state.db.begin().await?;
-    let enrollment = enrollments::load(&mut tx, id).await?;
+    let enrollment = people::load_enrollment(&mut tx, id).await?;
     tx.rollback().await?;
     let enrollment =
         enrollment.ok_or_else(|| ApiError::invalid("input.enrollment_id", "no such enrollment request"))?;
@@ -60,7 +59,7 @@ async fn prepare(state: AppState, input: Value) -> Result<Subject, ApiError> {
 async fn load(cx: &StepCtx) -> Result<Enrollment, StepError> {
     let id = enrollment_id(&cx.input).ok_or_else(|| StepError::Fatal("input has no enrollment_id".into()))?;
     let mut tx = cx.state.db.begin().await?;
-    let enrollment = enrollments::load(&mut tx, id).await.map_err(|e| StepError::Retry(e.to_string()))?;
+    let enrollment = people::load_enrollment(&mut tx, id).await.map_err(|e| StepError::Retry(e.to_string()))?;
     tx.rollback().await?;
     enrollment.ok_or_else(|| StepError::Fatal("the enrollment request no longer exists".into()))
 }
@@ -99,25 +98,20 @@ async fn validate(cx: StepCtx) -> StepResult {
     }
     // The same child asked for twice: a student of the family with the same first name.
     let (first, _) = student_name(&enrollment);
-    const SIBLINGS: &str = "SELECT id, first_name, instrument, status FROM students WHERE family_id = $1";
-    let students: Vec<(Uuid, String, String, String)> =
-        on_db!(&cx.state.db, pool => sqlx::query_as(SIBLINGS).bind(enrollment.family_id).fetch_all(pool).await)?;
+    let students = people::family_students(&cx.state.db, enrollment.family_id).await?;
     let duplicate = match enrollment.student_id {
-        None => students.iter().find(|(_, name, _, _)| !first.is_empty() && fold(name) == fold(&first)),
+        None => students.iter().find(|s| !first.is_empty() && fold(&s.first_name) == fold(&first)),
         Some(_) => None,
     };
     match duplicate {
-        Some((id, name, instrument, status)) => check(
+        Some(s) => check(
             "duplicate_student",
             false,
-            format!("the family already has {name} ({instrument}, {status}), student {id}"),
+            format!("the family already has {} ({}, {}), student {}", s.first_name, s.instrument, s.status, s.id),
         ),
         None => check("duplicate_student", true, "no student of this family has that name".into()),
     }
-    const OTHER_REQUESTS: &str = "SELECT COUNT(*) FROM enrollments WHERE family_id = $1 AND id <> $2 AND status = 'submitted' \
-        AND instrument = $3";
-    let open: i64 = on_db!(&cx.state.db, pool => sqlx::query_scalar(OTHER_REQUESTS).bind(enrollment.family_id)
-        .bind(enrollment.id).bind(&enrollment.instrument).fetch_one(pool).await)?;
+    let open = people::open_requests(&cx.state.db, enrollment.family_id, enrollment.id, &enrollment.instrument).await?;
     check("duplicate_request", open == 0, format!("{open} other open request(s) for {}", enrollment.instrument));
     let passed = checks.iter().all(|c| c["ok"] == true);
     Ok(Transition::goto("options", json!({"checks": checks, "passed": passed})))
@@ -128,20 +122,16 @@ async fn validate(cx: StepCtx) -> StepResult {
 async fn options(cx: StepCtx) -> StepResult {
     let enrollment = load(&cx).await?;
     let tz = cx.state.settings.timezone;
-    const TEACHERS: &str = "SELECT id, first_name || ' ' || last_name, instruments, \
-        (SELECT COUNT(*) FROM students s WHERE s.teacher_id = t.id AND s.status = 'active') \
-        FROM teachers t WHERE active = TRUE ORDER BY id";
-    let teachers: Vec<(Uuid, String, SqlJson<Vec<String>>, i64)> =
-        on_db!(&cx.state.db, pool => sqlx::query_as(TEACHERS).fetch_all(pool).await)?;
-    let teachers: Vec<_> = teachers.into_iter().filter(|t| t.2.0.contains(&enrollment.instrument)).collect();
-    let today = Utc::now().with_timezone(&tz).date_naive();
+    let teachers = people::teachers_of(&cx.state.db, &enrollment.instrument).await?;
+    let today = crate::time::today(tz);
     let minutes = i64::from(enrollment.lesson_minutes);
     let mut tx = cx.state.db.begin().await?;
     let exceptions = Exceptions::load(&mut tx, today, today + chrono::Duration::weeks(WEEKS_CHECKED + 1))
         .await
         .map_err(|e| StepError::Retry(e.to_string()))?;
     let mut found = Vec::new();
-    for (teacher, name, _, load) in &teachers {
+    for teacher in &teachers {
+        let (name, load) = (&teacher.name, teacher.active_students);
         for window in &enrollment.preferred_times.0 {
             let (Some(from), Some(to)) = (parse_hhmm(&window.start_time), parse_hhmm(&window.end_time)) else {
                 continue;
@@ -150,13 +140,13 @@ async fn options(cx: StepCtx) -> StepResult {
             let mut start = from;
             let mut per_window = 0;
             while start + chrono::Duration::minutes(minutes) <= to && per_window < 2 {
-                let slots = weekly(tz, first_date, start, minutes, WEEKS_CHECKED, *teacher, enrollment.student_id);
-                let conflicts = lessons::conflicts(&mut tx, tz, &slots, &[], true, &exceptions)
+                let slots = weekly(tz, first_date, start, minutes, WEEKS_CHECKED, teacher.id, enrollment.student_id);
+                let conflicts = booking::conflicts(&mut tx, tz, &slots, &[], true, &exceptions)
                     .await
                     .map_err(|e| StepError::Retry(e.to_string()))?;
                 if conflicts.is_empty() {
                     found.push(json!({
-                        "teacher_id": teacher, "teacher": name, "teacher_load": load, "weekday": window.weekday,
+                        "teacher_id": teacher.id, "teacher": name, "teacher_load": load, "weekday": window.weekday,
                         "start_time": start.format("%H:%M").to_string(), "first_lesson": slots[0].starts_at,
                         "exact": start == from, "minutes_from_preferred": (start - from).num_minutes(),
                     }));
@@ -171,15 +161,7 @@ async fn options(cx: StepCtx) -> StepResult {
     Ok(Transition::goto("rank", json!({"options": found, "teachers_considered": teachers.len()})))
 }
 
-fn next_weekday(after: NaiveDate, weekday: u8) -> NaiveDate {
-    let today = after.weekday().number_from_monday() as i64;
-    let mut days = i64::from(weekday) - today;
-    if days <= 0 {
-        days += 7;
-    }
-    after + chrono::Duration::days(days)
-}
-
+/// `weeks` weekly slots for the request's student (nil until the student exists).
 fn weekly(
     tz: chrono_tz::Tz,
     first: NaiveDate,
@@ -189,18 +171,8 @@ fn weekly(
     teacher: Uuid,
     student: Option<Uuid>,
 ) -> Vec<Slot> {
-    (0..weeks)
-        .map(|week| {
-            let starts_at = crate::time::resolve_local(tz, (first + chrono::Duration::weeks(week)).and_time(start));
-            Slot {
-                starts_at,
-                ends_at: starts_at + chrono::Duration::minutes(minutes),
-                teacher_id: teacher,
-                student_id: student.unwrap_or(Uuid::nil()),
-                room_id: None,
-            }
-        })
-        .collect()
+    let parties = Parties { teacher_id: teacher, student_id: student.unwrap_or(Uuid::nil()), room_id: None };
+    booking::weekly_slots(tz, first, start, minutes, weeks, parties)
 }
 
 pub static RANK: AiTask = AiTask {
@@ -402,7 +374,7 @@ async fn enroll(cx: StepCtx) -> StepResult {
         .and_then(|s| Uuid::parse_str(s).ok())
         .ok_or(StepError::Fatal("option without teacher".into()))?;
     let tz = cx.state.settings.timezone;
-    let today = Utc::now().with_timezone(&tz).date_naive();
+    let today = crate::time::today(tz);
     let weekday = option["weekday"].as_u64().unwrap_or(1) as u8;
     let start =
         option["start_time"].as_str().and_then(parse_hhmm).ok_or(StepError::Fatal("option without time".into()))?;
@@ -413,7 +385,7 @@ async fn enroll(cx: StepCtx) -> StepResult {
     let exceptions = Exceptions::load(&mut tx, first, first + chrono::Duration::weeks(LESSONS_BOOKED))
         .await
         .map_err(|e| StepError::Retry(e.to_string()))?;
-    let conflicts = lessons::conflicts(&mut tx, tz, &slots, &[], true, &exceptions)
+    let conflicts = booking::conflicts(&mut tx, tz, &slots, &[], true, &exceptions)
         .await
         .map_err(|e| StepError::Retry(e.to_string()))?;
     // Closures only skip occurrences; a double booking or lost availability means the slot is gone.
@@ -426,28 +398,31 @@ async fn enroll(cx: StepCtx) -> StepResult {
     let skipped: Vec<_> = conflicts.iter().map(|c| c.occurrence_starts_at).collect();
     let by = decided_by(&cx);
     let e = |e: ApiError| StepError::Retry(e.to_string());
-    enrollments::transition(&mut tx, enrollment.id, &["submitted", "waitlisted"], "approved", None, Some(teacher), by)
-        .await
-        .map_err(e)?;
-    let first_date = slots[0].starts_at.with_timezone(&tz).date_naive();
-    let student = enrollments::ensure_student(&mut tx, &enrollment, "active", Some(teacher), Some(first_date))
-        .await
-        .map_err(e)?;
-    const ACTIVATE: &str = "UPDATE students SET status = 'active', teacher_id = $2, start_date = COALESCE(start_date, $3), \
-        updated_at = $4 WHERE id = $1";
-    on_tx!(&mut tx, conn => sqlx::query(ACTIVATE).bind(student).bind(teacher).bind(first_date).bind(Utc::now())
-        .execute(&mut **conn).await.map(|_| ()))?;
-    const SERIES: &str =
-        "INSERT INTO lesson_series (id, rrule, timezone, created_by, created_at) VALUES ($1, $2, $3, $4, $5)";
-    let series = Uuid::now_v7();
-    on_tx!(&mut tx, conn => sqlx::query(SERIES).bind(series).bind(format!("FREQ=WEEKLY;COUNT={LESSONS_BOOKED}"))
-        .bind(tz.name()).bind(by).bind(Utc::now()).execute(&mut **conn).await.map(|_| ()))?;
-    let mut booked = 0;
-    for slot in slots.iter().filter(|s| !skipped.contains(&s.starts_at)) {
-        let slot = Slot { student_id: student, ..slot.clone() };
-        lessons::insert_lesson(&mut tx, &slot, Some(series), false, false, None).await.map_err(e)?;
-        booked += 1;
-    }
+    people::transition_enrollment(
+        &mut tx,
+        enrollment.id,
+        &["submitted", "waitlisted"],
+        "approved",
+        None,
+        Some(teacher),
+        by,
+    )
+    .await
+    .map_err(e)?;
+    let first_date = crate::time::local_date(tz, slots[0].starts_at);
+    let student =
+        people::ensure_student(&mut tx, &enrollment, "active", Some(teacher), Some(first_date)).await.map_err(e)?;
+    people::activate_student(&mut tx, student, teacher, first_date).await.map_err(e)?;
+    let to_book: Vec<Slot> = slots
+        .iter()
+        .filter(|s| !skipped.contains(&s.starts_at))
+        .map(|slot| Slot { student_id: student, ..slot.clone() })
+        .collect();
+    let rrule = format!("FREQ=WEEKLY;COUNT={LESSONS_BOOKED}");
+    let options = BookingOptions { rrule: Some(&rrule), booked_by: Some(by), ..BookingOptions::default() };
+    let booked = booking::book(&mut tx, tz, &to_book, options).await.map_err(e)?;
+    let series = booked.series_id;
+    let booked = booked.lesson_ids.len();
     let event = crate::privacy::audit::AuditEvent::new("enrollment.approved").subject("enrollment", enrollment.id);
     crate::privacy::audit::record_tx(
         &mut tx,
@@ -498,7 +473,7 @@ async fn decline(cx: StepCtx) -> StepResult {
     let mut tx = cx.state.db.begin().await?;
     let e = |e: ApiError| StepError::Retry(e.to_string());
     if enrollment.status == "submitted" || enrollment.status == "waitlisted" {
-        enrollments::transition(
+        people::transition_enrollment(
             &mut tx,
             enrollment.id,
             &["submitted", "waitlisted"],
@@ -509,7 +484,7 @@ async fn decline(cx: StepCtx) -> StepResult {
         )
         .await
         .map_err(e)?;
-        enrollments::notify(&mut tx, &cx.state, enrollment.id, "enrollment_declined", reason.as_deref())
+        people::notify_enrollment(&mut tx, &cx.state, enrollment.id, "enrollment_declined", reason.as_deref())
             .await
             .map_err(e)?;
     }
@@ -521,11 +496,19 @@ async fn waitlist(cx: StepCtx) -> StepResult {
     let mut tx = cx.state.db.begin().await?;
     let e = |e: ApiError| StepError::Retry(e.to_string());
     if enrollment.status == "submitted" {
-        enrollments::transition(&mut tx, enrollment.id, &["submitted"], "waitlisted", None, None, decided_by(&cx))
-            .await
-            .map_err(e)?;
-        enrollments::ensure_student(&mut tx, &enrollment, "waitlisted", None, None).await.map_err(e)?;
-        enrollments::notify(&mut tx, &cx.state, enrollment.id, "enrollment_waitlisted", None).await.map_err(e)?;
+        people::transition_enrollment(
+            &mut tx,
+            enrollment.id,
+            &["submitted"],
+            "waitlisted",
+            None,
+            None,
+            decided_by(&cx),
+        )
+        .await
+        .map_err(e)?;
+        people::ensure_student(&mut tx, &enrollment, "waitlisted", None, None).await.map_err(e)?;
+        people::notify_enrollment(&mut tx, &cx.state, enrollment.id, "enrollment_waitlisted", None).await.map_err(e)?;
     }
     Ok(Transition::succeed(json!({"waitlisted": true})).in_tx(tx))
 }

@@ -7,17 +7,15 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use serde_json::{Value, json};
-use sqlx::types::Json as SqlJson;
 use uuid::Uuid;
 
 use super::ai::AiTask;
 use super::engine::{ReviewRequest, Step, StepCtx, StepError, StepResult, Subject, Transition, Workflow};
 use crate::app::AppState;
 use crate::error::ApiError;
+use crate::people::service as people;
 use crate::privacy::audit::{self, AuditEvent};
-use crate::{on_db, on_tx};
 
 pub const NAME: &str = "practice_plan";
 
@@ -42,10 +40,7 @@ async fn prepare(state: AppState, input: Value) -> Result<Subject, ApiError> {
         .and_then(Value::as_str)
         .and_then(|s| Uuid::parse_str(s).ok())
         .ok_or_else(|| ApiError::invalid("input.student_id", "must be a student id"))?;
-    const SQL: &str = "SELECT family_id FROM students WHERE id = $1";
-    let family: Option<Uuid> = on_db!(&state.db, pool => sqlx::query_scalar(SQL).bind(id).fetch_optional(pool).await)
-        .map_err(|e| ApiError::Internal(e.into()))?;
-    match family {
+    match crate::people::service::student(&state.db, id).await?.map(|s| s.family_id) {
         Some(family_id) => Ok(Subject { kind: "student", id, family_id: Some(family_id) }),
         None => Err(ApiError::invalid("input.student_id", "no such student")),
     }
@@ -61,19 +56,15 @@ fn student_id(cx: &StepCtx) -> Result<Uuid, StepError> {
 /// The student and their five latest progress notes.
 async fn gather(cx: StepCtx) -> StepResult {
     let id = student_id(&cx)?;
-    const STUDENT: &str =
-        "SELECT first_name, preferred_name, instrument, status, teacher_id FROM students WHERE id = $1";
-    const NOTES: &str = "SELECT note_date, body, goals FROM progress_notes WHERE student_id = $1 ORDER BY note_date DESC, id DESC LIMIT 5";
-    type Student = (String, Option<String>, String, String, Option<Uuid>);
-    let student: Option<Student> =
-        on_db!(&cx.state.db, pool => sqlx::query_as(STUDENT).bind(id).fetch_optional(pool).await)?;
-    let Some((first_name, preferred_name, instrument, status, teacher_id)) = student else {
+    let Some(student) = people::student(&cx.state.db, id).await? else {
         return Err(StepError::Fatal("the student no longer exists".into()));
     };
-    let notes: Vec<(chrono::NaiveDate, String, Option<String>)> =
-        on_db!(&cx.state.db, pool => sqlx::query_as(NOTES).bind(id).fetch_all(pool).await)?;
-    let notes: Vec<Value> =
-        notes.into_iter().map(|(date, body, goals)| json!({"date": date, "body": body, "goals": goals})).collect();
+    let people::StudentBrief { first_name, preferred_name, instrument, status, teacher_id, .. } = student;
+    let notes: Vec<Value> = people::recent_notes(&cx.state.db, id, 5)
+        .await?
+        .into_iter()
+        .map(|n| json!({"date": n.date, "body": n.body, "goals": n.goals}))
+        .collect();
     Ok(Transition::goto(
         "draft",
         json!({
@@ -241,13 +232,19 @@ async fn save(cx: StepCtx) -> StepResult {
         plan["minutes_per_day"],
         plan["message"].as_str().unwrap_or_default()
     );
-    const SQL: &str = "INSERT INTO progress_notes (id, student_id, teacher_id, author_id, note_date, body, pieces, goals, \
-        created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
-    let note_id = Uuid::now_v7();
-    let today = Utc::now().with_timezone(&cx.state.settings.timezone).date_naive();
+    let today = crate::time::today(cx.state.settings.timezone);
+    let goals = goals.join("; ");
     let mut tx = cx.state.db.begin().await?;
-    on_tx!(&mut tx, conn => sqlx::query(SQL).bind(note_id).bind(id).bind(teacher).bind(author).bind(today).bind(&body)
-        .bind(SqlJson(json!([]))).bind(goals.join("; ")).bind(Utc::now()).execute(&mut **conn).await.map(|_| ()))?;
+    let note = people::NewNote {
+        student_id: id,
+        teacher_id: teacher,
+        author_id: Some(author),
+        date: today,
+        body: &body,
+        pieces: json!([]),
+        goals: Some(&goals),
+    };
+    let note_id = people::add_note(&mut tx, note).await?;
     let event = AuditEvent::new("progress_note.created").subject("student", id);
     audit::record_tx(&mut tx, event.details(json!({"workflow_run": cx.run_id, "note_id": note_id}))).await?;
     Ok(Transition::succeed(json!({"note_id": note_id})).in_tx(tx))

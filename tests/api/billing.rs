@@ -374,8 +374,11 @@ async fn stripe_checkout_and_webhooks_apply_each_event_once(backend: Backend) {
     assert_eq!(payments["items"].as_array().unwrap().len(), 1, "one payment for two deliveries");
     assert_eq!(payments["items"][0]["method"], "stripe");
     // A failed payment starts the payment_issue workflow and tells the family.
-    let jobs = json_ok(send(&app, "GET", "/v1/jobs?queue=workflows", &s.admin, None).await, 200).await;
-    assert!(jobs["items"].as_array().unwrap().iter().any(|j| j["dedupe_key"] == "payment_issue:pi_fail"), "{jobs:#}");
+    // Events are applied concurrently: wait for the failed one rather than assume its turn came.
+    let started =
+        |jobs: &Value| jobs["items"].as_array().unwrap().iter().any(|j| j["dedupe_key"] == "payment_issue:pi_fail");
+    let jobs = wait_until(&app, &s.admin, "/v1/jobs?queue=workflows", started).await;
+    assert!(started(&jobs), "{jobs:#}");
     let failed_mail = json_ok(send(&app, "GET", "/v1/outbox?template=payment_failed", &s.admin, None).await, 200).await;
     assert!(failed_mail["items"][0]["body"].as_str().unwrap().contains("Your card was declined."));
 
