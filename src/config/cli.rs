@@ -1,0 +1,69 @@
+//! The command line: subcommands and their own flags. The settings every subcommand shares
+//! are declared in `sources.rs`.
+
+use clap::{Args, Parser, Subcommand};
+
+use super::SettingsArgs;
+
+const LONG_ABOUT: &str = "\
+Cedar: the backend of a small music school, in one binary.
+
+Runs with no set-up on an embedded SQLite database (in CEDAR_DATA_DIR); set DATABASE_URL to a
+postgres:// URL for production. Every setting below can be given as a flag, as the environment
+variable shown, or as a key in cedar.toml (the variable's name in lower case without the CEDAR_
+prefix, e.g. `data_dir = \"/var/lib/cedar\"`). Flags win over variables, variables over the file.";
+
+#[derive(Debug, Parser)]
+#[command(name = "cedar", version, about = "Backend of a small music school", long_about = LONG_ABOUT)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API (and, unless --no-worker, the background worker); migrations run first.
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the OpenAPI document (JSON) and exit.
+    Openapi,
+    /// Load a realistic demo school (idempotent) and print its logins.
+    Demo,
+    /// Run background jobs only (any number of these may share one PostgreSQL database).
+    Worker,
+    /// Administration tasks.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create an admin account (the first one, typically). Migrates the database first.
+    Create(AdminCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AdminCreateArgs {
+    /// The admin's email address (also their sign-in name).
+    #[arg(long)]
+    pub email: String,
+    /// At least 8 characters. Prefer CEDAR_ADMIN_PASSWORD to keep it out of shell history.
+    #[arg(long, env = "CEDAR_ADMIN_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Display name.
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CEDAR_ADDR", value_name = "HOST:PORT")]
+    pub addr: Option<String>,
+    /// Serve the API only; run background jobs in separate `cedar worker` processes.
+    #[arg(long)]
+    pub no_worker: bool,
+}
