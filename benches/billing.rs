@@ -72,10 +72,10 @@ async fn main() {
 
     let (start, end) = (NaiveDate::from_ymd_opt(2027, 1, 1).unwrap(), NaiveDate::from_ymd_opt(2027, 1, 31).unwrap());
     let timer = Instant::now();
-    let preview = cedar::billing::invoices::run(&state, None, start, end, true).await.unwrap();
+    let preview = cedar::billing::runs::run(&state, None, start, end, true).await.unwrap();
     println!("dry run (preview)                     {:>8.2} s", timer.elapsed().as_secs_f64());
     let timer = Instant::now();
-    let first = cedar::billing::invoices::run(&state, None, start, end, false).await.unwrap();
+    let first = cedar::billing::runs::run(&state, None, start, end, false).await.unwrap();
     let elapsed = timer.elapsed();
     let json = serde_json::to_value(&first).unwrap();
     println!(
@@ -88,7 +88,7 @@ async fn main() {
     assert_eq!(serde_json::to_value(&preview).unwrap()["total_cents"], json["total_cents"]);
     let timer = Instant::now();
     let again =
-        serde_json::to_value(cedar::billing::invoices::run(&state, None, start, end, false).await.unwrap()).unwrap();
+        serde_json::to_value(cedar::billing::runs::run(&state, None, start, end, false).await.unwrap()).unwrap();
     println!(
         "second run of the period (no-op)      {:>8.2} s   created {}",
         timer.elapsed().as_secs_f64(),

@@ -4,6 +4,8 @@
 pub mod invoices;
 pub mod money;
 pub mod payments;
+mod rates;
+pub mod runs;
 pub mod stripe;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -24,7 +26,7 @@ pub static CONSTRAINTS: &[crate::db::Constraint] = &[crate::db::Constraint {
 }];
 
 pub fn router() -> OpenApiRouter<AppState> {
-    invoices::router().merge(payments::router()).merge(stripe::router())
+    invoices::router().merge(rates::router()).merge(runs::router()).merge(payments::router()).merge(stripe::router())
 }
 
 /// The job handlers of this slice.
@@ -32,10 +34,10 @@ pub fn jobs(registry: Registry<AppState>) -> Registry<AppState> {
     registry
         .on(QUEUE, stripe::EVENT, |state: AppState, job| async move { stripe::apply(&state, &job).await })
         .on(QUEUE, "billing.monthly_run", |state: AppState, _job| async move {
-            invoices::monthly_run(&state).await.map_err(|e| JobError::Retry(format!("{e:#}")))
+            runs::monthly_run(&state).await.map_err(|e| JobError::Retry(format!("{e:#}")))
         })
         .on(QUEUE, "billing.daily", |state: AppState, _job| async move {
-            invoices::daily(&state).await.map(|_| ()).map_err(|e| JobError::Retry(format!("{e:#}")))
+            runs::daily(&state).await.map(|_| ()).map_err(|e| JobError::Retry(format!("{e:#}")))
         })
 }
 

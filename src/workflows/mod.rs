@@ -3,6 +3,7 @@
 //! built-in workflow definitions (see docs/workflows.md).
 
 pub mod ai;
+pub mod definition;
 pub mod engine;
 pub mod enrollment;
 pub mod practice_plan;

@@ -421,8 +421,8 @@ async fn late_fees_apply_once_and_reminders_go_out(backend: Backend) {
             .bind(id).bind(today - chrono::Duration::days(days)).execute(pool).await.map(|_| ()))
         .unwrap();
     }
-    assert_eq!(cedar::billing::invoices::daily(&app.state).await.unwrap(), (0, 1, 1));
-    assert_eq!(cedar::billing::invoices::daily(&app.state).await.unwrap(), (0, 0, 0), "once only");
+    assert_eq!(cedar::billing::runs::daily(&app.state).await.unwrap(), (0, 1, 1));
+    assert_eq!(cedar::billing::runs::daily(&app.state).await.unwrap(), (0, 0, 0), "once only");
     let id_a = a["id"].as_str().unwrap();
     let invoice = json_ok(send(&app, "GET", &format!("/v1/invoices/{id_a}"), &s.parent_a, None).await, 200).await;
     assert_eq!(invoice["total_cents"], 19_775 + 1_500);
@@ -461,14 +461,14 @@ async fn autopay_charges_the_saved_card_once_on_the_due_date(backend: Backend) {
     stop_worker(worker).await;
     // Not due yet: nothing charged. Due today: the balance, off session, once however often
     // the job runs.
-    assert_eq!(cedar::billing::invoices::daily(&app.state).await.unwrap().0, 0);
+    assert_eq!(cedar::billing::runs::daily(&app.state).await.unwrap().0, 0);
     let today = chrono::Utc::now().with_timezone(&app.state.settings.timezone).date_naive();
     let invoice = uuid::Uuid::parse_str(&id_b).unwrap();
     cedar::on_db!(&app.state.db, pool => sqlx::query("UPDATE invoices SET due_date = $2 WHERE id = $1")
         .bind(invoice).bind(today).execute(pool).await.map(|_| ()))
     .unwrap();
     for _ in 0..2 {
-        assert_eq!(cedar::billing::invoices::daily(&app.state).await.unwrap().0, 1);
+        assert_eq!(cedar::billing::runs::daily(&app.state).await.unwrap().0, 1);
     }
     let charges: Vec<_> =
         stripe.calls("/v1/payment_intents").into_iter().filter(|c| c.form.contains_key("off_session")).collect();
@@ -484,7 +484,7 @@ async fn autopay_charges_the_saved_card_once_on_the_due_date(backend: Backend) {
         send(&app, "DELETE", &format!("/v1/families/{}/autopay", s.family_b), &s.parent_b, None).await.status(),
         204
     );
-    assert_eq!(cedar::billing::invoices::daily(&app.state).await.unwrap().0, 0);
+    assert_eq!(cedar::billing::runs::daily(&app.state).await.unwrap().0, 0);
 }
 
 async fn rates_billing_modes_and_voids_refuse_bad_requests(backend: Backend) {
