@@ -7,6 +7,7 @@ pub mod auth;
 pub mod billing;
 pub mod config;
 pub mod db;
+pub mod domain;
 pub mod error;
 pub mod http;
 pub mod jobs;

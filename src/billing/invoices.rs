@@ -21,6 +21,18 @@ use crate::http::{Json, Query};
 use crate::privacy::audit::{self, AuditEvent};
 use crate::{on_db, on_tx};
 
+crate::text_enum! {
+    /// Where an invoice is.
+    pub enum InvoiceStatus {
+        Draft = "draft",
+        Open = "open",
+        Paid = "paid",
+        PartiallyPaid = "partially_paid",
+        Void = "void",
+        Uncollectible = "uncollectible",
+    }
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_invoices))
@@ -35,7 +47,7 @@ pub struct Invoice {
     pub number: String,
     pub family_id: Uuid,
     /// `draft | open | paid | partially_paid | void | uncollectible`.
-    pub status: String,
+    pub status: InvoiceStatus,
     pub currency: String,
     pub subtotal_cents: i64,
     pub discount_cents: i64,
@@ -126,7 +138,7 @@ async fn list_invoices(
     let page = PageParams { limit: filter.limit, cursor: filter.cursor.clone() };
     let mut errors = Errors::default();
     if let Some(status) = &filter.status {
-        errors.one_of("status", status, &["draft", "open", "paid", "partially_paid", "void", "uncollectible"]);
+        errors.choice::<InvoiceStatus>("status", status);
     }
     let (after, limit) = (page.after()?, page.fetch_limit()?);
     errors.into_result()?;

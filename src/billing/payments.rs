@@ -24,6 +24,16 @@ use crate::http::{Json, Query};
 use crate::privacy::audit::{self, AuditEvent};
 use crate::{on_db, on_tx};
 
+crate::text_enum! {
+    /// How a payment was made.
+    pub enum PaymentMethod {
+        Cash = "cash",
+        Cheque = "cheque",
+        ETransfer = "e_transfer",
+        Stripe = "stripe",
+    }
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_payments, create_payment)).routes(routes!(refund_payment))
 }
@@ -38,7 +48,7 @@ pub struct Payment {
     pub amount_cents: i64,
     pub currency: String,
     /// `cash | cheque | e_transfer | stripe`.
-    pub method: String,
+    pub method: PaymentMethod,
     pub reference: Option<String>,
     /// `succeeded` or `disputed`.
     pub status: String,
@@ -147,7 +157,10 @@ async fn create_payment(
     Json(input): Json<ManualPayment>,
 ) -> ApiResult<(StatusCode, Json<Payment>)> {
     let mut errors = Errors::default();
-    errors.one_of("method", &input.method, &["cash", "cheque", "e_transfer"]);
+    // Card payments arrive through Stripe, never as a manual record.
+    if errors.choice::<PaymentMethod>("method", &input.method) == Some(PaymentMethod::Stripe) {
+        errors.add("method", "must be one of: cash, cheque, e_transfer");
+    }
     let reference = errors.optional_name("reference", input.reference.as_deref());
     if input.method == "e_transfer" && reference.is_none() {
         errors.add("reference", "is required for an Interac e-Transfer");
@@ -291,7 +304,7 @@ async fn refund_payment(
             family_id: payment.family_id,
             kind: "refund",
             amount_cents: amount,
-            method: &payment.method,
+            method: payment.method.as_str(),
             reference: reason,
             refund_of: Some(id),
             stripe_payment_intent_id: payment.stripe_payment_intent_id.as_deref(),

@@ -18,6 +18,14 @@ use crate::http::validate::Errors;
 use crate::privacy::audit::{self, AuditEvent};
 use crate::{on_db, on_tx};
 
+crate::text_enum! {
+    /// How a student's tuition is billed.
+    pub enum BillingMode {
+        PerLesson = "per_lesson",
+        Monthly = "monthly",
+    }
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_rates, create_rate))
@@ -163,7 +171,7 @@ async fn put_student_billing(
 ) -> ApiResult<Json<StudentBilling>> {
     crate::people::students::find_visible(&state.db, &admin, id).await?;
     let mut errors = Errors::default();
-    errors.one_of("billing_mode", &input.billing_mode, &["per_lesson", "monthly"]);
+    errors.choice::<BillingMode>("billing_mode", &input.billing_mode);
     if let (Some(start), Some(end)) = (input.start_date, input.end_date)
         && end < start
     {

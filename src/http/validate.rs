@@ -4,6 +4,7 @@
 use unicode_normalization::UnicodeNormalization;
 
 use super::email::Email;
+use crate::domain::TextEnum;
 use crate::error::FieldError;
 pub use crate::time::{WeeklyWindow, parse_hhmm};
 
@@ -108,6 +109,20 @@ impl Errors {
             self.add(field, "must be 1 to 50 characters");
         }
         name
+    }
+
+    /// `value` as one of the enum's texts; otherwise a field error listing them.
+    pub fn choice<E: TextEnum>(&mut self, field: &str, value: &str) -> Option<E> {
+        let parsed = E::parse(value);
+        if parsed.is_none() {
+            self.add(field, format!("must be one of: {}", E::names()));
+        }
+        parsed
+    }
+
+    /// Like [`Self::choice`] for a value that may be absent.
+    pub fn optional_choice<E: TextEnum>(&mut self, field: &str, value: Option<&str>) -> Option<E> {
+        value.and_then(|v| self.choice(field, v))
     }
 
     pub fn one_of(&mut self, field: &str, value: &str, allowed: &[&str]) {

@@ -20,6 +20,8 @@ use crate::http::{Json, Query};
 use crate::on_db;
 use crate::privacy::audit::{self, AuditEvent};
 
+use super::queue::JobStatus;
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_jobs)).routes(routes!(get_job)).routes(routes!(retry_job))
 }
@@ -32,7 +34,7 @@ pub struct JobView {
     #[schema(value_type = Object)]
     payload: SqlJson<Value>,
     /// `queued`, `running`, `succeeded`, `dead` or `cancelled`.
-    status: String,
+    status: JobStatus,
     attempts: i32,
     max_attempts: i32,
     run_at: DateTime<Utc>,
@@ -66,7 +68,7 @@ async fn list_jobs(
     let page = PageParams { limit: filter.limit, cursor: filter.cursor.clone() };
     let mut errors = Errors::default();
     if let Some(status) = &filter.status {
-        errors.one_of("status", status, &["queued", "running", "succeeded", "failed", "dead", "cancelled"]);
+        errors.choice::<JobStatus>("status", status);
     }
     let (after, limit) = (page.after()?, page.fetch_limit()?);
     errors.into_result()?;

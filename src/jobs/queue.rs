@@ -12,6 +12,18 @@ use uuid::Uuid;
 use crate::db::{Db, Tx};
 use crate::{on_db, on_tx};
 
+crate::text_enum! {
+    /// Where a job is in its life.
+    pub enum JobStatus {
+        Queued = "queued",
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Dead = "dead",
+        Cancelled = "cancelled",
+    }
+}
+
 /// PostgreSQL channel that wakes workers when a job is enqueued (delivered at commit).
 pub const NOTIFY_CHANNEL: &str = "cedar_jobs";
 

@@ -28,6 +28,15 @@ use crate::jobs::worker::JobError;
 use crate::privacy::audit::{self, AuditEvent};
 use crate::{on_db, on_tx};
 
+crate::text_enum! {
+    /// Where an email is.
+    pub enum EmailStatus {
+        Queued = "queued",
+        Sent = "sent",
+        Dead = "dead",
+    }
+}
+
 pub const QUEUE: &str = "email";
 pub const SEND: &str = "email.send";
 const MAX_ATTEMPTS: i32 = 6;
@@ -260,7 +269,7 @@ async fn list_outbox(
     let page = PageParams { limit: filter.limit, cursor: filter.cursor.clone() };
     let mut errors = Errors::default();
     if let Some(status) = &filter.status {
-        errors.one_of("status", status, &["queued", "sent", "dead"]);
+        errors.choice::<EmailStatus>("status", status);
     }
     let (after, limit) = (page.after()?, page.fetch_limit()?);
     errors.into_result()?;

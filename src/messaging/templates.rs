@@ -22,6 +22,8 @@ use crate::http::validate::Errors;
 use crate::privacy::audit::{self, AuditEvent};
 use crate::{on_db, on_tx};
 
+use crate::domain::Language;
+
 pub const SCHOOL: &str = "Cedar Heights Music Academy";
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -170,7 +172,7 @@ async fn put_template(
 ) -> ApiResult<Json<Template>> {
     let default = find(&name)?;
     let mut errors = Errors::default();
-    errors.one_of("language", &input.language, &["en", "fr"]);
+    errors.choice::<Language>("language", &input.language);
     if input.subject.trim().is_empty() || input.subject.len() > 300 {
         errors.add("subject", "must be 1 to 300 characters");
     }

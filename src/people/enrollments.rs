@@ -26,7 +26,15 @@ use crate::jobs::queue::{self, NewJob};
 use crate::privacy::audit::{self, AuditEvent};
 use crate::{on_db, on_tx};
 
-pub const STATUSES: &[&str] = &["submitted", "approved", "declined", "waitlisted"];
+crate::text_enum! {
+    /// Where an enrollment request is.
+    pub enum EnrollmentStatus {
+        Submitted = "submitted",
+        Approved = "approved",
+        Declined = "declined",
+        Waitlisted = "waitlisted",
+    }
+}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -65,7 +73,7 @@ pub struct Enrollment {
     pub(crate) experience: Option<String>,
     pub(crate) notes: Option<String>,
     /// `submitted`, `approved`, `declined` or `waitlisted`.
-    pub(crate) status: String,
+    pub(crate) status: EnrollmentStatus,
     pub(crate) decision_reason: Option<String>,
     /// The teacher assigned on approval.
     pub(crate) assigned_teacher_id: Option<Uuid>,
@@ -110,7 +118,7 @@ async fn list_enrollments(
     let page = PageParams { limit: filter.limit, cursor: filter.cursor.clone() };
     let mut errors = Errors::default();
     if let Some(status) = &filter.status {
-        errors.one_of("status", status, STATUSES);
+        errors.choice::<EnrollmentStatus>("status", status);
     }
     let (after, limit) = (page.after()?, page.fetch_limit()?);
     errors.into_result()?;

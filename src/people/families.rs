@@ -22,6 +22,8 @@ use crate::http::{Json, Query, nullable};
 use crate::privacy::audit::{self, AuditEvent};
 use crate::{on_db, on_tx};
 
+use crate::domain::Language;
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_families, create_family)).routes(routes!(
         get_family,
@@ -36,7 +38,7 @@ pub(crate) struct FamilyRow {
     pub name: String,
     pub email: Option<String>,
     pub phone: Option<String>,
-    pub preferred_language: String,
+    pub preferred_language: Language,
     pub payee_user_id: Option<Uuid>,
     pub address_line1: Option<String>,
     pub address_line2: Option<String>,
@@ -71,8 +73,8 @@ pub struct Family {
     name: String,
     email: Option<String>,
     phone: Option<String>,
-    /// `en` or `fr`: the language of everything the school sends.
-    preferred_language: String,
+    /// The language of everything the school sends.
+    preferred_language: Language,
     /// The guardian who receives and pays the invoices.
     payee_user_id: Option<Uuid>,
     address_line1: Option<String>,
@@ -210,7 +212,7 @@ async fn create_family(
         province: errors.optional_name("province", input.province.as_deref()),
         postal_code: errors.optional_name("postal_code", input.postal_code.as_deref()),
     };
-    errors.one_of("preferred_language", &contact.preferred_language, &["en", "fr"]);
+    errors.choice::<Language>("preferred_language", &contact.preferred_language);
     let notes = errors.optional_text("notes", input.notes.as_deref());
     let guardian_ids = if user.is_admin() {
         input.guardian_ids.clone().unwrap_or_default()
@@ -369,8 +371,10 @@ async fn update_family(
     };
     let email = errors.optional_email("email", pick(&input.email, &current.email).as_deref());
     let phone = errors.optional_phone("phone", pick(&input.phone, &current.phone).as_deref());
-    let language = input.preferred_language.clone().unwrap_or(current.preferred_language.clone());
-    errors.one_of("preferred_language", &language, &["en", "fr"]);
+    let language = match input.preferred_language.as_deref() {
+        Some(text) => errors.choice::<Language>("preferred_language", text).unwrap_or(current.preferred_language),
+        None => current.preferred_language,
+    };
     let line1 = errors.optional_name("address_line1", pick(&input.address_line1, &current.address_line1).as_deref());
     let line2 = errors.optional_name("address_line2", pick(&input.address_line2, &current.address_line2).as_deref());
     let city = errors.optional_name("city", pick(&input.city, &current.city).as_deref());
@@ -399,7 +403,7 @@ async fn update_family(
         updated_at = $12, ai_consent = $13 WHERE id = $1";
     let mut tx = state.db.begin().await?;
     on_tx!(&mut tx, conn => sqlx::query(UPDATE)
-        .bind(id).bind(&name).bind(&email).bind(&phone).bind(&language).bind(&line1).bind(&line2).bind(&city)
+        .bind(id).bind(&name).bind(&email).bind(&phone).bind(language).bind(&line1).bind(&line2).bind(&city)
         .bind(&province).bind(&postal_code).bind(&notes).bind(Utc::now()).bind(ai_consent)
         .execute(&mut **conn).await.map(|_| ()))?;
     let before: Vec<Uuid> = guardians_in_tx(&mut tx, id).await?;

@@ -21,7 +21,15 @@ use crate::http::{Json, Query, nullable};
 use crate::privacy::audit::{self, AuditEvent};
 use crate::{on_db, on_tx};
 
-pub const STATUSES: &[&str] = &["active", "waitlisted", "inactive", "withdrawn"];
+crate::text_enum! {
+    /// Whether a student is taking lessons.
+    pub enum StudentStatus {
+        Active = "active",
+        Waitlisted = "waitlisted",
+        Inactive = "inactive",
+        Withdrawn = "withdrawn",
+    }
+}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_students, create_student)).routes(routes!(
@@ -46,7 +54,7 @@ pub struct Student {
     pub instruments: SqlJson<Vec<String>>,
     pub level: Option<String>,
     /// `active`, `waitlisted`, `inactive` or `withdrawn`.
-    pub status: String,
+    pub status: StudentStatus,
     /// Main teacher.
     pub teacher_id: Option<Uuid>,
     pub start_date: Option<NaiveDate>,
@@ -97,7 +105,7 @@ async fn list_students(
     let page = PageParams { limit: filter.limit, cursor: filter.cursor.clone() };
     let mut errors = Errors::default();
     if let Some(status) = &filter.status {
-        errors.one_of("status", status, STATUSES);
+        errors.choice::<StudentStatus>("status", status);
     }
     let (after, limit) = (page.after()?, page.fetch_limit()?);
     errors.into_result()?;
@@ -227,7 +235,7 @@ async fn create_student(
         start_date: input.start_date,
         notes: errors.optional_text("notes", input.notes.as_deref()),
     };
-    errors.one_of("status", &new.status, STATUSES);
+    errors.choice::<StudentStatus>("status", &new.status);
     validate_birth_date(&mut errors, new.birth_date);
     errors.into_result()?;
     let mut tx = state.db.begin().await?;
@@ -307,8 +315,10 @@ async fn update_student(
         Some(v) => errors.optional_name("level", v.as_deref()),
         None => current.level.clone(),
     };
-    let status = input.status.clone().unwrap_or(current.status.clone());
-    errors.one_of("status", &status, STATUSES);
+    let status = match input.status.as_deref() {
+        Some(text) => errors.choice::<StudentStatus>("status", text).unwrap_or(current.status),
+        None => current.status,
+    };
     let birth_date = input.birth_date.unwrap_or(current.birth_date);
     validate_birth_date(&mut errors, birth_date);
     let notes = match &input.notes {
@@ -328,7 +338,7 @@ async fn update_student(
     let search = search_text(&first, &last, preferred.as_deref(), &family);
     on_tx!(&mut tx, conn => sqlx::query(SQL)
         .bind(id).bind(family_id).bind(&first).bind(&last).bind(&preferred).bind(birth_date).bind(&instrument)
-        .bind(SqlJson(&instruments)).bind(&level).bind(&status).bind(teacher_id).bind(start_date).bind(&notes)
+        .bind(SqlJson(&instruments)).bind(&level).bind(status).bind(teacher_id).bind(start_date).bind(&notes)
         .bind(search).bind(Utc::now())
         .execute(&mut **conn).await.map(|_| ()))?;
     let mut details = json!({});

@@ -11,6 +11,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::LessonStatus;
 pub use super::calendar::Exceptions;
 use super::calendar::within_availability;
 use crate::db::Tx;
@@ -230,7 +231,7 @@ pub async fn book(tx: &mut Tx, tz: chrono_tz::Tz, slots: &[Slot], options: Booki
 pub async fn reschedule(
     tx: &mut Tx,
     moves: &[(Uuid, Slot)],
-    status: &str,
+    status: LessonStatus,
     notes: Option<&str>,
     availability_override: bool,
 ) -> ApiResult<()> {

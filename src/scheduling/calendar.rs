@@ -24,6 +24,15 @@ use crate::privacy::audit::{self, AuditEvent};
 use crate::time::resolve_local;
 use crate::{on_db, on_tx};
 
+crate::text_enum! {
+    /// What a calendar exception is.
+    pub enum ExceptionKind {
+        Closure = "closure",
+        TimeOff = "time_off",
+        Term = "term",
+    }
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(get_availability, put_availability))
@@ -223,7 +232,7 @@ async fn create_exception(
         return Err(ApiError::Forbidden);
     }
     let mut errors = Errors::default();
-    errors.one_of("kind", &input.kind, &["closure", "time_off", "term"]);
+    errors.choice::<ExceptionKind>("kind", &input.kind);
     let name = errors.name("name", &input.name);
     if input.ends_on < input.starts_on {
         errors.add("ends_on", "must not be before starts_on");

@@ -12,6 +12,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::lessons::{Lesson, find_visible};
+use super::{Attendance, CreditStatus, LessonStatus};
 use crate::app::AppState;
 use crate::auth::{CurrentUser, Role};
 use crate::db::{Db, Tx};
@@ -20,8 +21,6 @@ use crate::http::validate::Errors;
 use crate::http::{Json, Query};
 use crate::privacy::audit::{self, AuditEvent};
 use crate::{on_db, on_tx};
-
-pub const ATTENDANCE: &[&str] = &["present", "absent", "cancelled_by_student", "cancelled_by_teacher"];
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_credits))
@@ -56,27 +55,30 @@ pub(crate) async fn mark_attendance(
 ) -> ApiResult<Json<AttendanceResult>> {
     let lesson = find_visible(&state.db, &user, id).await?;
     let mut errors = Errors::default();
-    errors.one_of("status", &input.status, ATTENDANCE);
+    let attendance = errors.choice::<Attendance>("status", &input.status);
     let note = errors.optional_text("note", input.note.as_deref());
     errors.into_result()?;
-    if user.role == Role::Parent && input.status != "cancelled_by_student" {
+    let attendance = attendance.expect("validated above");
+    if user.role == Role::Parent && attendance != Attendance::CancelledByStudent {
         return Err(ApiError::ForbiddenBecause("Parents may only cancel a lesson (cancelled_by_student)".into()));
     }
-    let cancelled = input.status.starts_with("cancelled");
+    let cancelled = attendance.is_cancellation();
     let now = Utc::now();
     let mut tx = state.db.begin().await?;
     const SQL: &str = "UPDATE lessons SET attendance = $2, attendance_note = $3, attendance_marked_by = $4, \
         attendance_marked_at = $5, status = $6, updated_at = $5 WHERE id = $1";
-    let status = if cancelled { "cancelled" } else { lesson.status.as_str() };
-    on_tx!(&mut tx, conn => sqlx::query(SQL).bind(id).bind(&input.status).bind(&note).bind(user.id).bind(now)
+    let status = if cancelled { LessonStatus::Cancelled } else { lesson.status };
+    on_tx!(&mut tx, conn => sqlx::query(SQL).bind(id).bind(attendance).bind(&note).bind(user.id).bind(now)
         .bind(status).execute(&mut **conn).await.map(|_| ()))?;
 
     let policy = &state.settings;
     let notice = lesson.starts_at - now;
-    let earns = match input.status.as_str() {
-        "cancelled_by_teacher" => Ok(()),
-        "cancelled_by_student" if notice >= Duration::hours(i64::from(policy.makeup_notice_hours)) => Ok(()),
-        "cancelled_by_student" => Err(format!("Cancelled with less than {} hours' notice", policy.makeup_notice_hours)),
+    let earns = match attendance {
+        Attendance::CancelledByTeacher => Ok(()),
+        Attendance::CancelledByStudent if notice >= Duration::hours(i64::from(policy.makeup_notice_hours)) => Ok(()),
+        Attendance::CancelledByStudent => {
+            Err(format!("Cancelled with less than {} hours' notice", policy.makeup_notice_hours))
+        }
         _ => Err(String::new()),
     };
     let (credit, makeup_note) = match earns {
@@ -91,7 +93,7 @@ pub(crate) async fn mark_attendance(
         AuditEvent::new("lesson.attendance")
             .by(&user)
             .subject("lesson", id)
-            .details(json!({"status": input.status, "makeup_credit": credit.as_ref().map(|c| c.id)})),
+            .details(json!({"status": attendance, "makeup_credit": credit.as_ref().map(|c| c.id)})),
     )
     .await?;
     tx.commit().await?;
@@ -157,8 +159,7 @@ pub struct MakeupCredit {
     student_id: Uuid,
     /// The cancelled lesson that earned it.
     source_lesson_id: Uuid,
-    /// `available`, `used` or `expired`.
-    status: String,
+    status: CreditStatus,
     expires_at: DateTime<Utc>,
     used_lesson_id: Option<Uuid>,
     created_at: DateTime<Utc>,
@@ -195,9 +196,9 @@ async fn list_credits(
     // The daily job marks expired credits; until it has run, a credit past its date reads as
     // expired all the same.
     let now = Utc::now();
-    for credit in items.iter_mut().filter(|c| c.status == "available" && c.expires_at <= now) {
-        credit.status = "expired".to_owned();
+    for credit in items.iter_mut().filter(|c| c.status == CreditStatus::Available && c.expires_at <= now) {
+        credit.status = CreditStatus::Expired;
     }
-    let available = items.iter().filter(|c| c.status == "available").count();
+    let available = items.iter().filter(|c| c.status == CreditStatus::Available).count();
     Ok(Json(Credits { items, available }))
 }

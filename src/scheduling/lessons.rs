@@ -19,6 +19,7 @@ use super::booking::{
 };
 use super::calendar::Exceptions;
 use super::recurrence;
+use super::{Attendance, EditScope, LessonStatus};
 use crate::app::AppState;
 use crate::auth::{CurrentUser, Role};
 use crate::db::Db;
@@ -46,10 +47,8 @@ pub struct Lesson {
     pub room_id: Option<Uuid>,
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
-    /// `scheduled` or `cancelled`.
-    pub status: String,
-    /// `present`, `absent`, `cancelled_by_student` or `cancelled_by_teacher`.
-    pub attendance: Option<String>,
+    pub status: LessonStatus,
+    pub attendance: Option<Attendance>,
     pub attendance_note: Option<String>,
     /// Booked with a makeup credit.
     pub is_makeup: bool,
@@ -116,9 +115,7 @@ async fn list_lessons(
     if !(1..=500).contains(&limit) {
         errors.add("limit", "must be between 1 and 500");
     }
-    if let Some(status) = &filter.status {
-        errors.one_of("status", status, &["scheduled", "cancelled"]);
-    }
+    let status = errors.optional_choice::<LessonStatus>("status", filter.status.as_deref());
     let after = match filter.cursor.as_deref().filter(|c| !c.is_empty()) {
         Some(c) => {
             let decoded = decode_cursor(c);
@@ -160,7 +157,7 @@ async fn list_lessons(
     let (after_at, after_id) = (after.map(|a| a.0), after.map(|a| a.1));
     let mut rows = on_db!(&state.db, pool => sqlx::query_as::<_, Lesson>(sql)
         .bind(family).bind(teacher).bind(filter.from).bind(filter.to).bind(filter.teacher_id).bind(filter.student_id)
-        .bind(filter.room_id).bind(&filter.status).bind(after_at).bind(after_id).bind(i64::from(limit) + 1)
+        .bind(filter.room_id).bind(status).bind(after_at).bind(after_id).bind(i64::from(limit) + 1)
         .fetch_all(pool).await)?;
     let next_cursor = (rows.len() > limit as usize).then(|| {
         rows.truncate(limit as usize);
@@ -430,15 +427,18 @@ async fn update_lesson(
     let lesson = find_visible(&state.db, &user, id).await?;
     user.require(&[Role::Admin, Role::Teacher])?;
     let mut errors = Errors::default();
-    let scope = input.scope.clone().unwrap_or_else(|| "this".into());
-    errors.one_of("scope", &scope, &["this", "following"]);
-    if let Some(status) = &input.status {
-        errors.one_of("status", status, &["scheduled", "cancelled"]);
-    }
+    let scope = match errors.optional_choice::<EditScope>("scope", input.scope.as_deref()) {
+        Some(EditScope::Series) => {
+            errors.add("scope", "must be one of: this, following");
+            EditScope::This
+        }
+        other => other.unwrap_or(EditScope::This),
+    };
+    let new_status = errors.optional_choice::<LessonStatus>("status", input.status.as_deref());
     if input.override_availability && !user.is_admin() {
         errors.add("override_availability", "only admins may book outside availability");
     }
-    if scope == "following" && lesson.series_id.is_none() {
+    if scope == EditScope::Following && lesson.series_id.is_none() {
         errors.add("scope", "this lesson is not part of a series");
     }
     if user.role == Role::Teacher && input.teacher_id.is_some_and(|t| Some(t) != user.teacher_id) {
@@ -458,13 +458,13 @@ async fn update_lesson(
     let shift = new_start - lesson.starts_at;
     let teacher = input.teacher_id.unwrap_or(lesson.teacher_id);
     let room = input.room_id.unwrap_or(lesson.room_id);
-    let status = input.status.clone().unwrap_or(lesson.status.clone());
+    let status = new_status.unwrap_or(lesson.status);
     if input.teacher_id.is_some() || input.room_id.flatten().is_some() {
         check_parties(&state.db, &user, teacher, lesson.student_id, room).await?;
     }
 
     let mut tx = state.db.begin().await?;
-    let targets: Vec<Lesson> = if scope == "following" {
+    let targets: Vec<Lesson> = if scope == EditScope::Following {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM lessons l WHERE l.series_id = $1 AND l.starts_at >= $2 ORDER BY l.starts_at"
         ));
@@ -490,7 +490,7 @@ async fn update_lesson(
             )
         })
         .collect();
-    if status == "scheduled" {
+    if status == LessonStatus::Scheduled {
         let slots: Vec<Slot> = moved.iter().map(|(_, s)| s.clone()).collect();
         let (first, last) = (
             slots.first().map_or(new_start, |s| s.starts_at).with_timezone(&tz).date_naive(),
@@ -503,7 +503,7 @@ async fn update_lesson(
             return Err(conflict_error(found));
         }
     }
-    booking::reschedule(&mut tx, &moved, &status, notes.as_deref(), input.override_availability).await?;
+    booking::reschedule(&mut tx, &moved, status, notes.as_deref(), input.override_availability).await?;
     audit::record_tx(
         &mut tx,
         AuditEvent::new("lesson.updated")
@@ -513,9 +513,9 @@ async fn update_lesson(
     )
     .await?;
     let following = moved.len() > 1;
-    let notice = if status == "cancelled" && lesson.status != "cancelled" {
+    let notice = if status == LessonStatus::Cancelled && lesson.status != LessonStatus::Cancelled {
         Some(LessonNotice::Cancelled { at: lesson.starts_at })
-    } else if status == "scheduled" && new_start != lesson.starts_at {
+    } else if status == LessonStatus::Scheduled && new_start != lesson.starts_at {
         Some(LessonNotice::Moved { before: lesson.starts_at, after: new_start })
     } else {
         None
@@ -551,17 +551,16 @@ async fn delete_lesson(
 ) -> ApiResult<StatusCode> {
     let lesson = find_visible(&state.db, &user, id).await?;
     user.require(&[Role::Admin, Role::Teacher])?;
-    let scope = q.scope.unwrap_or_else(|| "this".into());
     let mut errors = Errors::default();
-    errors.one_of("scope", &scope, &["this", "following", "series"]);
-    if scope != "this" && lesson.series_id.is_none() {
+    let scope = errors.optional_choice::<EditScope>("scope", q.scope.as_deref()).unwrap_or(EditScope::This);
+    if scope != EditScope::This && lesson.series_id.is_none() {
         errors.add("scope", "this lesson is not part of a series");
     }
     errors.into_result()?;
     let mut tx = state.db.begin().await?;
-    let which = match (scope.as_str(), lesson.series_id) {
-        ("series", Some(series_id)) => Occurrences::Series(series_id),
-        ("following", Some(series_id)) => Occurrences::Following { series_id, from: lesson.starts_at },
+    let which = match (scope, lesson.series_id) {
+        (EditScope::Series, Some(series_id)) => Occurrences::Series(series_id),
+        (EditScope::Following, Some(series_id)) => Occurrences::Following { series_id, from: lesson.starts_at },
         _ => Occurrences::One(id),
     };
     let deleted = booking::delete(&mut tx, which).await?;
@@ -573,7 +572,7 @@ async fn delete_lesson(
             .details(json!({"scope": scope, "deleted": deleted})),
     )
     .await?;
-    if lesson.status == "scheduled" {
+    if lesson.status == LessonStatus::Scheduled {
         let notice = LessonNotice::Cancelled { at: lesson.starts_at };
         crate::messaging::lesson_notice(&mut tx, &state.settings, lesson.student_id, notice, deleted > 1).await?;
     }

@@ -13,6 +13,49 @@ pub mod recurrence;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::AppState;
+use crate::text_enum;
+
+text_enum! {
+    /// Whether a lesson takes place.
+    pub enum LessonStatus {
+        Scheduled = "scheduled",
+        Cancelled = "cancelled",
+    }
+}
+
+text_enum! {
+    /// What happened at a lesson.
+    pub enum Attendance {
+        Present = "present",
+        Absent = "absent",
+        CancelledByStudent = "cancelled_by_student",
+        CancelledByTeacher = "cancelled_by_teacher",
+    }
+}
+
+impl Attendance {
+    pub fn is_cancellation(self) -> bool {
+        matches!(self, Self::CancelledByStudent | Self::CancelledByTeacher)
+    }
+}
+
+text_enum! {
+    /// The life of a makeup credit.
+    pub enum CreditStatus {
+        Available = "available",
+        Used = "used",
+        Expired = "expired",
+    }
+}
+
+text_enum! {
+    /// Which occurrences of a series an edit or removal takes.
+    pub enum EditScope {
+        This = "this",
+        Following = "following",
+        Series = "series",
+    }
+}
 use crate::db::{Constraint, ConstraintKind};
 
 pub fn router() -> OpenApiRouter<AppState> {

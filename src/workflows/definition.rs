@@ -17,6 +17,28 @@ use crate::app::AppState;
 use crate::db::Tx;
 use crate::error::ApiError;
 
+crate::text_enum! {
+    /// Where a workflow run is.
+    pub enum RunStatus {
+        Pending = "pending",
+        Running = "running",
+        WaitingForReview = "waiting_for_review",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Cancelled = "cancelled",
+    }
+}
+
+crate::text_enum! {
+    /// A person's decision on a review, or its absence.
+    pub enum ReviewStatus {
+        Pending = "pending",
+        Approved = "approved",
+        Rejected = "rejected",
+        Cancelled = "cancelled",
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepKind {
     /// Calls an internal service or an external API.

@@ -31,8 +31,6 @@ pub const START: &str = "workflow.start";
 /// A job that advances the run `{run_id}` as far as it can go.
 pub const ADVANCE: &str = "workflow.run";
 
-pub const RUN_STATUSES: &[&str] = &["pending", "running", "waiting_for_review", "succeeded", "failed", "cancelled"];
-
 /// The engine's two job handlers.
 pub fn jobs(registry: Registry<AppState>) -> Registry<AppState> {
     registry.on(QUEUE, START, |state: AppState, job: Job| async move { start_from_job(&state, &job).await }).on(

@@ -24,6 +24,8 @@ use crate::http::{Json, Query};
 use crate::privacy::audit::{self, AuditEvent};
 use crate::{on_db, on_tx};
 
+use super::definition::ReviewStatus;
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_reviews))
@@ -40,7 +42,7 @@ pub struct Review {
     /// The review step's name.
     step: String,
     /// `pending | approved | rejected | cancelled`.
-    status: String,
+    status: ReviewStatus,
     /// What the proposal is about.
     #[schema(value_type = Object)]
     subject: SqlJson<Value>,
@@ -103,7 +105,7 @@ async fn list_reviews(
     let page = PageParams { limit: filter.limit, cursor: filter.cursor.clone() };
     let status = filter.status.clone().unwrap_or_else(|| "pending".into());
     let mut errors = Errors::default();
-    errors.one_of("status", &status, &["pending", "approved", "rejected", "cancelled"]);
+    errors.choice::<ReviewStatus>("status", &status);
     let (after, limit) = (page.after()?, page.fetch_limit()?);
     errors.into_result()?;
     let sql = sqlx::AssertSqlSafe(format!(

@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::engine::{self, RUN_STATUSES, Trigger};
+use super::engine::{self, RunStatus, Trigger};
 use crate::app::AppState;
 use crate::auth::AdminUser;
 use crate::error::{ApiError, ApiResult};
@@ -129,7 +129,7 @@ async fn list_runs(
     let page = PageParams { limit: filter.limit, cursor: filter.cursor.clone() };
     let mut errors = Errors::default();
     if let Some(status) = &filter.status {
-        errors.one_of("status", status, RUN_STATUSES);
+        errors.choice::<RunStatus>("status", status);
     }
     let (after, limit) = (page.after()?, page.fetch_limit()?);
     errors.into_result()?;
