@@ -100,3 +100,118 @@ text_enum! {
         French = "fr",
     }
 }
+
+/// An amount of money in integer cents (of the invoice's currency, `CAD`). A type of its own so
+/// an amount cannot be mixed up with a count, a rate or a number of days; arithmetic between
+/// amounts is plain, scaling goes through [`Cents::ratio`] with its rounding rule.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    sqlx::Type,
+    utoipa::ToSchema,
+)]
+#[serde(transparent)]
+#[sqlx(transparent)]
+pub struct Cents(pub i64);
+
+impl Cents {
+    pub const ZERO: Self = Self(0);
+
+    /// `self × numerator ÷ denominator`, rounded half away from zero (0 when dividing by 0).
+    pub fn ratio(self, numerator: i64, denominator: i64) -> Self {
+        if denominator == 0 {
+            return Self::ZERO;
+        }
+        let product = i128::from(self.0) * i128::from(numerator);
+        let denominator = i128::from(denominator);
+        let rounded = (product.abs() * 2 + denominator.abs()) / (denominator.abs() * 2);
+        let negative = (product < 0) != (denominator < 0);
+        Self((if negative { -rounded } else { rounded }) as i64)
+    }
+
+    /// `percent` % of the amount.
+    pub fn percent(self, percent: i64) -> Self {
+        self.ratio(percent, 100)
+    }
+
+    pub fn is_positive(self) -> bool {
+        self.0 > 0
+    }
+
+    /// `$1,234.50`.
+    pub fn format_cad(self) -> String {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let cents = self.0.abs();
+        let dollars = (cents / 100).to_string();
+        let mut grouped = String::new();
+        for (i, c) in dollars.chars().enumerate() {
+            if i > 0 && (dollars.len() - i).is_multiple_of(3) {
+                grouped.push(',');
+            }
+            grouped.push(c);
+        }
+        format!("{sign}${grouped}.{:02}", cents % 100)
+    }
+}
+
+impl std::fmt::Display for Cents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl std::ops::Add for Cents {
+    type Output = Self;
+    fn add(self, other: Self) -> Self {
+        Self(self.0 + other.0)
+    }
+}
+
+impl std::ops::Sub for Cents {
+    type Output = Self;
+    fn sub(self, other: Self) -> Self {
+        Self(self.0 - other.0)
+    }
+}
+
+impl std::ops::Neg for Cents {
+    type Output = Self;
+    fn neg(self) -> Self {
+        Self(-self.0)
+    }
+}
+
+impl std::ops::AddAssign for Cents {
+    fn add_assign(&mut self, other: Self) {
+        self.0 += other.0;
+    }
+}
+
+impl std::ops::SubAssign for Cents {
+    fn sub_assign(&mut self, other: Self) {
+        self.0 -= other.0;
+    }
+}
+
+impl std::iter::Sum for Cents {
+    fn sum<I: Iterator<Item = Self>>(iter: I) -> Self {
+        Self(iter.map(|c| c.0).sum())
+    }
+}
+
+/// An amount times a count (lessons, months).
+impl std::ops::Mul<i64> for Cents {
+    type Output = Self;
+    fn mul(self, count: i64) -> Self {
+        Self(self.0 * count)
+    }
+}

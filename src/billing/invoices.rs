@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::money::{self};
+use super::money::{self, Cents};
 use crate::app::AppState;
 use crate::auth::{AdminUser, CurrentUser, Role};
 use crate::db::Tx;
@@ -49,13 +49,13 @@ pub struct Invoice {
     /// `draft | open | paid | partially_paid | void | uncollectible`.
     pub status: InvoiceStatus,
     pub currency: String,
-    pub subtotal_cents: i64,
-    pub discount_cents: i64,
-    pub tax_cents: i64,
-    pub total_cents: i64,
-    pub amount_paid_cents: i64,
+    pub subtotal_cents: Cents,
+    pub discount_cents: Cents,
+    pub tax_cents: Cents,
+    pub total_cents: Cents,
+    pub amount_paid_cents: Cents,
     #[sqlx(skip)]
-    pub amount_due_cents: i64,
+    pub amount_due_cents: Cents,
     pub due_date: NaiveDate,
     pub period_start: NaiveDate,
     pub period_end: NaiveDate,
@@ -74,18 +74,21 @@ pub struct InvoiceLine {
     description: String,
     student_id: Option<Uuid>,
     quantity: i32,
-    unit_cents: i64,
-    amount_cents: i64,
+    unit_cents: Cents,
+    amount_cents: Cents,
 }
 
 pub const COLUMNS: &str = "id, number, family_id, status, currency, subtotal_cents, discount_cents, tax_cents, total_cents, \
     amount_paid_cents, due_date, period_start, period_end, issued_at, late_fee_applied";
 
 fn finish(state: &AppState, mut invoice: Invoice) -> Invoice {
-    invoice.amount_due_cents =
-        if invoice.status == "void" { 0 } else { (invoice.total_cents - invoice.amount_paid_cents).max(0) };
+    invoice.amount_due_cents = if invoice.status == InvoiceStatus::Void {
+        Cents::ZERO
+    } else {
+        (invoice.total_cents - invoice.amount_paid_cents).max(Cents::ZERO)
+    };
     invoice.tax_name =
-        state.settings.billing.tax.as_ref().map(|(name, _)| name.clone()).filter(|_| invoice.tax_cents > 0);
+        state.settings.billing.tax.as_ref().map(|(name, _)| name.clone()).filter(|_| invoice.tax_cents.is_positive());
     invoice
 }
 
@@ -229,7 +232,8 @@ async fn void_invoice(
 ) -> ApiResult<Json<Invoice>> {
     let mut tx = state.db.begin().await?;
     let invoice = find_visible(&mut tx, &state, &admin, id).await?;
-    if invoice.amount_paid_cents != 0 || !matches!(invoice.status.as_str(), "open" | "draft") {
+    if invoice.amount_paid_cents != Cents::ZERO || !matches!(invoice.status, InvoiceStatus::Open | InvoiceStatus::Draft)
+    {
         return Err(ApiError::conflict(format!(
             "Only unpaid open invoices can be voided; this one is {}",
             invoice.status

@@ -5,41 +5,16 @@
 //!   family, students ordered by tuition, dearest first (the dearest pays full price);
 //! - tax is computed once, on subtotal − discount, and rounded.
 
-/// `amount × numerator ÷ denominator`, rounded half away from zero.
-pub fn ratio(amount: i64, numerator: i64, denominator: i64) -> i64 {
-    if denominator == 0 {
-        return 0;
-    }
-    let product = i128::from(amount) * i128::from(numerator);
-    let denominator = i128::from(denominator);
-    let rounded = (product.abs() * 2 + denominator.abs()) / (denominator.abs() * 2);
-    let negative = (product < 0) != (denominator < 0);
-    (if negative { -rounded } else { rounded }) as i64
-}
-
-/// `percent` % of `amount`.
-pub fn percent(amount: i64, percent: i64) -> i64 {
-    ratio(amount, percent, 100)
-}
+pub use crate::domain::Cents;
 
 /// Tax at `rate` thousandths of a percent (13 % = 13_000).
-pub fn tax(amount: i64, rate: i64) -> i64 {
-    ratio(amount, rate, 100_000)
+pub fn tax(amount: Cents, rate: i64) -> Cents {
+    amount.ratio(rate, 100_000)
 }
 
 /// `$1,234.50`.
-pub fn format_cad(cents: i64) -> String {
-    let sign = if cents < 0 { "-" } else { "" };
-    let cents = cents.abs();
-    let dollars = (cents / 100).to_string();
-    let mut grouped = String::new();
-    for (i, c) in dollars.chars().enumerate() {
-        if i > 0 && (dollars.len() - i).is_multiple_of(3) {
-            grouped.push(',');
-        }
-        grouped.push(c);
-    }
-    format!("{sign}${grouped}.{:02}", cents % 100)
+pub fn format_cad(amount: Cents) -> String {
+    amount.format_cad()
 }
 
 /// One line of a draft invoice.
@@ -50,25 +25,25 @@ pub struct Line {
     pub description: String,
     pub student_id: Option<uuid::Uuid>,
     pub quantity: i32,
-    pub unit_cents: i64,
-    pub amount_cents: i64,
+    pub unit_cents: Cents,
+    pub amount_cents: Cents,
 }
 
 /// Totals of a set of lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Totals {
     /// Tuition, registration, credits and late fees.
-    pub subtotal_cents: i64,
+    pub subtotal_cents: Cents,
     /// Sibling discounts, as a positive amount.
-    pub discount_cents: i64,
-    pub tax_cents: i64,
-    pub total_cents: i64,
+    pub discount_cents: Cents,
+    pub tax_cents: Cents,
+    pub total_cents: Cents,
 }
 
 pub fn totals(lines: &[Line], tax_rate: i64) -> Totals {
-    let subtotal: i64 = lines.iter().filter(|l| l.kind != "discount").map(|l| l.amount_cents).sum();
-    let discount: i64 = -lines.iter().filter(|l| l.kind == "discount").map(|l| l.amount_cents).sum::<i64>();
-    let taxable = (subtotal - discount).max(0);
+    let subtotal: Cents = lines.iter().filter(|l| l.kind != "discount").map(|l| l.amount_cents).sum();
+    let discount: Cents = -lines.iter().filter(|l| l.kind == "discount").map(|l| l.amount_cents).sum::<Cents>();
+    let taxable = (subtotal - discount).max(Cents::ZERO);
     let tax = tax(taxable, tax_rate);
     Totals { subtotal_cents: subtotal, discount_cents: discount, tax_cents: tax, total_cents: taxable + tax }
 }
@@ -79,7 +54,7 @@ pub fn sibling_discounts(lines: &mut Vec<Line>, percent_off: i64) {
     if percent_off == 0 {
         return;
     }
-    let mut students: Vec<(uuid::Uuid, i64)> = Vec::new();
+    let mut students: Vec<(uuid::Uuid, Cents)> = Vec::new();
     for line in lines.iter().filter(|l| l.kind == "tuition" || l.kind == "credit") {
         let Some(id) = line.student_id else { continue };
         match students.iter_mut().find(|(s, _)| *s == id) {
@@ -90,8 +65,8 @@ pub fn sibling_discounts(lines: &mut Vec<Line>, percent_off: i64) {
     // Dearest first; ties by id so the result never depends on query order.
     students.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     for (student, tuition) in students.into_iter().skip(1) {
-        let amount = percent(tuition, percent_off);
-        if amount > 0 {
+        let amount = tuition.percent(percent_off);
+        if amount.is_positive() {
             lines.push(Line {
                 kind: "discount",
                 description: format!("Sibling discount ({percent_off} %)"),
@@ -111,21 +86,21 @@ mod tests {
 
     #[test]
     fn rounding_is_half_away_from_zero() {
-        assert_eq!(ratio(14_000, 17, 31), 7_677); // 7676.77
-        assert_eq!(ratio(1_001, 1, 2), 501); // 500.5 → 501
-        assert_eq!(ratio(-1_001, 1, 2), -501);
-        assert_eq!(percent(12_345, 10), 1_235); // 1234.5 → 1235
-        assert_eq!(tax(10_000, 13_000), 1_300);
-        assert_eq!(tax(9_999, 14_975), 1_497); // 1497.35
-        assert_eq!(ratio(5, 1, 0), 0);
+        assert_eq!(Cents(14_000).ratio(17, 31), Cents(7_677)); // 7676.77
+        assert_eq!(Cents(1_001).ratio(1, 2), Cents(501)); // 500.5 → 501
+        assert_eq!(Cents(-1_001).ratio(1, 2), Cents(-501));
+        assert_eq!(Cents(12_345).percent(10), Cents(1_235)); // 1234.5 → 1235
+        assert_eq!(tax(Cents(10_000), 13_000), Cents(1_300));
+        assert_eq!(tax(Cents(9_999), 14_975), Cents(1_497)); // 1497.35
+        assert_eq!(Cents(5).ratio(1, 0), Cents::ZERO);
     }
 
     #[test]
     fn dollars_are_formatted_for_people() {
-        assert_eq!(format_cad(123_450), "$1,234.50");
-        assert_eq!(format_cad(5), "$0.05");
-        assert_eq!(format_cad(-1_500), "-$15.00");
-        assert_eq!(format_cad(100_000_000), "$1,000,000.00");
+        assert_eq!(format_cad(Cents(123_450)), "$1,234.50");
+        assert_eq!(format_cad(Cents(5)), "$0.05");
+        assert_eq!(format_cad(Cents(-1_500)), "-$15.00");
+        assert_eq!(format_cad(Cents(100_000_000)), "$1,000,000.00");
     }
 
     fn tuition(student: Uuid, amount: i64) -> Line {
@@ -134,8 +109,8 @@ mod tests {
             description: "x".into(),
             student_id: Some(student),
             quantity: 1,
-            unit_cents: amount,
-            amount_cents: amount,
+            unit_cents: Cents(amount),
+            amount_cents: Cents(amount),
         }
     }
 
@@ -144,14 +119,14 @@ mod tests {
         let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
         let mut lines = vec![tuition(a, 14_000), tuition(b, 17_500), tuition(c, 7_677)];
         sibling_discounts(&mut lines, 10);
-        let discounts: Vec<(Option<Uuid>, i64)> =
+        let discounts: Vec<(Option<Uuid>, Cents)> =
             lines.iter().filter(|l| l.kind == "discount").map(|l| (l.student_id, l.amount_cents)).collect();
-        assert_eq!(discounts, [(Some(a), -1_400), (Some(c), -768)]);
+        assert_eq!(discounts, [(Some(a), Cents(-1_400)), (Some(c), Cents(-768))]);
         let t = totals(&lines, 13_000);
-        assert_eq!(t.subtotal_cents, 39_177);
-        assert_eq!(t.discount_cents, 2_168);
-        assert_eq!(t.tax_cents, 4_811); // 13 % of 37,009 = 4811.17
-        assert_eq!(t.total_cents, 41_820);
+        assert_eq!(t.subtotal_cents, Cents(39_177));
+        assert_eq!(t.discount_cents, Cents(2_168));
+        assert_eq!(t.tax_cents, Cents(4_811)); // 13 % of 37,009 = 4811.17
+        assert_eq!(t.total_cents, Cents(41_820));
     }
 
     #[test]
@@ -165,12 +140,17 @@ mod tests {
             description: "c".into(),
             student_id: Some(a),
             quantity: 1,
-            unit_cents: -3_500,
-            amount_cents: -3_500,
+            unit_cents: Cents(-3_500),
+            amount_cents: Cents(-3_500),
         });
         assert_eq!(
             totals(&lines, 0),
-            Totals { subtotal_cents: 10_500, discount_cents: 0, tax_cents: 0, total_cents: 10_500 }
+            Totals {
+                subtotal_cents: Cents(10_500),
+                discount_cents: Cents::ZERO,
+                tax_cents: Cents::ZERO,
+                total_cents: Cents(10_500)
+            }
         );
     }
 }

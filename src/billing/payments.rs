@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::invoices;
-use super::money;
+use super::money::{self, Cents};
 use crate::app::AppState;
 use crate::auth::{AdminUser, CurrentUser, Role};
 use crate::db::Tx;
@@ -45,7 +45,7 @@ pub struct Payment {
     pub family_id: Uuid,
     /// `payment` or `refund` (a refund's amount is also positive; it lowers the paid amount).
     pub kind: String,
-    pub amount_cents: i64,
+    pub amount_cents: Cents,
     pub currency: String,
     /// `cash | cheque | e_transfer | stripe`.
     pub method: PaymentMethod,
@@ -65,7 +65,7 @@ pub struct NewPayment<'a> {
     pub invoice_id: Uuid,
     pub family_id: Uuid,
     pub kind: &'static str,
-    pub amount_cents: i64,
+    pub amount_cents: Cents,
     pub method: &'a str,
     pub reference: Option<&'a str>,
     pub refund_of: Option<Uuid>,
@@ -140,7 +140,7 @@ async fn list_payments(
 #[serde(deny_unknown_fields)]
 pub struct ManualPayment {
     invoice_id: Uuid,
-    amount_cents: i64,
+    amount_cents: Cents,
     /// `cash | cheque | e_transfer`.
     method: String,
     /// Cheque number or e-Transfer reference (required for e-Transfers).
@@ -165,7 +165,7 @@ async fn create_payment(
     if input.method == "e_transfer" && reference.is_none() {
         errors.add("reference", "is required for an Interac e-Transfer");
     }
-    if input.amount_cents <= 0 {
+    if !input.amount_cents.is_positive() {
         errors.add("amount_cents", "must be positive");
     }
     let mut tx = state.db.begin().await?;
@@ -213,7 +213,7 @@ pub(crate) async fn received_email(
     state: &AppState,
     family: Uuid,
     number: &str,
-    amount: i64,
+    amount: Cents,
     id: Uuid,
 ) -> ApiResult<()> {
     let vars = |_: &str| json!({"number": number, "amount": money::format_cad(amount)});
@@ -239,7 +239,7 @@ async fn find(tx: &mut Tx, id: Uuid) -> ApiResult<Payment> {
 #[serde(deny_unknown_fields)]
 pub struct RefundRequest {
     /// Default: everything not yet refunded.
-    amount_cents: Option<i64>,
+    amount_cents: Option<Cents>,
     reason: Option<String>,
 }
 
@@ -259,13 +259,13 @@ async fn refund_payment(
         return Err(ApiError::conflict("A refund cannot be refunded"));
     }
     const REFUNDED: &str = "SELECT CAST(COALESCE(SUM(amount_cents), 0) AS BIGINT) FROM payments WHERE refund_of = $1";
-    let refunded: i64 = on_tx!(&mut tx, conn => sqlx::query_scalar(REFUNDED).bind(id).fetch_one(&mut **conn).await)?;
+    let refunded: Cents = on_tx!(&mut tx, conn => sqlx::query_scalar(REFUNDED).bind(id).fetch_one(&mut **conn).await)?;
     let refundable = payment.amount_cents - refunded;
     let amount = input.amount_cents.unwrap_or(refundable);
-    if refundable == 0 {
+    if refundable == Cents::ZERO {
         return Err(ApiError::conflict("This payment is already fully refunded"));
     }
-    if amount <= 0 || amount > refundable {
+    if !amount.is_positive() || amount > refundable {
         return Err(ApiError::invalid("amount_cents", format!("must be between 1 and {refundable}")));
     }
     tx.rollback().await?;

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::{AdminUser, CurrentUser, Role};
+use crate::domain::Cents;
 use crate::error::{ApiError, ApiResult};
 use crate::http::Json;
 use crate::http::pagination::Page;
@@ -41,8 +42,8 @@ pub struct Rate {
     /// instrument, then the school default).
     teacher_id: Option<Uuid>,
     instrument: Option<String>,
-    per_lesson_cents: i64,
-    monthly_cents: i64,
+    per_lesson_cents: Cents,
+    monthly_cents: Cents,
     created_at: DateTime<Utc>,
 }
 
@@ -52,8 +53,8 @@ pub struct NewRate {
     lesson_minutes: i32,
     teacher_id: Option<Uuid>,
     instrument: Option<String>,
-    per_lesson_cents: i64,
-    monthly_cents: i64,
+    per_lesson_cents: Cents,
+    monthly_cents: Cents,
 }
 
 /// Tuition rates (admin).
@@ -79,7 +80,7 @@ async fn create_rate(
         errors.add("lesson_minutes", "must be between 15 and 240");
     }
     for (field, value) in [("per_lesson_cents", input.per_lesson_cents), ("monthly_cents", input.monthly_cents)] {
-        if !(0..=10_000_000).contains(&value) {
+        if !(Cents(0)..=Cents(10_000_000)).contains(&value) {
             errors.add(field, "must be between 0 and 10000000 cents");
         }
     }

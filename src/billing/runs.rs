@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::money::{self, Line, Totals};
+use super::money::{self, Cents, Line, Totals};
 use crate::app::AppState;
 use crate::auth::{AdminUser, CurrentUser};
 use crate::db::Tx;
@@ -41,7 +41,7 @@ pub struct Draft {
 }
 
 /// (lesson minutes, teacher, instrument, per lesson, monthly).
-type RateRow = (i32, Option<Uuid>, Option<String>, i64, i64);
+type RateRow = (i32, Option<Uuid>, Option<String>, Cents, Cents);
 
 pub struct RateTable(Vec<RateRow>);
 
@@ -53,7 +53,7 @@ impl RateTable {
     }
 
     /// (per lesson, monthly) for a lesson length, teacher and instrument: the most specific rate.
-    fn find(&self, minutes: i32, teacher: Uuid, instrument: &str) -> Option<(i64, i64)> {
+    fn find(&self, minutes: i32, teacher: Uuid, instrument: &str) -> Option<(Cents, Cents)> {
         self.0
             .iter()
             .filter(|(m, t, i, _, _)| {
@@ -141,7 +141,7 @@ pub async fn draft(
             let (per_lesson, monthly) =
                 rates.find(minutes, *teacher, instrument).ok_or_else(|| missing_rate(minutes, instrument))?;
             let days = (active_to - active_from).num_days() + 1;
-            let amount = money::ratio(monthly, days, period_days);
+            let amount = monthly.ratio(days, period_days);
             let description = if days == period_days {
                 format!("{name}: {instrument}, {minutes} min weekly, flat monthly tuition")
             } else {
@@ -176,7 +176,7 @@ pub async fn draft(
     }
     money::sibling_discounts(&mut lines, i64::from(state.settings.billing.sibling_discount_percent));
     let fee = state.settings.billing.registration_fee_cents;
-    if fee > 0 {
+    if fee.is_positive() {
         const FIRST: &str = "SELECT COUNT(*) FROM invoices WHERE family_id = $1 AND status <> 'void'";
         let earlier: i64 = on_tx!(tx, conn => sqlx::query_scalar(FIRST).bind(family.0).fetch_one(&mut **conn).await)?;
         if earlier == 0 {
@@ -294,7 +294,7 @@ pub struct RunResult {
     /// Dry runs: the invoices that would be created.
     #[serde(skip_serializing_if = "Option::is_none")]
     preview: Option<Vec<Draft>>,
-    total_cents: i64,
+    total_cents: Cents,
 }
 
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
@@ -359,7 +359,7 @@ pub async fn run(
         created: 0,
         invoice_ids: vec![],
         preview: dry_run.then(Vec::new),
-        total_cents: 0,
+        total_cents: Cents::ZERO,
     };
     if dry_run {
         let rates = RateTable::load(&state.db).await?;
@@ -440,7 +440,7 @@ pub async fn daily(state: &AppState) -> anyhow::Result<(usize, usize, usize)> {
     let today = Utc::now().with_timezone(&state.settings.timezone).date_naive();
     let billing = &state.settings.billing;
     let mut fees = 0;
-    if billing.late_fee_cents > 0 {
+    if billing.late_fee_cents.is_positive() {
         const LATE: &str = "SELECT id FROM invoices WHERE status IN ('open', 'partially_paid') AND late_fee_applied = FALSE \
             AND due_date < $1";
         let cutoff = today - Duration::days(i64::from(billing.late_fee_after_days));
@@ -457,7 +457,7 @@ pub async fn daily(state: &AppState) -> anyhow::Result<(usize, usize, usize)> {
         WHERE status IN ('open', 'partially_paid') AND (due_date = $1 OR due_date = $2)";
     let soon = today + Duration::days(3);
     let overdue = today - Duration::days(7);
-    let due: Vec<(Uuid, Uuid, String, i64, NaiveDate)> =
+    let due: Vec<(Uuid, Uuid, String, Cents, NaiveDate)> =
         on_db!(&state.db, pool => sqlx::query_as(REMIND).bind(soon).bind(overdue).fetch_all(pool).await)?;
     let mut reminders = 0;
     for (id, family, number, balance, due_date) in due {

@@ -22,6 +22,7 @@ use super::payments::{self, NewPayment};
 use super::{invoices, money};
 use crate::app::AppState;
 use crate::auth::{CurrentUser, Role};
+use crate::domain::Cents;
 use crate::error::{ApiError, ApiResult};
 use crate::http::Json;
 use crate::jobs::queue::{self, Job, NewJob};
@@ -175,7 +176,7 @@ pub struct Checkout {
     /// For Stripe.js `confirmPayment`.
     client_secret: String,
     payment_intent_id: String,
-    amount_cents: i64,
+    amount_cents: Cents,
     currency: &'static str,
 }
 
@@ -205,7 +206,7 @@ async fn checkout(
     if user.role == Role::Teacher {
         return Err(ApiError::NotFound);
     }
-    if !matches!(invoice.status.as_str(), "open" | "partially_paid") || invoice.amount_due_cents <= 0 {
+    if !matches!(invoice.status.as_str(), "open" | "partially_paid") || !invoice.amount_due_cents.is_positive() {
         return Err(ApiError::conflict(format!("Nothing to pay: the invoice is {}", invoice.status)));
     }
     let stripe = client(&state)?;
@@ -321,7 +322,7 @@ async fn intent_succeeded(tx: &mut crate::db::Tx, state: &AppState, intent: &Val
     else {
         return Err(JobError::Permanent(format!("PaymentIntent {intent_id} names an unknown invoice")));
     };
-    let amount = intent["amount_received"].as_i64().or_else(|| intent["amount"].as_i64()).unwrap_or(0);
+    let amount = Cents(intent["amount_received"].as_i64().or_else(|| intent["amount"].as_i64()).unwrap_or(0));
     let payment = payments::record(
         tx,
         NewPayment {
@@ -421,7 +422,7 @@ async fn intent_failed(tx: &mut crate::db::Tx, state: &AppState, intent: &Value)
     let Some(invoice_id) = invoice_of(intent) else { return Ok(()) };
     let intent_id = intent["id"].as_str().unwrap_or_default();
     const INVOICE: &str = "SELECT family_id, number, total_cents - amount_paid_cents FROM invoices WHERE id = $1";
-    let Some((family, number, balance)): Option<(Uuid, String, i64)> =
+    let Some((family, number, balance)): Option<(Uuid, String, Cents)> =
         on_tx!(tx, conn => sqlx::query_as(INVOICE).bind(invoice_id).fetch_optional(&mut **conn).await)
             .map_err(retry)?
     else {
@@ -461,11 +462,11 @@ async fn charge_refunded(tx: &mut crate::db::Tx, charge: &Value) -> Result<(), J
     };
     // Stripe reports the total refunded; record what Cedar does not know yet.
     const KNOWN: &str = "SELECT CAST(COALESCE(SUM(amount_cents), 0) AS BIGINT) FROM payments WHERE refund_of = $1";
-    let known: i64 =
+    let known: Cents =
         on_tx!(tx, conn => sqlx::query_scalar(KNOWN).bind(payment.id).fetch_one(&mut **conn).await).map_err(retry)?;
-    let total = charge["amount_refunded"].as_i64().unwrap_or(0);
+    let total = Cents(charge["amount_refunded"].as_i64().unwrap_or(0));
     let missing = total - known;
-    if missing <= 0 {
+    if !missing.is_positive() {
         return Ok(());
     }
     let refund_id = charge["refunds"]["data"][0]["id"].as_str().map(str::to_owned);

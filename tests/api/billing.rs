@@ -408,7 +408,7 @@ async fn stripe_checkout_and_webhooks_apply_each_event_once(backend: Backend) {
 
 async fn late_fees_apply_once_and_reminders_go_out(backend: Backend) {
     let (app, s) = billing_app(backend, None, |settings| {
-        settings.billing.late_fee_cents = 1_500;
+        settings.billing.late_fee_cents = cedar::domain::Cents(1_500);
         settings.billing.late_fee_after_days = 7;
     })
     .await;
