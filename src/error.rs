@@ -1,4 +1,7 @@
-//! The one error type of the HTTP API, rendered as RFC 9457 `application/problem+json`.
+//! Errors. [`DomainError`] is what services (booking, people, workflow steps) fail with, in
+//! terms of the school's rules, with no HTTP in it; [`ApiError`] is the one error type of the
+//! HTTP API, rendered as RFC 9457 `application/problem+json`, and every `DomainError` maps
+//! onto it.
 //!
 //! Handlers return `Result<_, ApiError>`. Database errors convert with `?`: unique, foreign-key
 //! and check violations are mapped by constraint name (see [`crate::db::Constraint`]) so no
@@ -53,6 +56,72 @@ pub struct Problem {
     /// The id of the request (also in the `x-request-id` header), to quote to support.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+}
+
+/// How a service fails, whoever called it (a handler, a workflow step, the CLI).
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    /// The record does not exist (or the caller may not see it).
+    #[error("not found")]
+    NotFound,
+    /// The change collides with the current state; `conflicts` lists what it collides with.
+    #[error("conflict: {detail}")]
+    Conflict { detail: String, conflicts: Vec<Value> },
+    /// Input that breaks a rule, per field.
+    #[error("invalid input")]
+    Invalid(Vec<FieldError>),
+    /// A rule refuses the change as a whole.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The database or a service Cedar needs is busy; retrying later may succeed.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type DomainResult<T> = Result<T, DomainError>;
+
+impl DomainError {
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::Conflict { detail: detail.into(), conflicts: Vec::new() }
+    }
+
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid(vec![FieldError::new(field, message)])
+    }
+
+    /// Whether trying again later could succeed (a busy database, a lost connection).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Internal(_))
+    }
+}
+
+impl From<sqlx::Error> for DomainError {
+    fn from(error: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db_error) = &error
+            && let Some(mapped) = constraint_error(db_error.as_ref())
+        {
+            return mapped;
+        }
+        if matches!(error, sqlx::Error::PoolTimedOut) {
+            return Self::Unavailable("The database is busy; please retry".to_owned());
+        }
+        Self::Internal(anyhow::Error::new(error).context("database error"))
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(error: DomainError) -> Self {
+        match error {
+            DomainError::NotFound => Self::NotFound,
+            DomainError::Conflict { detail, conflicts } => Self::Conflict { detail, conflicts },
+            DomainError::Invalid(fields) => Self::Validation(fields),
+            DomainError::Refused(detail) => Self::Unprocessable(detail),
+            DomainError::Unavailable(detail) => Self::Unavailable(detail),
+            DomainError::Internal(error) => Self::Internal(error),
+        }
+    }
 }
 
 /// Every way a request can fail.
@@ -238,15 +307,7 @@ impl IntoResponse for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db_error) = &error
-            && let Some(mapped) = constraint_error(db_error.as_ref())
-        {
-            return mapped;
-        }
-        if matches!(error, sqlx::Error::PoolTimedOut) {
-            return Self::Unavailable("The database is busy; please retry".to_owned());
-        }
-        Self::Internal(anyhow::Error::new(error).context("database error"))
+        DomainError::from(error).into()
     }
 }
 
@@ -255,7 +316,7 @@ impl From<sqlx::Error> for ApiError {
 /// PostgreSQL names the violated constraint; SQLite names the columns of a unique constraint
 /// (`UNIQUE constraint failed: users.email`), and only says "FOREIGN KEY constraint failed"
 /// for foreign keys, so those fall back to a generic 422 there.
-fn constraint_error(error: &dyn sqlx::error::DatabaseError) -> Option<ApiError> {
+fn constraint_error(error: &dyn sqlx::error::DatabaseError) -> Option<DomainError> {
     use sqlx::error::ErrorKind;
     let kind = db::violation_kind(error);
     if !matches!(
@@ -273,16 +334,16 @@ fn constraint_error(error: &dyn sqlx::error::DatabaseError) -> Option<ApiError> 
     };
     Some(match (known, kind) {
         (Some(c), _) => match c.kind {
-            ConstraintKind::Unique => ApiError::conflict(c.message),
-            ConstraintKind::ForeignKey | ConstraintKind::Check => ApiError::invalid(c.field, c.message),
+            ConstraintKind::Unique => DomainError::conflict(c.message),
+            ConstraintKind::ForeignKey | ConstraintKind::Check => DomainError::invalid(c.field, c.message),
         },
         (None, ErrorKind::UniqueViolation | ErrorKind::ExclusionViolation) => {
-            ApiError::conflict("A record with the same unique values already exists")
+            DomainError::conflict("A record with the same unique values already exists")
         }
         (None, ErrorKind::ForeignKeyViolation) => {
-            ApiError::Unprocessable("The request refers to a record that does not exist".into())
+            DomainError::Refused("The request refers to a record that does not exist".into())
         }
-        (None, _) => ApiError::Unprocessable("The request violates a data rule".into()),
+        (None, _) => DomainError::Refused("The request violates a data rule".into()),
     })
 }
 

@@ -18,7 +18,7 @@ use super::students::{self, NewStudent};
 use crate::app::AppState;
 use crate::auth::{AdminUser, CurrentUser, Role};
 use crate::db::{Db, Tx};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, DomainError};
 use crate::http::pagination::{Page, PageParams};
 use crate::http::validate::{Errors, WeeklyWindow};
 use crate::http::{Json, Query};
@@ -271,7 +271,7 @@ pub async fn transition(
     reason: Option<&str>,
     teacher: Option<Uuid>,
     by: Uuid,
-) -> ApiResult<()> {
+) -> crate::error::DomainResult<()> {
     const SQL: &str = "UPDATE enrollments SET status = $2, decision_reason = $3, \
         assigned_teacher_id = COALESCE($4, assigned_teacher_id), decided_by = $5, decided_at = $6, updated_at = $6 \
         WHERE id = $1 AND status IN ($7, $8)";
@@ -280,7 +280,7 @@ pub async fn transition(
         .bind(id).bind(to).bind(reason).bind(teacher).bind(by).bind(Utc::now()).bind(a).bind(b)
         .execute(&mut **conn).await.map(|r| r.rows_affected()))?;
     if changed == 0 {
-        return Err(ApiError::conflict(format!(
+        return Err(DomainError::conflict(format!(
             "The request is no longer {}; it cannot become {to}",
             from.join(" or ")
         )));
@@ -295,12 +295,15 @@ pub async fn ensure_student(
     status: &str,
     teacher: Option<Uuid>,
     start_date: Option<NaiveDate>,
-) -> ApiResult<Uuid> {
+) -> crate::error::DomainResult<Uuid> {
     if let Some(id) = enrollment.student_id {
         return Ok(id);
     }
-    let details =
-        enrollment.student.as_ref().map(|d| d.0.clone()).ok_or(ApiError::conflict("The request names no student"))?;
+    let details = enrollment
+        .student
+        .as_ref()
+        .map(|d| d.0.clone())
+        .ok_or(DomainError::conflict("The request names no student"))?;
     let id = students::insert_student(
         tx,
         NewStudent {
@@ -457,7 +460,7 @@ pub async fn notify(
 
 /// A request by id, for the enrollment workflow (no visibility rules: the worker acts for the
 /// office).
-pub async fn load(tx: &mut Tx, id: Uuid) -> ApiResult<Option<Enrollment>> {
+pub async fn load(tx: &mut Tx, id: Uuid) -> crate::error::DomainResult<Option<Enrollment>> {
     let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM enrollments en WHERE en.id = $1"));
     Ok(on_tx!(tx, conn => sqlx::query_as::<_, Enrollment>(sql).bind(id).fetch_optional(&mut **conn).await)?)
 }

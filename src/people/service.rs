@@ -8,7 +8,7 @@ use sqlx::types::Json as SqlJson;
 use uuid::Uuid;
 
 use crate::db::{Db, Tx};
-use crate::error::ApiResult;
+use crate::error::DomainResult;
 use crate::{on_db, on_tx};
 
 pub use super::enrollments::{
@@ -31,19 +31,19 @@ pub struct StudentBrief {
 const BRIEF: &str = "SELECT id, first_name, preferred_name, instrument, status, teacher_id, family_id FROM students";
 
 /// One student, or `None`.
-pub async fn student(db: &Db, id: Uuid) -> ApiResult<Option<StudentBrief>> {
+pub async fn student(db: &Db, id: Uuid) -> DomainResult<Option<StudentBrief>> {
     let sql = sqlx::AssertSqlSafe(format!("{BRIEF} WHERE id = $1"));
     Ok(on_db!(db, pool => sqlx::query_as::<_, StudentBrief>(sql).bind(id).fetch_optional(pool).await)?)
 }
 
 /// Every student of a family.
-pub async fn family_students(db: &Db, family_id: Uuid) -> ApiResult<Vec<StudentBrief>> {
+pub async fn family_students(db: &Db, family_id: Uuid) -> DomainResult<Vec<StudentBrief>> {
     let sql = sqlx::AssertSqlSafe(format!("{BRIEF} WHERE family_id = $1"));
     Ok(on_db!(db, pool => sqlx::query_as::<_, StudentBrief>(sql).bind(family_id).fetch_all(pool).await)?)
 }
 
 /// Submitted requests of a family for `instrument`, other than `except`.
-pub async fn open_requests(db: &Db, family_id: Uuid, except: Uuid, instrument: &str) -> ApiResult<i64> {
+pub async fn open_requests(db: &Db, family_id: Uuid, except: Uuid, instrument: &str) -> DomainResult<i64> {
     const SQL: &str = "SELECT COUNT(*) FROM enrollments WHERE family_id = $1 AND id <> $2 AND status = 'submitted' \
         AND instrument = $3";
     Ok(on_db!(db, pool => sqlx::query_scalar(SQL).bind(family_id).bind(except).bind(instrument).fetch_one(pool).await)?)
@@ -58,7 +58,7 @@ pub struct TeacherLoad {
 }
 
 /// Active teachers who teach `instrument`, in id order.
-pub async fn teachers_of(db: &Db, instrument: &str) -> ApiResult<Vec<TeacherLoad>> {
+pub async fn teachers_of(db: &Db, instrument: &str) -> DomainResult<Vec<TeacherLoad>> {
     const SQL: &str = "SELECT id, first_name || ' ' || last_name, instruments, \
         (SELECT COUNT(*) FROM students s WHERE s.teacher_id = t.id AND s.status = 'active') \
         FROM teachers t WHERE active = TRUE ORDER BY id";
@@ -72,7 +72,7 @@ pub async fn teachers_of(db: &Db, instrument: &str) -> ApiResult<Vec<TeacherLoad
 }
 
 /// Makes a student active with `teacher` as their main teacher (keeping an earlier start date).
-pub async fn activate_student(tx: &mut Tx, id: Uuid, teacher: Uuid, start_date: NaiveDate) -> ApiResult<()> {
+pub async fn activate_student(tx: &mut Tx, id: Uuid, teacher: Uuid, start_date: NaiveDate) -> DomainResult<()> {
     const SQL: &str = "UPDATE students SET status = 'active', teacher_id = $2, start_date = COALESCE(start_date, $3), \
         updated_at = $4 WHERE id = $1";
     on_tx!(tx, conn => sqlx::query(SQL).bind(id).bind(teacher).bind(start_date).bind(Utc::now())
@@ -81,7 +81,7 @@ pub async fn activate_student(tx: &mut Tx, id: Uuid, teacher: Uuid, start_date: 
 }
 
 /// Marks a student withdrawn; returns whether they were not already.
-pub async fn withdraw_student(tx: &mut Tx, id: Uuid) -> ApiResult<bool> {
+pub async fn withdraw_student(tx: &mut Tx, id: Uuid) -> DomainResult<bool> {
     const SQL: &str =
         "UPDATE students SET status = 'withdrawn', updated_at = $2 WHERE id = $1 AND status <> 'withdrawn'";
     let changed = on_tx!(tx, conn => sqlx::query(SQL).bind(id).bind(Utc::now()).execute(&mut **conn).await.map(|r| r.rows_affected()))?;
@@ -97,7 +97,7 @@ pub struct NoteBrief {
 }
 
 /// The latest `limit` progress notes of a student, newest first.
-pub async fn recent_notes(db: &Db, student: Uuid, limit: i64) -> ApiResult<Vec<NoteBrief>> {
+pub async fn recent_notes(db: &Db, student: Uuid, limit: i64) -> DomainResult<Vec<NoteBrief>> {
     const SQL: &str = "SELECT note_date, body, goals FROM progress_notes WHERE student_id = $1 \
         ORDER BY note_date DESC, id DESC LIMIT $2";
     let rows: Vec<(NaiveDate, String, Option<String>)> =
@@ -117,7 +117,7 @@ pub struct NewNote<'a> {
 }
 
 /// Writes a progress note; returns its id.
-pub async fn add_note(tx: &mut Tx, note: NewNote<'_>) -> ApiResult<Uuid> {
+pub async fn add_note(tx: &mut Tx, note: NewNote<'_>) -> DomainResult<Uuid> {
     const SQL: &str = "INSERT INTO progress_notes (id, student_id, teacher_id, author_id, note_date, body, pieces, goals, \
         created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
     let id = Uuid::now_v7();

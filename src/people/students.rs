@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::auth::{AdminUser, CurrentUser};
 use crate::db::{Db, Tx};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, DomainError, DomainResult};
 use crate::http::pagination::{Page, PageParams};
 use crate::http::validate::{Errors, fold, search_patterns};
 use crate::http::{Json, Query, nullable};
@@ -162,18 +162,18 @@ pub(crate) struct NewStudent {
     pub notes: Option<String>,
 }
 
-pub(crate) async fn family_name(tx: &mut Tx, family_id: Uuid) -> ApiResult<String> {
+pub(crate) async fn family_name(tx: &mut Tx, family_id: Uuid) -> DomainResult<String> {
     const SQL: &str = "SELECT name FROM families WHERE id = $1";
     let name =
         on_tx!(tx, conn => sqlx::query_scalar::<_, String>(SQL).bind(family_id).fetch_optional(&mut **conn).await)?;
-    name.ok_or_else(|| ApiError::invalid("family_id", "No such family"))
+    name.ok_or_else(|| DomainError::invalid("family_id", "No such family"))
 }
 
 fn search_text(first: &str, last: &str, preferred: Option<&str>, family: &str) -> String {
     fold(&format!("{first} {last} {} {family}", preferred.unwrap_or("")))
 }
 
-pub(crate) async fn insert_student(tx: &mut Tx, new: NewStudent) -> ApiResult<Uuid> {
+pub(crate) async fn insert_student(tx: &mut Tx, new: NewStudent) -> DomainResult<Uuid> {
     const SQL: &str = "INSERT INTO students (id, family_id, first_name, last_name, preferred_name, birth_date, \
         instrument, instruments, level, status, teacher_id, start_date, notes, search_text, created_at, updated_at) \
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)";

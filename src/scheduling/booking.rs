@@ -15,7 +15,7 @@ use super::LessonStatus;
 pub use super::calendar::Exceptions;
 use super::calendar::within_availability;
 use crate::db::Tx;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{DomainError, DomainResult};
 use crate::on_tx;
 use crate::time::{local_date, resolve_local};
 
@@ -62,7 +62,7 @@ pub async fn conflicts(
     ignore: &[Uuid],
     check_availability: bool,
     exceptions: &Exceptions,
-) -> ApiResult<Vec<Conflict>> {
+) -> DomainResult<Vec<Conflict>> {
     const OVERLAPS: &str = "SELECT id, teacher_id, student_id, room_id, starts_at, ends_at FROM lessons \
         WHERE status = 'scheduled' AND starts_at < $2 AND ends_at > $1 \
         AND (teacher_id = $3 OR student_id = $4 OR ($5 IS NOT NULL AND room_id = $5)) ORDER BY starts_at";
@@ -121,7 +121,7 @@ pub async fn conflicts(
     Ok(out)
 }
 
-async fn windows_in_tx(tx: &mut Tx, teacher_id: Uuid) -> ApiResult<Vec<crate::people::WeeklyWindow>> {
+async fn windows_in_tx(tx: &mut Tx, teacher_id: Uuid) -> DomainResult<Vec<crate::people::WeeklyWindow>> {
     const SQL: &str = "SELECT weekday, start_time, end_time FROM teacher_availability WHERE teacher_id = $1";
     let rows: Vec<(i32, String, String)> =
         on_tx!(tx, conn => sqlx::query_as(SQL).bind(teacher_id).fetch_all(&mut **conn).await)?;
@@ -131,9 +131,9 @@ async fn windows_in_tx(tx: &mut Tx, teacher_id: Uuid) -> ApiResult<Vec<crate::pe
         .collect())
 }
 
-pub fn conflict_error(conflicts: Vec<Conflict>) -> ApiError {
+pub fn conflict_error(conflicts: Vec<Conflict>) -> DomainError {
     let n = conflicts.len();
-    ApiError::Conflict {
+    DomainError::Conflict {
         detail: format!("{n} conflict(s); nothing was booked"),
         conflicts: conflicts.into_iter().map(|c| serde_json::to_value(c).unwrap_or(Value::Null)).collect(),
     }
@@ -146,7 +146,7 @@ pub async fn check(
     slots: &[Slot],
     ignore: &[Uuid],
     check_availability: bool,
-) -> ApiResult<Vec<Conflict>> {
+) -> DomainResult<Vec<Conflict>> {
     let (Some(first), Some(last)) = (slots.iter().map(|s| s.starts_at).min(), slots.iter().map(|s| s.starts_at).max())
     else {
         return Ok(Vec::new());
@@ -205,7 +205,7 @@ pub struct Booked {
 
 /// Writes `slots` as lessons — a series when `options.rrule` is set. Callers check conflicts
 /// first ([`check`]); this only writes.
-pub async fn book(tx: &mut Tx, tz: chrono_tz::Tz, slots: &[Slot], options: BookingOptions<'_>) -> ApiResult<Booked> {
+pub async fn book(tx: &mut Tx, tz: chrono_tz::Tz, slots: &[Slot], options: BookingOptions<'_>) -> DomainResult<Booked> {
     let series_id = match options.rrule {
         Some(rrule) => {
             const SERIES: &str =
@@ -234,7 +234,7 @@ pub async fn reschedule(
     status: LessonStatus,
     notes: Option<&str>,
     availability_override: bool,
-) -> ApiResult<()> {
+) -> DomainResult<()> {
     const UPDATE: &str = "UPDATE lessons SET starts_at = $2, ends_at = $3, teacher_id = $4, room_id = $5, status = $6, \
         notes = $7, availability_override = (availability_override OR $8), updated_at = $9 WHERE id = $1";
     for (lesson_id, slot) in moves {
@@ -264,7 +264,7 @@ pub async fn move_series(
     series_id: Uuid,
     from: DateTime<Utc>,
     to: WeeklyPlace,
-) -> ApiResult<Result<Vec<Uuid>, Vec<Conflict>>> {
+) -> DomainResult<Result<Vec<Uuid>, Vec<Conflict>>> {
     const TARGETS: &str = "SELECT id, student_id, starts_at, ends_at, notes FROM lessons \
         WHERE series_id = $1 AND starts_at >= $2 AND status = 'scheduled' ORDER BY starts_at";
     type Row = (Uuid, Uuid, DateTime<Utc>, DateTime<Utc>, Option<String>);
@@ -312,7 +312,7 @@ pub enum Occurrences {
 }
 
 /// Deletes occurrences; returns how many lessons went.
-pub async fn delete(tx: &mut Tx, which: Occurrences) -> ApiResult<u64> {
+pub async fn delete(tx: &mut Tx, which: Occurrences) -> DomainResult<u64> {
     Ok(match which {
         Occurrences::Series(series_id) => {
             const SQL: &str = "DELETE FROM lesson_series WHERE id = $1";
@@ -332,7 +332,7 @@ pub async fn delete(tx: &mut Tx, which: Occurrences) -> ApiResult<u64> {
 
 /// Cancels the scheduled occurrences (the lessons stay, with status `cancelled`, so history
 /// and billing see them); returns how many changed.
-pub async fn cancel(tx: &mut Tx, which: Occurrences) -> ApiResult<u64> {
+pub async fn cancel(tx: &mut Tx, which: Occurrences) -> DomainResult<u64> {
     let now = Utc::now();
     Ok(match which {
         Occurrences::One(id) => {
@@ -362,7 +362,7 @@ async fn insert_lesson(
     makeup: bool,
     availability_override: bool,
     notes: Option<&str>,
-) -> ApiResult<Uuid> {
+) -> DomainResult<Uuid> {
     const SQL: &str = "INSERT INTO lessons (id, series_id, teacher_id, student_id, room_id, starts_at, ends_at, status, \
         is_makeup, availability_override, notes, created_at, updated_at) \
         VALUES ($1, $2, $3, $4, $5, $6, $7, 'scheduled', $8, $9, $10, $11, $11)";

@@ -130,7 +130,7 @@ pub struct Exceptions {
 }
 
 impl Exceptions {
-    pub async fn load(tx: &mut Tx, from: NaiveDate, to: NaiveDate) -> ApiResult<Self> {
+    pub async fn load(tx: &mut Tx, from: NaiveDate, to: NaiveDate) -> crate::error::DomainResult<Self> {
         const SQL: &str = "SELECT id, kind, teacher_id, name, starts_on, ends_on, created_at FROM calendar_exceptions \
             WHERE kind = 'term' OR (starts_on <= $2 AND ends_on >= $1)";
         let rows = on_tx!(tx, conn => sqlx::query_as::<_, CalendarException>(SQL).bind(from).bind(to).fetch_all(&mut **conn).await)?;

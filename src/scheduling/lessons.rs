@@ -352,7 +352,7 @@ async fn create_lessons(
         return Ok((StatusCode::OK, Json(report)).into_response());
     }
     if !found.is_empty() {
-        return Err(conflict_error(found));
+        return Err(conflict_error(found).into());
     }
     if slots.is_empty() {
         return Err(ApiError::invalid("recurrence.rrule", "every occurrence falls on a closure or outside the terms"));
@@ -500,7 +500,7 @@ async fn update_lesson(
         let ignore: Vec<Uuid> = moved.iter().map(|(id, _)| *id).collect();
         let found = conflicts(&mut tx, tz, &slots, &ignore, !input.override_availability, &exceptions).await?;
         if !found.is_empty() {
-            return Err(conflict_error(found));
+            return Err(conflict_error(found).into());
         }
     }
     booking::reschedule(&mut tx, &moved, status, notes.as_deref(), input.override_availability).await?;

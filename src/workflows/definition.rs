@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::ai::{AiCaller, AiOutcome, AiTask};
 use crate::app::AppState;
 use crate::db::Tx;
-use crate::error::ApiError;
+use crate::error::DomainError;
 
 crate::text_enum! {
     /// Where a workflow run is.
@@ -74,6 +74,13 @@ pub enum StepError {
     Fatal(String),
 }
 
+impl StepError {
+    /// A retryable failure, for `map_err`.
+    pub fn retry(error: impl std::fmt::Display) -> Self {
+        Self::Retry(error.to_string())
+    }
+}
+
 impl<E: Into<anyhow::Error>> From<E> for StepError {
     fn from(error: E) -> Self {
         Self::Retry(format!("{:#}", error.into()))
@@ -82,7 +89,7 @@ impl<E: Into<anyhow::Error>> From<E> for StepError {
 
 pub type StepResult = Result<Transition, StepError>;
 pub(super) type StepFn = Arc<dyn Fn(StepCtx) -> BoxFuture<'static, StepResult> + Send + Sync>;
-type PrepareFn = Arc<dyn Fn(AppState, Value) -> BoxFuture<'static, Result<Subject, ApiError>> + Send + Sync>;
+type PrepareFn = Arc<dyn Fn(AppState, Value) -> BoxFuture<'static, Result<Subject, DomainError>> + Send + Sync>;
 
 /// What a run is about: shown in lists and used by the consent gate.
 #[derive(Debug, Clone)]
@@ -199,7 +206,7 @@ impl Workflow {
     pub fn new<F, Fut>(name: &'static str, description: &'static str, prepare: F) -> Self
     where
         F: Fn(AppState, Value) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Subject, ApiError>> + Send + 'static,
+        Fut: Future<Output = Result<Subject, DomainError>> + Send + 'static,
     {
         Self {
             name,
@@ -218,7 +225,7 @@ impl Workflow {
         self.steps.iter().find(|s| s.name == name)
     }
 
-    pub async fn prepare(&self, state: &AppState, input: &Value) -> Result<Subject, ApiError> {
+    pub async fn prepare(&self, state: &AppState, input: &Value) -> Result<Subject, DomainError> {
         (self.prepare)(state.clone(), input.clone()).await
     }
 

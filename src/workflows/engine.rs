@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::db::Tx;
-use crate::error::ApiError;
+use crate::error::DomainError;
 use crate::jobs::queue::{self, Job, NewJob};
 use crate::jobs::{JobError, Registry};
 use crate::privacy::audit::{self, AuditEvent};
@@ -187,10 +187,10 @@ async fn prepare(state: &AppState, workflow: &Workflow, run: &RunRow) -> Result<
                 .bind(subject.id).bind(subject.family_id).bind(Utc::now()).execute(pool).await.map(|_| ()))
             .map_err(retry)
         }
-        Err(ApiError::Internal(error)) => Err(JobError::Retry(format!("{error:#}"))),
+        Err(error) if error.is_transient() => Err(JobError::Retry(format!("{error:#}"))),
         Err(error) => {
             let why = match &error {
-                ApiError::Validation(fields) => {
+                DomainError::Invalid(fields) => {
                     fields.iter().map(|f| format!("{}: {}", f.field, f.message)).collect::<Vec<_>>().join("; ")
                 }
                 other => other.to_string(),

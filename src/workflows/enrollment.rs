@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::ai::AiTask;
 use super::engine::{ReviewRequest, Step, StepCtx, StepError, StepResult, Subject, Transition, Workflow};
 use crate::app::AppState;
-use crate::error::ApiError;
+use crate::error::DomainError;
 use crate::http::validate::{fold, parse_hhmm};
 use crate::people::service as people;
 use crate::people::service::Enrollment;
@@ -45,14 +45,14 @@ fn enrollment_id(input: &Value) -> Option<Uuid> {
     input.get("enrollment_id").and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok())
 }
 
-async fn prepare(state: AppState, input: Value) -> Result<Subject, ApiError> {
+async fn prepare(state: AppState, input: Value) -> Result<Subject, DomainError> {
     let id =
-        enrollment_id(&input).ok_or_else(|| ApiError::invalid("input.enrollment_id", "must be an enrollment id"))?;
+        enrollment_id(&input).ok_or_else(|| DomainError::invalid("input.enrollment_id", "must be an enrollment id"))?;
     let mut tx = state.db.begin().await?;
     let enrollment = people::load_enrollment(&mut tx, id).await?;
     tx.rollback().await?;
     let enrollment =
-        enrollment.ok_or_else(|| ApiError::invalid("input.enrollment_id", "no such enrollment request"))?;
+        enrollment.ok_or_else(|| DomainError::invalid("input.enrollment_id", "no such enrollment request"))?;
     Ok(Subject { kind: "enrollment", id, family_id: Some(enrollment.family_id) })
 }
 
@@ -397,7 +397,6 @@ async fn enroll(cx: StepCtx) -> StepResult {
     }
     let skipped: Vec<_> = conflicts.iter().map(|c| c.occurrence_starts_at).collect();
     let by = decided_by(&cx);
-    let e = |e: ApiError| StepError::Retry(e.to_string());
     people::transition_enrollment(
         &mut tx,
         enrollment.id,
@@ -408,11 +407,12 @@ async fn enroll(cx: StepCtx) -> StepResult {
         by,
     )
     .await
-    .map_err(e)?;
+    .map_err(StepError::retry)?;
     let first_date = crate::time::local_date(tz, slots[0].starts_at);
-    let student =
-        people::ensure_student(&mut tx, &enrollment, "active", Some(teacher), Some(first_date)).await.map_err(e)?;
-    people::activate_student(&mut tx, student, teacher, first_date).await.map_err(e)?;
+    let student = people::ensure_student(&mut tx, &enrollment, "active", Some(teacher), Some(first_date))
+        .await
+        .map_err(StepError::retry)?;
+    people::activate_student(&mut tx, student, teacher, first_date).await.map_err(StepError::retry)?;
     let to_book: Vec<Slot> = slots
         .iter()
         .filter(|s| !skipped.contains(&s.starts_at))
@@ -420,7 +420,7 @@ async fn enroll(cx: StepCtx) -> StepResult {
         .collect();
     let rrule = format!("FREQ=WEEKLY;COUNT={LESSONS_BOOKED}");
     let options = BookingOptions { rrule: Some(&rrule), booked_by: Some(by), ..BookingOptions::default() };
-    let booked = booking::book(&mut tx, tz, &to_book, options).await.map_err(e)?;
+    let booked = booking::book(&mut tx, tz, &to_book, options).await.map_err(StepError::retry)?;
     let series = booked.series_id;
     let booked = booked.lesson_ids.len();
     let event = crate::privacy::audit::AuditEvent::new("enrollment.approved").subject("enrollment", enrollment.id);
@@ -471,7 +471,6 @@ async fn decline(cx: StepCtx) -> StepResult {
     let enrollment = load(&cx).await?;
     let reason = cx.output("review")["reason"].as_str().map(str::to_owned);
     let mut tx = cx.state.db.begin().await?;
-    let e = |e: ApiError| StepError::Retry(e.to_string());
     if enrollment.status == "submitted" || enrollment.status == "waitlisted" {
         people::transition_enrollment(
             &mut tx,
@@ -483,10 +482,10 @@ async fn decline(cx: StepCtx) -> StepResult {
             decided_by(&cx),
         )
         .await
-        .map_err(e)?;
+        .map_err(StepError::retry)?;
         people::notify_enrollment(&mut tx, &cx.state, enrollment.id, "enrollment_declined", reason.as_deref())
             .await
-            .map_err(e)?;
+            .map_err(StepError::retry)?;
     }
     Ok(Transition::succeed(json!({"declined": true, "reason": reason})).in_tx(tx))
 }
@@ -494,7 +493,6 @@ async fn decline(cx: StepCtx) -> StepResult {
 async fn waitlist(cx: StepCtx) -> StepResult {
     let enrollment = load(&cx).await?;
     let mut tx = cx.state.db.begin().await?;
-    let e = |e: ApiError| StepError::Retry(e.to_string());
     if enrollment.status == "submitted" {
         people::transition_enrollment(
             &mut tx,
@@ -506,9 +504,11 @@ async fn waitlist(cx: StepCtx) -> StepResult {
             decided_by(&cx),
         )
         .await
-        .map_err(e)?;
-        people::ensure_student(&mut tx, &enrollment, "waitlisted", None, None).await.map_err(e)?;
-        people::notify_enrollment(&mut tx, &cx.state, enrollment.id, "enrollment_waitlisted", None).await.map_err(e)?;
+        .map_err(StepError::retry)?;
+        people::ensure_student(&mut tx, &enrollment, "waitlisted", None, None).await.map_err(StepError::retry)?;
+        people::notify_enrollment(&mut tx, &cx.state, enrollment.id, "enrollment_waitlisted", None)
+            .await
+            .map_err(StepError::retry)?;
     }
     Ok(Transition::succeed(json!({"waitlisted": true})).in_tx(tx))
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::ai::AiTask;
 use super::engine::{ReviewRequest, Step, StepCtx, StepError, StepResult, Subject, Transition, Workflow};
 use crate::app::AppState;
-use crate::error::ApiError;
+use crate::error::DomainError;
 use crate::people::service as people;
 use crate::privacy::audit::{self, AuditEvent};
 
@@ -34,15 +34,15 @@ pub fn workflow() -> Workflow {
 }
 
 /// Input `{student_id}`: the student must exist.
-async fn prepare(state: AppState, input: Value) -> Result<Subject, ApiError> {
+async fn prepare(state: AppState, input: Value) -> Result<Subject, DomainError> {
     let id = input
         .get("student_id")
         .and_then(Value::as_str)
         .and_then(|s| Uuid::parse_str(s).ok())
-        .ok_or_else(|| ApiError::invalid("input.student_id", "must be a student id"))?;
+        .ok_or_else(|| DomainError::invalid("input.student_id", "must be a student id"))?;
     match crate::people::service::student(&state.db, id).await?.map(|s| s.family_id) {
         Some(family_id) => Ok(Subject { kind: "student", id, family_id: Some(family_id) }),
-        None => Err(ApiError::invalid("input.student_id", "no such student")),
+        None => Err(DomainError::invalid("input.student_id", "no such student")),
     }
 }
 

@@ -100,7 +100,7 @@ async fn audit_in_tx(cx: &StepCtx, action: &'static str) -> Result<cedar::db::Tx
 fn test_flow(control: Control) -> Workflow {
     Workflow::new("test_flow", "engine test", |_state: AppState, input: Value| async move {
         if input.get("bad").is_some() {
-            return Err(cedar::error::ApiError::invalid("input.bad", "is not allowed"));
+            return Err(cedar::error::DomainError::invalid("input.bad", "is not allowed"));
         }
         Ok(Subject { kind: "test", id: Uuid::now_v7(), family_id: None })
     })
