@@ -10,9 +10,8 @@ use serde_json::{Value, json};
 
 use crate::backend_tests;
 use crate::common::{Backend, TestApp, assert_problem, spawn_app_with_workflows};
-use crate::records::{School, json_ok, school, send};
+use crate::helpers::{School, json_ok, school, send, start_worker, stop_worker, wait_until};
 use crate::stripe_fake::{STRIPE_KEY, StripeFake};
-use crate::workflows::{start_worker, stop_worker};
 
 const WEBHOOK_SECRET: &str = "whsec_test_secret";
 
@@ -276,18 +275,6 @@ fn event(id: &str, kind: &str, object: Value) -> String {
     json!({"id": id, "object": "event", "type": kind, "api_version": "2024-06-20", "created": 1_790_000_000,
         "livemode": false, "data": {"object": object}})
     .to_string()
-}
-
-async fn wait_until(app: &TestApp, token: &str, path: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..1200 {
-        last = json_ok(send(app, "GET", path, token, None).await, 200).await;
-        if check(&last) {
-            return last;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{path} never reached the expected state: {last:#}");
 }
 
 async fn stripe_checkout_and_webhooks_apply_each_event_once(backend: Backend) {

@@ -13,9 +13,8 @@ use serde_json::{Value, json};
 use crate::backend_tests;
 use crate::common::{Backend, TestApp, spawn_app_with_workflows};
 use crate::fakes::{AiFake, OPENAI_KEY};
+use crate::helpers::{School, json_ok, school, send, start_worker, stop_worker};
 use crate::mail::SmtpServer;
-use crate::records::{School, json_ok, school, send};
-use crate::workflows::{start_worker, stop_worker};
 
 async fn setup(backend: Backend, definitions: Definitions, adjust: impl FnOnce(&mut Settings)) -> (TestApp, School) {
     let app = spawn_app_with_workflows(backend, definitions, adjust).await;

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use crate::backend_tests;
 use crate::common::{Backend, TestApp, assert_problem, sign_up, spawn_app};
-use crate::records::{json_ok, school, send};
+use crate::helpers::{json_ok, school, send};
 
 fn request(extra: Value) -> Value {
     let mut body = json!({

@@ -4,9 +4,11 @@
 #![allow(clippy::cloned_ref_to_slice_refs)]
 
 mod common;
+mod helpers;
 
 mod auth;
 mod billing;
+mod booking;
 mod cli;
 mod enrollment_workflow;
 mod enrollments;

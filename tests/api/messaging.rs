@@ -9,9 +9,8 @@ use serde_json::{Value, json};
 
 use crate::backend_tests;
 use crate::common::{Backend, TestApp, assert_problem, spawn_app_with_workflows};
+use crate::helpers::{School, json_ok, school, send, start_worker, stop_worker};
 use crate::mail::{BREVO_KEY, EmailApis, Received, SENDGRID_KEY, SmtpServer};
-use crate::records::{School, json_ok, school, send};
-use crate::workflows::{start_worker, stop_worker};
 
 async fn app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> (TestApp, School) {
     let app = spawn_app_with_workflows(backend, cedar::workflows::builtin(), adjust).await;

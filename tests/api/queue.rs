@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::backend_tests;
 use crate::common::{Backend, admin_token, assert_problem, spawn_app};
-use crate::records::{json_ok, send};
+use crate::helpers::{json_ok, send};
 
 type Runs = Arc<Mutex<HashMap<Uuid, usize>>>;
 

@@ -3,113 +3,11 @@
 use serde_json::{Value, json};
 
 use crate::backend_tests;
-use crate::common::{Backend, TestApp, admin_token, assert_problem, sign_up, spawn_app, user_with_role};
-
-pub struct School {
-    pub admin: String,
-    pub teacher1: String,
-    pub teacher1_id: String,
-    pub teacher2: String,
-    pub teacher2_id: String,
-    pub parent_a: String,
-    pub family_a: String,
-    pub parent_b: String,
-    pub family_b: String,
-    /// Hélène Côté (family A, teacher 1), Zoë Tremblay (family B, teacher 2), Liam O'Brien (family B, no teacher).
-    pub students: [String; 3],
-}
-
-pub async fn send(app: &TestApp, method: &str, path: &str, token: &str, body: Option<Value>) -> reqwest::Response {
-    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut request = app.client.request(method, app.url(path)).bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    request.send().await.unwrap()
-}
-
-pub async fn json_ok(response: reqwest::Response, status: u16) -> Value {
-    let actual = response.status().as_u16();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    assert_eq!(actual, status, "{body}");
-    body
-}
+use crate::common::{Backend, assert_problem, sign_up, spawn_app};
+use crate::helpers::{json_ok, school, send};
 
 fn ids(page: &Value) -> Vec<String> {
     page["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect()
-}
-
-pub async fn school(app: &TestApp) -> School {
-    let admin = admin_token(app).await;
-    let (teacher1_user, teacher1) = user_with_role(app, &admin, "t1@cedarheights.ca", "teacher").await;
-    let t1 = json_ok(
-        send(app, "POST", "/v1/teachers", &admin, Some(json!({"first_name": "Élodie", "last_name": "Gagné",
-            "email": "t1@cedarheights.ca", "instruments": ["Piano", "voice"], "pay_rate_cents": 5500, "user_id": teacher1_user}))).await,
-        201,
-    )
-    .await;
-    let (teacher2_user, teacher2) = user_with_role(app, &admin, "t2@cedarheights.ca", "teacher").await;
-    let t2 = json_ok(
-        send(
-            app,
-            "POST",
-            "/v1/teachers",
-            &admin,
-            Some(json!({"first_name": "Sam", "last_name": "Wilson",
-            "email": "t2@cedarheights.ca", "instruments": ["violin"], "user_id": teacher2_user})),
-        )
-        .await,
-        201,
-    )
-    .await;
-
-    // Parent A signs up and creates their own family.
-    let parent_a = sign_up(app, "a@example.ca", "password-1").await["access_token"].as_str().unwrap().to_owned();
-    let family_a = json_ok(
-        send(app, "POST", "/v1/families", &parent_a, Some(json!({"name": "Famille Côté", "preferred_language": "fr"})))
-            .await,
-        201,
-    )
-    .await;
-    // Parent B's family is set up by the office.
-    let b = sign_up(app, "b@example.ca", "password-1").await;
-    let parent_b = b["access_token"].as_str().unwrap().to_owned();
-    let family_b = json_ok(
-        send(
-            app,
-            "POST",
-            "/v1/families",
-            &admin,
-            Some(json!({"name": "Tremblay-Smith", "email": "b@example.ca",
-            "phone": "+1 613-555-0199", "guardian_ids": [b["user"]["id"]]})),
-        )
-        .await,
-        201,
-    )
-    .await;
-    let (fa, fb) = (family_a["id"].as_str().unwrap().to_owned(), family_b["id"].as_str().unwrap().to_owned());
-    let (t1, t2) = (t1["id"].as_str().unwrap().to_owned(), t2["id"].as_str().unwrap().to_owned());
-    let mut students = Vec::new();
-    for body in [
-        json!({"family_id": fa, "first_name": "Hélène", "last_name": "Côté", "instrument": "piano", "teacher_id": t1}),
-        json!({"family_id": fb, "first_name": "Zoë", "last_name": "Tremblay", "instrument": "violin", "teacher_id": t2}),
-        json!({"family_id": fb, "first_name": "Liam", "last_name": "O'Brien", "instrument": "guitar", "status": "waitlisted"}),
-    ] {
-        let s = json_ok(send(app, "POST", "/v1/students", &admin, Some(body)).await, 201).await;
-        students.push(s["id"].as_str().unwrap().to_owned());
-    }
-    School {
-        admin,
-        teacher1,
-        teacher1_id: t1,
-        teacher2,
-        teacher2_id: t2,
-        parent_a,
-        family_a: fa,
-        parent_b,
-        family_b: fb,
-        students: students.try_into().unwrap(),
-    }
 }
 
 async fn each_role_sees_only_its_students(backend: Backend) {
@@ -520,47 +418,25 @@ async fn teachers_roster_and_validation(backend: Backend) {
 async fn rooms_crud_and_validation(backend: Backend) {
     let app = spawn_app(backend).await;
     let s = school(&app).await;
-    let room = json_ok(
-        send(
-            &app,
-            "POST",
-            "/v1/rooms",
-            &s.admin,
-            Some(json!({"name": "Studio A", "capacity": 3, "instruments": ["Piano"]})),
-        )
-        .await,
-        201,
-    )
-    .await;
+    let (office, teacher, parent) = (app.as_user(&s.admin), app.as_user(&s.teacher1), app.as_user(&s.parent_a));
+    let room = office
+        .post("/v1/rooms", json!({"name": "Studio A", "capacity": 3, "instruments": ["Piano"]}))
+        .await
+        .expect(201);
     assert_eq!(room["instruments"], json!(["piano"]));
     let id = room["id"].as_str().unwrap();
-    assert_problem(
-        send(&app, "POST", "/v1/rooms", &s.admin, Some(json!({"name": "Studio A", "capacity": 2}))).await,
-        409,
-    )
-    .await;
-    let invalid = send(&app, "POST", "/v1/rooms", &s.admin, Some(json!({"name": " ", "capacity": 0}))).await;
-    assert_eq!(assert_problem(invalid, 422).await["errors"].as_array().unwrap().len(), 2);
-    assert_eq!(
-        json_ok(send(&app, "GET", "/v1/rooms", &s.teacher1, None).await, 200).await["items"].as_array().unwrap().len(),
-        1
-    );
-    assert_problem(send(&app, "GET", "/v1/rooms", &s.parent_a, None).await, 403).await;
-    assert_problem(
-        send(&app, "POST", "/v1/rooms", &s.teacher1, Some(json!({"name": "Mine", "capacity": 1}))).await,
-        403,
-    )
-    .await;
-    let patched = json_ok(
-        send(&app, "PATCH", &format!("/v1/rooms/{id}"), &s.admin, Some(json!({"capacity": 4, "notes": "window side"})))
-            .await,
-        200,
-    )
-    .await;
+    office.post("/v1/rooms", json!({"name": "Studio A", "capacity": 2})).await.problem(409);
+    let invalid = office.post("/v1/rooms", json!({"name": " ", "capacity": 0})).await.problem(422);
+    assert_eq!(invalid["errors"].as_array().unwrap().len(), 2);
+    assert_eq!(teacher.get("/v1/rooms").await.expect(200)["items"].as_array().unwrap().len(), 1);
+    parent.get("/v1/rooms").await.problem(403);
+    teacher.post("/v1/rooms", json!({"name": "Mine", "capacity": 1})).await.problem(403);
+    let patched =
+        office.patch(&format!("/v1/rooms/{id}"), json!({"capacity": 4, "notes": "window side"})).await.expect(200);
     assert_eq!(patched["capacity"], 4);
     assert_eq!(patched["name"], "Studio A");
-    assert_eq!(send(&app, "DELETE", &format!("/v1/rooms/{id}"), &s.admin, None).await.status(), 204);
-    assert_problem(send(&app, "GET", &format!("/v1/rooms/{id}"), &s.admin, None).await, 404).await;
+    assert_eq!(office.delete(&format!("/v1/rooms/{id}")).await.status, 204);
+    office.get(&format!("/v1/rooms/{id}")).await.problem(404);
 }
 
 async fn student_validation_and_unknown_ids(backend: Backend) {

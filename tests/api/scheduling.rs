@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::backend_tests;
 use crate::common::{Backend, TestApp, assert_problem, spawn_app, spawn_app_with};
-use crate::records::{School, json_ok, school, send};
+use crate::helpers::{School, json_ok, school, send};
 
 async fn room(app: &TestApp, s: &School, name: &str) -> String {
     let room =

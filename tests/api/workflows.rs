@@ -8,34 +8,15 @@ use std::time::Duration;
 use cedar::app::AppState;
 use cedar::config::{AiProviderKind, Secret, Settings};
 use cedar::jobs::queue::{self, NewJob};
-use cedar::jobs::worker::{self, WorkerOptions};
 use cedar::workflows::engine::{Definitions, Step, StepCtx, StepError, Subject, Transition, Workflow};
 use serde_json::{Value, json};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::backend_tests;
 use crate::common::{Backend, TestApp, assert_problem, spawn_app_with_workflows};
 use crate::fakes::{ANTHROPIC_KEY, AiFake, OPENAI_KEY, Reply};
-use crate::records::{School, json_ok, school, send};
-
-type Worker = (watch::Sender<bool>, tokio::task::JoinHandle<anyhow::Result<()>>);
-
-pub fn start_worker(state: &AppState, lease: Duration) -> Worker {
-    let options = WorkerOptions {
-        poll_interval: Duration::from_millis(50),
-        lease: chrono::Duration::from_std(lease).unwrap(),
-        shutdown_grace: Duration::from_secs(2),
-        ..WorkerOptions::default()
-    };
-    let (stop, stopped) = watch::channel(false);
-    (stop, tokio::spawn(worker::run(state.clone(), cedar::app::jobs::registry(), options, stopped)))
-}
-
-pub async fn stop_worker((stop, handle): Worker) {
-    let _ = stop.send(true);
-    handle.await.unwrap().unwrap();
-}
+use crate::helpers::{School, json_ok, school, send, start_worker, stop_worker};
 
 /// Polls the run until its status is `wanted`; returns the run.
 async fn wait_for_run(app: &TestApp, admin: &str, id: &str, wanted: &str) -> Value {

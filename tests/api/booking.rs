@@ -1,0 +1,114 @@
+//! The booking service the lesson endpoints and the workflows share: moving a weekly series
+//! from a date (conflict-checked, all or nothing) and cancelling occurrences.
+
+use cedar::scheduling::booking::{self, Occurrences, WeeklyPlace};
+use chrono::{DateTime, NaiveTime, Utc};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::backend_tests;
+use crate::common::{Backend, TestApp, spawn_app};
+use crate::helpers::{School, school};
+
+backend_tests!(a_series_moves_from_a_date_or_not_at_all, cancelling_following_occurrences_keeps_them_as_history);
+
+fn uuid(v: &Value) -> Uuid {
+    Uuid::parse_str(v.as_str().unwrap()).unwrap()
+}
+
+/// Teacher 1 teaches Mondays and Wednesdays 09:00–21:00; Hélène has four Monday lessons at
+/// 16:00 Toronto time from 1 March 2027 (across the 14 March change to daylight time).
+async fn weekly_series(app: &TestApp, s: &School) -> (Uuid, Vec<Value>) {
+    let office = app.as_user(&s.admin);
+    let windows = json!({"windows": [{"weekday": 1, "start_time": "09:00", "end_time": "21:00"},
+        {"weekday": 3, "start_time": "09:00", "end_time": "21:00"}]});
+    office.put(&format!("/v1/teachers/{}/availability", s.teacher1_id), windows).await.expect(200);
+    let booked = office
+        .post("/v1/lessons", json!({"teacher_id": s.teacher1_id, "student_id": s.students[0],
+            "starts_at": "2027-03-01T21:00:00Z", "duration_minutes": 30, "recurrence": {"rrule": "FREQ=WEEKLY;COUNT=4"}}))
+        .await
+        .expect(201);
+    let occurrences = booked["occurrences"].as_array().unwrap().clone();
+    (uuid(&occurrences[0]["series_id"]), occurrences)
+}
+
+async fn lessons_of(app: &TestApp, s: &School) -> Vec<Value> {
+    let path = format!("/v1/lessons?student_id={}&from=2027-02-01T00:00:00Z&to=2027-05-01T00:00:00Z", s.students[0]);
+    app.as_user(&s.admin).get(&path).await.expect(200)["items"].as_array().unwrap().clone()
+}
+
+fn starts(lessons: &[Value]) -> Vec<&str> {
+    lessons.iter().map(|l| l["starts_at"].as_str().unwrap()).collect()
+}
+
+async fn a_series_moves_from_a_date_or_not_at_all(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let s = school(&app).await;
+    let (series, occurrences) = weekly_series(&app, &s).await;
+    let tz = app.state.settings.timezone;
+    let from: DateTime<Utc> = occurrences[1]["starts_at"].as_str().unwrap().parse().unwrap();
+    let wednesday_5pm = WeeklyPlace {
+        teacher_id: Uuid::parse_str(&s.teacher1_id).unwrap(),
+        room_id: None,
+        weekday: 3,
+        start_time: NaiveTime::from_hms_opt(17, 0, 0).unwrap(),
+    };
+
+    // Zoë already has Wednesday 17:00 with teacher 1 in the third week: the move collides.
+    let office = app.as_user(&s.admin);
+    office
+        .post(
+            "/v1/lessons",
+            json!({"teacher_id": s.teacher1_id, "student_id": s.students[1],
+            "starts_at": "2027-03-17T21:00:00Z", "duration_minutes": 30}),
+        )
+        .await
+        .expect(201);
+    let mut tx = app.state.db.begin().await.unwrap();
+    let refused = booking::move_series(&mut tx, tz, series, from, wednesday_5pm).await.unwrap();
+    tx.rollback().await.unwrap();
+    let conflicts = refused.expect_err("the third week collides");
+    assert_eq!(conflicts.iter().map(|c| c.kind).collect::<Vec<_>>(), ["teacher"]);
+    assert_eq!(
+        starts(&lessons_of(&app, &s).await),
+        ["2027-03-01T21:00:00Z", "2027-03-08T21:00:00Z", "2027-03-15T20:00:00Z", "2027-03-22T20:00:00Z"],
+        "nothing moved"
+    );
+
+    // At 18:00 it fits: the first lesson stays, the others move to Wednesdays, same local time
+    // on both sides of the daylight-saving change.
+    let six_pm = WeeklyPlace { start_time: NaiveTime::from_hms_opt(18, 0, 0).unwrap(), ..wednesday_5pm };
+    let mut tx = app.state.db.begin().await.unwrap();
+    let moved = booking::move_series(&mut tx, tz, series, from, six_pm).await.unwrap().expect("no conflicts");
+    tx.commit().await.unwrap();
+    assert_eq!(moved.len(), 3);
+    assert_eq!(
+        starts(&lessons_of(&app, &s).await),
+        ["2027-03-01T21:00:00Z", "2027-03-10T23:00:00Z", "2027-03-17T22:00:00Z", "2027-03-24T22:00:00Z"]
+    );
+}
+
+async fn cancelling_following_occurrences_keeps_them_as_history(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let s = school(&app).await;
+    let (series, occurrences) = weekly_series(&app, &s).await;
+    let from: DateTime<Utc> = occurrences[2]["starts_at"].as_str().unwrap().parse().unwrap();
+    let mut tx = app.state.db.begin().await.unwrap();
+    assert_eq!(booking::cancel(&mut tx, Occurrences::Following { series_id: series, from }).await.unwrap(), 2);
+    tx.commit().await.unwrap();
+    let statuses: Vec<Value> = lessons_of(&app, &s).await.iter().map(|l| l["status"].clone()).collect();
+    assert_eq!(statuses, ["scheduled", "scheduled", "cancelled", "cancelled"]);
+
+    // Cancelling again changes nothing; the freed slot can be booked by someone else.
+    let mut tx = app.state.db.begin().await.unwrap();
+    assert_eq!(booking::cancel(&mut tx, Occurrences::Following { series_id: series, from }).await.unwrap(), 0);
+    tx.commit().await.unwrap();
+    app.as_user(&s.admin)
+        .post(
+            "/v1/lessons",
+            json!({"teacher_id": s.teacher1_id, "student_id": s.students[1],
+            "starts_at": occurrences[2]["starts_at"], "duration_minutes": 30}),
+        )
+        .await
+        .expect(201);
+}
