@@ -239,7 +239,7 @@ impl ApiError {
             detail,
             errors,
             conflicts,
-            request_id: crate::app::current_request_id(),
+            request_id: crate::http::request_id::current(),
         }
     }
 
@@ -276,7 +276,7 @@ pub fn problem_for_status(status: StatusCode, detail: &str) -> Response {
         detail: detail.to_owned(),
         errors: None,
         conflicts: None,
-        request_id: crate::app::current_request_id(),
+        request_id: crate::http::request_id::current(),
     };
     problem_response(status, &problem)
 }

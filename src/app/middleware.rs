@@ -20,15 +20,6 @@ use crate::error::{self, ApiError, PROBLEM_JSON};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-tokio::task_local! {
-    static CURRENT_REQUEST_ID: String;
-}
-
-/// The id of the request being handled on this task, if any.
-pub fn current_request_id() -> Option<String> {
-    CURRENT_REQUEST_ID.try_with(Clone::clone).ok()
-}
-
 /// Accepts a sane `x-request-id` from the caller (a proxy, say) or makes one; echoes it on the
 /// response and makes it available to logs and problem bodies.
 pub async fn request_id(mut request: Request, next: Next) -> Response {
@@ -41,7 +32,7 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let value = HeaderValue::from_str(&id).expect("request id is visible ASCII");
     request.headers_mut().insert(REQUEST_ID, value.clone());
-    let mut response = CURRENT_REQUEST_ID.scope(id, next.run(request)).await;
+    let mut response = crate::http::request_id::scope(id, next.run(request)).await;
     response.headers_mut().insert(REQUEST_ID, value);
     response
 }

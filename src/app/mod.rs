@@ -26,7 +26,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::config::Settings;
 use crate::db::Db;
 
-pub use middleware::current_request_id;
+pub use crate::http::request_id::current as current_request_id;
 
 /// Everything a handler may need; cheap to clone.
 #[derive(Clone)]

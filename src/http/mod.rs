@@ -5,6 +5,7 @@
 pub mod email;
 mod extract;
 pub mod pagination;
+pub mod request_id;
 pub mod validate;
 
 pub use email::Email;

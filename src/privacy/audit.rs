@@ -77,7 +77,7 @@ const INSERT: &str = "INSERT INTO audit_log (id, occurred_at, actor_id, actor_ro
 
 /// Records the event inside the caller's transaction: it exists if and only if the change does.
 pub async fn record_tx(tx: &mut Tx, event: AuditEvent) -> Result<(), sqlx::Error> {
-    let request_id = crate::app::current_request_id();
+    let request_id = crate::http::request_id::current();
     on_tx!(tx, conn => sqlx::query(INSERT)
         .bind(Uuid::now_v7()).bind(Utc::now()).bind(event.actor_id).bind(event.actor_role.map(Role::as_str))
         .bind(event.action).bind(event.subject_type).bind(&event.subject_id).bind(&event.ip)
@@ -87,7 +87,7 @@ pub async fn record_tx(tx: &mut Tx, event: AuditEvent) -> Result<(), sqlx::Error
 
 /// Records an event that accompanies no other write.
 pub async fn record(db: &Db, event: AuditEvent) -> Result<(), sqlx::Error> {
-    let request_id = crate::app::current_request_id();
+    let request_id = crate::http::request_id::current();
     on_db!(db, pool => sqlx::query(INSERT)
         .bind(Uuid::now_v7()).bind(Utc::now()).bind(event.actor_id).bind(event.actor_role.map(Role::as_str))
         .bind(event.action).bind(event.subject_type).bind(&event.subject_id).bind(&event.ip)
