@@ -163,6 +163,20 @@ impl Cents {
     }
 }
 
+impl Cents {
+    /// `1 234,50 $` (Canadian French: space-grouped, decimal comma, sign after).
+    pub fn format_cad_fr(self) -> String {
+        let english = Self(self.0.abs()).format_cad();
+        let digits = english.trim_start_matches('$').replace(',', "\u{a0}").replace('.', ",");
+        format!("{}{digits}\u{a0}$", if self.0 < 0 { "-" } else { "" })
+    }
+
+    /// The amount as a family reading `language` (`en` or `fr`) writes it.
+    pub fn format_in(self, language: &str) -> String {
+        if language == "fr" { self.format_cad_fr() } else { self.format_cad() }
+    }
+}
+
 impl std::fmt::Display for Cents {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.0)
@@ -213,5 +227,17 @@ impl std::ops::Mul<i64> for Cents {
     type Output = Self;
     fn mul(self, count: i64) -> Self {
         Self(self.0 * count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_read_naturally_in_both_languages() {
+        assert_eq!(Cents(123_450).format_in("en"), "$1,234.50");
+        assert_eq!(Cents(123_450).format_in("fr"), "1\u{a0}234,50\u{a0}$");
+        assert_eq!(Cents(-5).format_in("fr"), "-0,05\u{a0}$");
     }
 }

@@ -16,6 +16,7 @@ pub mod ops;
 pub mod people;
 pub mod privacy;
 pub mod scheduling;
+pub mod tasks;
 pub mod time;
 pub mod workflows;
 

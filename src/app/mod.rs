@@ -131,6 +131,7 @@ pub fn metrics_handle() -> PrometheusHandle {
         (name = "billing", description = "Tuition rates, billing runs, invoices, payments, refunds, Stripe"),
         (name = "messaging", description = "Threads, email templates, the email outbox and email preferences"),
         (name = "privacy", description = "Audit trail"),
+        (name = "tasks", description = "The owner's follow-up list; workflows add to it"),
         (name = "ops", description = "Health, readiness, metrics and API documentation"),
     )
 )]
@@ -162,6 +163,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(crate::messaging::router())
         .merge(crate::billing::router())
         .merge(crate::privacy::router())
+        .merge(crate::tasks::router())
 }
 
 /// The OpenAPI document, generated from the route annotations.

@@ -75,7 +75,7 @@ pub struct NewPayment<'a> {
 }
 
 /// Inserts a payment or refund and brings the invoice's paid amount and status up to date.
-pub async fn record(tx: &mut Tx, payment: NewPayment<'_>) -> ApiResult<Uuid> {
+pub async fn record(tx: &mut Tx, payment: NewPayment<'_>) -> crate::error::DomainResult<Uuid> {
     const SQL: &str = "INSERT INTO payments (id, invoice_id, family_id, kind, amount_cents, currency, method, reference, \
         refund_of, stripe_payment_intent_id, stripe_refund_id, created_by, created_at) \
         VALUES ($1, $2, $3, $4, $5, 'CAD', $6, $7, $8, $9, $10, $11, $12)";
@@ -89,7 +89,7 @@ pub async fn record(tx: &mut Tx, payment: NewPayment<'_>) -> ApiResult<Uuid> {
 }
 
 /// Recomputes an invoice's paid amount from its payments, and its status from that.
-pub async fn settle(tx: &mut Tx, invoice: Uuid) -> ApiResult<()> {
+pub async fn settle(tx: &mut Tx, invoice: Uuid) -> crate::error::DomainResult<()> {
     const PAID: &str = "SELECT CAST(COALESCE(SUM(CASE WHEN kind = 'payment' THEN amount_cents ELSE -amount_cents END), 0) AS BIGINT) \
         FROM payments WHERE invoice_id = $1";
     const UPDATE: &str = "UPDATE invoices SET amount_paid_cents = $2, status = CASE \

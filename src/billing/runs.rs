@@ -249,7 +249,12 @@ async fn issue(
     Ok(Some(id))
 }
 
-pub(crate) async fn insert_line(tx: &mut Tx, invoice: Uuid, position: i32, line: &Line) -> ApiResult<()> {
+pub(crate) async fn insert_line(
+    tx: &mut Tx,
+    invoice: Uuid,
+    position: i32,
+    line: &Line,
+) -> crate::error::DomainResult<()> {
     const SQL: &str = "INSERT INTO invoice_lines (id, invoice_id, position, kind, description, student_id, quantity, \
         unit_cents, amount_cents) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
     on_tx!(tx, conn => sqlx::query(SQL).bind(Uuid::now_v7()).bind(invoice).bind(position).bind(line.kind)

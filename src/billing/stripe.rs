@@ -429,11 +429,11 @@ async fn intent_failed(tx: &mut crate::db::Tx, state: &AppState, intent: &Value)
         return Ok(());
     };
     let reason = intent["last_payment_error"]["message"].as_str().map(str::to_owned);
-    // The payment_issue workflow takes it from here; its job is unique per PaymentIntent.
-    let input = json!({"invoice_id": invoice_id, "payment_intent_id": intent_id, "reason": reason});
-    let job = NewJob::now("workflows", "workflow.start", json!({"workflow": "payment_issue", "input": input}))
-        .dedupe(format!("payment_issue:{intent_id}"));
-    queue::enqueue(tx, job).await.map_err(retry)?;
+    // The payment_issue workflow takes it from here; its run is unique per PaymentIntent.
+    let method = intent["last_payment_error"]["payment_method"]["id"].as_str().or(intent["payment_method"].as_str());
+    let input = json!({"invoice_id": invoice_id, "reason": "payment_failed", "payment_intent_id": intent_id,
+        "payment_method": method});
+    super::issues::start_run(tx, input, &format!("payment_issue:{intent_id}"), None).await.map_err(retry)?;
     let vars = |_: &str| json!({"number": number, "amount": money::format_cad(balance), "reason": reason});
     crate::messaging::email_family(
         tx,
@@ -497,6 +497,10 @@ async fn dispute_created(tx: &mut crate::db::Tx, dispute: &Value) -> Result<(), 
     };
     const SQL: &str = "UPDATE payments SET status = 'disputed' WHERE id = $1";
     on_tx!(tx, conn => sqlx::query(SQL).bind(payment.id).execute(&mut **conn).await.map(|_| ())).map_err(retry)?;
+    let input = json!({"invoice_id": payment.invoice_id, "reason": "dispute", "payment_intent_id": intent_id,
+        "dispute_id": dispute["id"], "dispute_reason": dispute["reason"]});
+    let key = format!("payment_issue:dispute:{}", dispute["id"].as_str().unwrap_or(intent_id));
+    super::issues::start_run(tx, input, &key, None).await.map_err(retry)?;
     let details = json!({"payment_intent": intent_id, "reason": dispute["reason"], "amount_cents": dispute["amount"]});
     audit::record_tx(tx, AuditEvent::new("payment.disputed").subject("payment", payment.id).details(details))
         .await

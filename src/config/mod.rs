@@ -146,6 +146,8 @@ pub struct Settings {
     pub email: EmailSettings,
     pub billing: BillingSettings,
     pub enrollment_auto_approve: bool,
+    pub payment_issue_auto_resolve: bool,
+    pub payment_issue_overdue_days: u32,
 }
 
 /// Money rules and Stripe.

@@ -100,6 +100,8 @@ impl Settings {
 
         Ok(Self {
             enrollment_auto_approve: raw.enrollment_auto_approve.boolean(false)?,
+            payment_issue_auto_resolve: raw.payment_issue_auto_resolve.boolean(false)?,
+            payment_issue_overdue_days: raw.payment_issue_overdue_days.number(14, 0, 365)? as u32,
             billing,
             email,
             ai,

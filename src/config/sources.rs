@@ -269,4 +269,10 @@ settings! {
     /// Approve enrollment requests without review when every check passes and the best slot is
     /// at the preferred time exactly (`true`/`false`) [default: false].
     enrollment_auto_approve => "CEDAR_ENROLLMENT_AUTO_APPROVE", "BOOL";
+    /// Resolve a payment issue without review when the classification is certain and the
+    /// option low-risk: a first card retry after insufficient funds (`true`/`false`) [default: false].
+    payment_issue_auto_resolve => "CEDAR_PAYMENT_ISSUE_AUTO_RESOLVE", "BOOL";
+    /// Days past its due date an unpaid invoice starts the payment_issue workflow; 0 = never
+    /// [default: 14].
+    payment_issue_overdue_days => "CEDAR_PAYMENT_ISSUE_OVERDUE_DAYS", "DAYS";
 }

@@ -228,6 +228,32 @@ pub const TEMPLATES: &[Default] = &[
         ),
         sample: || json!({"count": 1, "lessons": [{"when": "Tuesday 8 September at 16:00", "student": "Hélène Côté"}]}),
     },
+    Default {
+        name: "payment_issue_reply",
+        category: "transactional",
+        en: (
+            "About invoice {{ number }}",
+            "Hello {{ name }},\n\n{{ reply }}\n\nInvoice {{ number }}: {{ amount }} still due.\n",
+        ),
+        fr: (
+            "Au sujet de la facture {{ number }}",
+            "Bonjour {{ name }},\n\n{{ reply }}\n\nFacture {{ number }} : {{ amount }} restant à payer.\n",
+        ),
+        sample: || json!({"number": "INV-2026-0001", "amount": "$240.00", "reply": "We have set up a payment plan for you."}),
+    },
+    Default {
+        name: "instalment_reminder",
+        category: "transactional",
+        en: (
+            "Instalment {{ seq }} of {{ count }} for invoice {{ number }} is due {{ due_on }}",
+            "Hello {{ name }},\n\nAs agreed, instalment {{ seq }} of {{ count }} for invoice {{ number }}, {{ amount }}, is due on {{ due_on }}. Thank you!\n",
+        ),
+        fr: (
+            "Le versement {{ seq }} sur {{ count }} de la facture {{ number }} est dû le {{ due_on }}",
+            "Bonjour {{ name }},\n\nComme convenu, le versement {{ seq }} sur {{ count }} de la facture {{ number }}, {{ amount }}, est dû le {{ due_on }}. Merci !\n",
+        ),
+        sample: || json!({"number": "INV-2026-0001", "amount": "$80.00", "seq": 2, "count": 3, "due_on": "2027-01-15"}),
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Default> {

@@ -16,6 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
 pub use outbox::Email;
+pub use threads::{BILLING_SUBJECT, billing_messages, post_to_billing_thread};
 
 use crate::app::AppState;
 use crate::config::Settings;

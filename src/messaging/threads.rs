@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::outbox::{self, Email};
 use crate::app::AppState;
 use crate::auth::{CurrentUser, Role};
+use crate::config::Settings;
 use crate::db::Tx;
 use crate::error::{ApiError, ApiResult};
 use crate::http::pagination::{Page, PageParams};
@@ -237,28 +238,38 @@ async fn add_message(
     thread: Uuid,
     body: &str,
 ) -> ApiResult<Message> {
+    insert_message(tx, &state.settings, Some(user.id), thread, body).await
+}
+
+/// Inserts a message by `author` (none: the school itself), and schedules digests for the
+/// other participants.
+async fn insert_message(
+    tx: &mut Tx,
+    settings: &Settings,
+    author: Option<Uuid>,
+    thread: Uuid,
+    body: &str,
+) -> ApiResult<Message> {
     let now = Utc::now();
-    let message = Message {
-        id: Uuid::now_v7(),
-        thread_id: thread,
-        author_id: Some(user.id),
-        body: body.to_owned(),
-        created_at: now,
-    };
+    let message =
+        Message { id: Uuid::now_v7(), thread_id: thread, author_id: author, body: body.to_owned(), created_at: now };
     const INSERT: &str =
         "INSERT INTO messages (id, thread_id, author_id, body, created_at) VALUES ($1, $2, $3, $4, $5)";
-    on_tx!(tx, conn => sqlx::query(INSERT).bind(message.id).bind(thread).bind(user.id).bind(body).bind(now)
+    on_tx!(tx, conn => sqlx::query(INSERT).bind(message.id).bind(thread).bind(author).bind(body).bind(now)
         .execute(&mut **conn).await.map(|_| ()))?;
     const TOUCH: &str = "UPDATE threads SET last_message_at = $2 WHERE id = $1";
     on_tx!(tx, conn => sqlx::query(TOUCH).bind(thread).bind(now).execute(&mut **conn).await.map(|_| ()))?;
-    // An admin who writes in a thread joins it.
-    const JOIN: &str = "INSERT INTO thread_participants (thread_id, user_id, last_read_at) VALUES ($1, $2, $3) \
-        ON CONFLICT (thread_id, user_id) DO UPDATE SET last_read_at = excluded.last_read_at";
-    on_tx!(tx, conn => sqlx::query(JOIN).bind(thread).bind(user.id).bind(now).execute(&mut **conn).await.map(|_| ()))?;
-    const OTHERS: &str = "SELECT user_id FROM thread_participants WHERE thread_id = $1 AND user_id <> $2";
+    if let Some(author) = author {
+        // An admin who writes in a thread joins it.
+        const JOIN: &str = "INSERT INTO thread_participants (thread_id, user_id, last_read_at) VALUES ($1, $2, $3) \
+            ON CONFLICT (thread_id, user_id) DO UPDATE SET last_read_at = excluded.last_read_at";
+        on_tx!(tx, conn => sqlx::query(JOIN).bind(thread).bind(author).bind(now).execute(&mut **conn).await.map(|_| ()))?;
+    }
+    const OTHERS: &str =
+        "SELECT user_id FROM thread_participants WHERE thread_id = $1 AND ($2 IS NULL OR user_id <> $2)";
     let others: Vec<Uuid> =
-        on_tx!(tx, conn => sqlx::query_scalar(OTHERS).bind(thread).bind(user.id).fetch_all(&mut **conn).await)?;
-    let window = i64::from(state.settings.email.digest_minutes) * 60;
+        on_tx!(tx, conn => sqlx::query_scalar(OTHERS).bind(thread).bind(author).fetch_all(&mut **conn).await)?;
+    let window = i64::from(settings.email.digest_minutes) * 60;
     for other in others {
         // One digest job per recipient per window: later messages in the window join it.
         let (run_at, key) = if window == 0 {
@@ -271,6 +282,60 @@ async fn add_message(
         queue::enqueue(tx, job).await?;
     }
     Ok(message)
+}
+
+/// The latest messages of a family's billing thread, oldest first: (written by the family,
+/// body, when).
+pub async fn billing_messages(
+    db: &crate::db::Db,
+    family: Uuid,
+    limit: i64,
+) -> ApiResult<Vec<(bool, String, DateTime<Utc>)>> {
+    const SQL: &str = "SELECT COALESCE(u.family_id = t.family_id, FALSE), m.body, m.created_at FROM messages m \
+        JOIN threads t ON t.id = m.thread_id LEFT JOIN users u ON u.id = m.author_id \
+        WHERE t.family_id = $1 AND t.subject = $2 ORDER BY m.id DESC LIMIT $3";
+    let mut rows: Vec<(bool, String, DateTime<Utc>)> = crate::on_db!(db, pool => sqlx::query_as(SQL).bind(family)
+        .bind(BILLING_SUBJECT).bind(limit).fetch_all(pool).await)?;
+    rows.reverse();
+    Ok(rows)
+}
+
+/// Subject of the thread billing conversations with a family happen in.
+pub const BILLING_SUBJECT: &str = "Billing";
+
+/// Posts `body` by `author` (none: the school) in the family's billing thread, creating the
+/// thread with the family's guardians the first time. Returns the thread's id.
+pub async fn post_to_billing_thread(
+    tx: &mut Tx,
+    settings: &Settings,
+    family: Uuid,
+    author: Option<Uuid>,
+    body: &str,
+) -> ApiResult<Uuid> {
+    const FIND: &str =
+        "SELECT id FROM threads WHERE family_id = $1 AND subject = $2 AND student_id IS NULL ORDER BY id LIMIT 1";
+    let existing: Option<Uuid> = on_tx!(tx, conn => sqlx::query_scalar(FIND).bind(family).bind(BILLING_SUBJECT).fetch_optional(&mut **conn).await)?;
+    let thread = match existing {
+        Some(id) => id,
+        None => {
+            let id = Uuid::now_v7();
+            let now = Utc::now();
+            const THREAD: &str = "INSERT INTO threads (id, subject, family_id, student_id, created_by, created_at, \
+                last_message_at) VALUES ($1, $2, $3, NULL, $4, $5, $5)";
+            on_tx!(tx, conn => sqlx::query(THREAD).bind(id).bind(BILLING_SUBJECT).bind(family).bind(author).bind(now)
+                .execute(&mut **conn).await.map(|_| ()))?;
+            const GUARDIANS: &str = "INSERT INTO thread_participants (thread_id, user_id) SELECT $1, id FROM users \
+                WHERE family_id = $2 AND role = 'parent' AND status = 'active'";
+            on_tx!(tx, conn => sqlx::query(GUARDIANS).bind(id).bind(family).execute(&mut **conn).await.map(|_| ()))?;
+            id
+        }
+    };
+    if let Some(author) = author {
+        const MEMBER: &str = "INSERT INTO thread_participants (thread_id, user_id) VALUES ($1, $2) ON CONFLICT (thread_id, user_id) DO NOTHING";
+        on_tx!(tx, conn => sqlx::query(MEMBER).bind(thread).bind(author).execute(&mut **conn).await.map(|_| ()))?;
+    }
+    insert_message(tx, settings, author, thread, body).await?;
+    Ok(thread)
 }
 
 /// Messages of a thread, oldest first; reading them marks them read.

@@ -99,3 +99,22 @@ pub fn jobs(registry: crate::jobs::Registry<AppState>) -> crate::jobs::Registry<
 pub fn schedules() -> Vec<crate::jobs::Schedule> {
     vec![crate::jobs::Schedule::new("makeup-credits-expire", "maintenance", "makeup_credits.expire", "5 3 * * *")]
 }
+
+/// How a family's lessons in `[from, to)` went, by status and attendance: what a billing
+/// question about that period needs to know.
+pub async fn family_lesson_summary(
+    db: &crate::db::Db,
+    family: uuid::Uuid,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> crate::error::DomainResult<serde_json::Value> {
+    const SQL: &str = "SELECT l.status, l.attendance, COUNT(*) FROM lessons l JOIN students s ON s.id = l.student_id \
+        WHERE s.family_id = $1 AND l.starts_at >= $2 AND l.starts_at < $3 GROUP BY l.status, l.attendance";
+    let rows: Vec<(LessonStatus, Option<Attendance>, i64)> =
+        crate::on_db!(db, pool => sqlx::query_as(SQL).bind(family).bind(from).bind(to).fetch_all(pool).await)?;
+    Ok(serde_json::Value::Array(
+        rows.into_iter()
+            .map(|(status, attendance, count)| serde_json::json!({"status": status, "attendance": attendance, "count": count}))
+            .collect(),
+    ))
+}

@@ -66,11 +66,23 @@ pub async fn create_run(
     trigger: Trigger,
     dedupe_key: Option<&str>,
 ) -> Result<Uuid, sqlx::Error> {
+    create_run_as(tx, Uuid::now_v7(), workflow, input, subject, trigger, dedupe_key).await
+}
+
+/// [`create_run`] with the run's id chosen by the caller (a trigger that reports the id at once).
+async fn create_run_as(
+    tx: &mut Tx,
+    id: Uuid,
+    workflow: &Workflow,
+    input: &Value,
+    subject: Option<&Subject>,
+    trigger: Trigger,
+    dedupe_key: Option<&str>,
+) -> Result<Uuid, sqlx::Error> {
     const INSERT: &str = "INSERT INTO workflow_runs (id, workflow, status, input, current_step, step_seq, subject_kind, \
         subject_id, family_id, started_by, dedupe_key, created_at, updated_at) \
         VALUES ($1, $2, 'pending', $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) ON CONFLICT DO NOTHING";
     const EXISTING: &str = "SELECT id FROM workflow_runs WHERE dedupe_key = $1";
-    let id = Uuid::now_v7();
     let started_by = match trigger {
         Trigger::User(user) => Some(user),
         Trigger::System => None,
@@ -100,22 +112,27 @@ async fn start_from_job(state: &AppState, job: &Job) -> Result<(), JobError> {
     let name = payload["workflow"].as_str().ok_or_else(|| JobError::Permanent("payload has no workflow".into()))?;
     let input = payload.get("input").cloned().unwrap_or(Value::Null);
     let dedupe = format!("job:{}", job.id);
+    // A trigger may have chosen the run's id to report it at once.
+    let id = payload.get("run_id").and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok());
+    let id = id.unwrap_or_else(Uuid::now_v7);
     let mut tx = state.db.begin().await.map_err(retry)?;
-    let run_id = match state.workflows.get(name) {
-        Some(workflow) => create_run(&mut tx, &workflow, &input, None, Trigger::System, Some(&dedupe)).await,
+    match state.workflows.get(name) {
+        Some(workflow) => create_run_as(&mut tx, id, &workflow, &input, None, Trigger::System, Some(&dedupe)).await,
         None => {
             // Kept as `pending` until a build that defines the workflow picks it up.
             const INSERT: &str = "INSERT INTO workflow_runs (id, workflow, status, input, dedupe_key, error, created_at, \
                 updated_at) VALUES ($1, $2, 'pending', $3, $4, $5, $6, $6) ON CONFLICT DO NOTHING";
             let error = format!("this version of Cedar does not define the {name} workflow; the run waits for one that does");
-            let id = Uuid::now_v7();
             on_tx!(&mut tx, conn => sqlx::query(INSERT).bind(id).bind(name).bind(SqlJson(&input)).bind(&dedupe)
                 .bind(&error).bind(Utc::now()).execute(&mut **conn).await.map(|_| id))
         }
     }
     .map_err(retry)?;
     tx.commit().await.map_err(retry)?;
-    advance(state, run_id).await
+    // The run's first advance job (queued with it) takes it from here; advancing inline as
+    // well would race that job and could run a step, and its AI call, twice.
+    state.job_wakeup.notify_one();
+    Ok(())
 }
 
 /// At worker start: runs left `pending` by a build that lacked their definition, or whose

@@ -6,6 +6,7 @@ pub mod ai;
 pub mod definition;
 pub mod engine;
 pub mod enrollment;
+pub mod payment_issue;
 pub mod practice_plan;
 pub mod reviews;
 mod runs_api;
@@ -18,7 +19,10 @@ pub use engine::jobs;
 
 /// The workflows this build runs. A new workflow is a module here and a line in this list.
 pub fn builtin() -> engine::Definitions {
-    engine::Definitions::default().with(practice_plan::workflow()).with(enrollment::workflow())
+    engine::Definitions::default()
+        .with(practice_plan::workflow())
+        .with(enrollment::workflow())
+        .with(payment_issue::workflow())
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

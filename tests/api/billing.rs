@@ -13,9 +13,9 @@ use crate::common::{Backend, TestApp, assert_problem, spawn_app_with_workflows};
 use crate::helpers::{School, json_ok, school, send, start_worker, stop_worker, wait_until};
 use crate::stripe_fake::{STRIPE_KEY, StripeFake};
 
-const WEBHOOK_SECRET: &str = "whsec_test_secret";
+pub const WEBHOOK_SECRET: &str = "whsec_test_secret";
 
-async fn billing_app(
+pub async fn billing_app(
     backend: Backend,
     stripe: Option<&StripeFake>,
     adjust: impl FnOnce(&mut Settings),
@@ -92,7 +92,7 @@ async fn invoices_of(app: &TestApp, token: &str) -> Vec<Value> {
     page["items"].as_array().unwrap().clone()
 }
 
-async fn run_december(app: &TestApp, s: &School) -> (Value, Value) {
+pub async fn run_december(app: &TestApp, s: &School) -> (Value, Value) {
     json_ok(send(app, "POST", "/v1/billing/runs", &s.admin, Some(DECEMBER())).await, 201).await;
     let a = invoices_of(app, &s.parent_a).await.remove(0);
     let b = invoices_of(app, &s.parent_b).await.remove(0);
@@ -257,12 +257,12 @@ async fn manual_payments_partial_payments_and_refunds(backend: Backend) {
     assert_eq!(emails["items"].as_array().unwrap().len(), 2);
 }
 
-fn signed(body: &str, timestamp: i64, secret: &str) -> String {
+pub fn signed(body: &str, timestamp: i64, secret: &str) -> String {
     let mac = hmac_sha256(secret.as_bytes(), format!("{timestamp}.{body}").as_bytes());
     format!("t={timestamp},v1={}", hex::encode(mac))
 }
 
-async fn deliver(app: &TestApp, body: &str, signature: Option<String>) -> reqwest::Response {
+pub async fn deliver(app: &TestApp, body: &str, signature: Option<String>) -> reqwest::Response {
     let mut request =
         app.client.post(app.url("/webhooks/stripe")).header("content-type", "application/json").body(body.to_owned());
     if let Some(signature) = signature {
@@ -271,7 +271,7 @@ async fn deliver(app: &TestApp, body: &str, signature: Option<String>) -> reqwes
     request.send().await.unwrap()
 }
 
-fn event(id: &str, kind: &str, object: Value) -> String {
+pub fn event(id: &str, kind: &str, object: Value) -> String {
     json!({"id": id, "object": "event", "type": kind, "api_version": "2024-06-20", "created": 1_790_000_000,
         "livemode": false, "data": {"object": object}})
     .to_string()

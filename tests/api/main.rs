@@ -18,6 +18,7 @@ mod idempotency;
 mod mail;
 mod messaging;
 mod ops;
+mod payment_issue;
 mod queue;
 mod records;
 mod scheduling;
