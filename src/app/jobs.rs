@@ -19,6 +19,7 @@ pub fn registry() -> Registry<AppState> {
     let registry = crate::scheduling::jobs(registry);
     let registry = crate::messaging::jobs(registry);
     let registry = crate::billing::jobs(registry);
+    let registry = crate::privacy::jobs(registry);
     crate::workflows::jobs(registry)
 }
 
@@ -29,6 +30,7 @@ pub fn schedules(settings: &Settings) -> Vec<Schedule> {
     all.extend(crate::scheduling::schedules());
     all.extend(crate::messaging::schedules());
     all.extend(crate::billing::schedules(settings));
+    all.extend(crate::privacy::schedules());
     all
 }
 

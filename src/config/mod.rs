@@ -148,6 +148,20 @@ pub struct Settings {
     pub enrollment_auto_approve: bool,
     pub payment_issue_auto_resolve: bool,
     pub payment_issue_overdue_days: u32,
+    pub retention: Retention,
+}
+
+/// How long each kind of personal data is kept (the `privacy.retention` purge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Bodies of sent or dead emails.
+    pub outbox_days: u32,
+    /// What AI steps were given and answered, once their run has finished.
+    pub ai_days: u32,
+    /// The audit trail.
+    pub audit_years: u32,
+    /// Personal data of a family with no current student, lesson, open invoice or new invoice.
+    pub former_family_years: u32,
 }
 
 /// Money rules and Stripe.

@@ -102,6 +102,12 @@ impl Settings {
             enrollment_auto_approve: raw.enrollment_auto_approve.boolean(false)?,
             payment_issue_auto_resolve: raw.payment_issue_auto_resolve.boolean(false)?,
             payment_issue_overdue_days: raw.payment_issue_overdue_days.number(14, 0, 365)? as u32,
+            retention: Retention {
+                outbox_days: raw.retention_outbox_days.number(90, 1, 3650)? as u32,
+                ai_days: raw.retention_ai_days.number(30, 1, 3650)? as u32,
+                audit_years: raw.retention_audit_years.number(7, 1, 50)? as u32,
+                former_family_years: raw.retention_former_family_years.number(3, 1, 50)? as u32,
+            },
             billing,
             email,
             ai,

@@ -275,4 +275,13 @@ settings! {
     /// Days past its due date an unpaid invoice starts the payment_issue workflow; 0 = never
     /// [default: 14].
     payment_issue_overdue_days => "CEDAR_PAYMENT_ISSUE_OVERDUE_DAYS", "DAYS";
+    /// Days the bodies of sent (or dead) emails are kept [default: 90].
+    retention_outbox_days => "CEDAR_RETENTION_OUTBOX_DAYS", "DAYS";
+    /// Days what AI steps were given and answered is kept after their run ends [default: 30].
+    retention_ai_days => "CEDAR_RETENTION_AI_DAYS", "DAYS";
+    /// Years the audit trail is kept [default: 7].
+    retention_audit_years => "CEDAR_RETENTION_AUDIT_YEARS", "YEARS";
+    /// Years after its last lesson and invoice a former family's personal data is erased
+    /// (invoices and payments stay) [default: 3].
+    retention_former_family_years => "CEDAR_RETENTION_FORMER_FAMILY_YEARS", "YEARS";
 }

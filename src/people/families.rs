@@ -53,7 +53,9 @@ pub(crate) struct FamilyRow {
 }
 
 const COLUMNS: &str = "f.id, f.name, f.email, f.phone, f.preferred_language, f.payee_user_id, f.address_line1, \
-    f.address_line2, f.city, f.province, f.postal_code, f.notes, f.ai_consent, f.calendar_token, f.created_at, f.updated_at";
+    f.address_line2, f.city, f.province, f.postal_code, f.notes, \
+    COALESCE((SELECT c.granted FROM consents c WHERE c.family_id = f.id AND c.kind = 'ai_processing' \
+    ORDER BY c.recorded_at DESC, c.id DESC LIMIT 1), FALSE) AS ai_consent, f.calendar_token, f.created_at, f.updated_at";
 
 /// Which families a scope may see: its own (parent) or those of its students (teacher).
 const VISIBLE: &str = "($1 IS NULL OR f.id = $1) AND ($2 IS NULL OR EXISTS (SELECT 1 FROM students s \
@@ -290,6 +292,7 @@ async fn set_guardians(tx: &mut Tx, family_id: Uuid, guardian_ids: &[Uuid], paye
 async fn get_family(State(state): State<AppState>, user: CurrentUser, Path(id): Path<Uuid>) -> ApiResult<Json<Family>> {
     let row = find_visible(&state.db, &user, id).await?;
     let guardians = guardians(&state.db, id).await?;
+    crate::privacy::audit::record_read(&state.db, &user, "family", id).await?;
     Ok(Json(present(&state, &user, row, Some(guardians))))
 }
 
@@ -400,11 +403,11 @@ async fn update_family(
 
     const UPDATE: &str = "UPDATE families SET name = $2, email = $3, phone = $4, preferred_language = $5, \
         address_line1 = $6, address_line2 = $7, city = $8, province = $9, postal_code = $10, notes = $11, \
-        updated_at = $12, ai_consent = $13 WHERE id = $1";
+        updated_at = $12 WHERE id = $1";
     let mut tx = state.db.begin().await?;
     on_tx!(&mut tx, conn => sqlx::query(UPDATE)
         .bind(id).bind(&name).bind(&email).bind(&phone).bind(language).bind(&line1).bind(&line2).bind(&city)
-        .bind(&province).bind(&postal_code).bind(&notes).bind(Utc::now()).bind(ai_consent)
+        .bind(&province).bind(&postal_code).bind(&notes).bind(Utc::now())
         .execute(&mut **conn).await.map(|_| ()))?;
     let before: Vec<Uuid> = guardians_in_tx(&mut tx, id).await?;
     if user.is_admin() {
@@ -415,6 +418,11 @@ async fn update_family(
     }
     audit::record_tx(&mut tx, AuditEvent::new("family.updated").by(&user).subject("family", id)).await?;
     if ai_consent != current.ai_consent {
+        // The flag is a view of the consent register: a change is a new register entry.
+        use crate::privacy::consents::{self, ConsentKind, ConsentMethod};
+        let method = if user.is_admin() { ConsentMethod::Office } else { ConsentMethod::App };
+        let note = "set on the family record";
+        consents::record(&mut tx, id, ConsentKind::AiProcessing, ai_consent, Some(user.id), method, Some(note)).await?;
         let event = AuditEvent::new("family.ai_consent_changed").by(&user).subject("family", id);
         audit::record_tx(&mut tx, event.details(serde_json::json!({"granted": ai_consent}))).await?;
     }

@@ -254,7 +254,9 @@ async fn get_student(
     user: CurrentUser,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Student>> {
-    Ok(Json(find_visible(&state.db, &user, id).await?))
+    let student = find_visible(&state.db, &user, id).await?;
+    crate::privacy::audit::record_read(&state.db, &user, "student", id).await?;
+    Ok(Json(student))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -128,6 +128,36 @@ pub struct AuditFilter {
     pub cursor: Option<String>,
 }
 
+/// Records that staff read a family's or student's record (parents reading their own family
+/// are not audited: it is their data).
+pub async fn record_read(
+    db: &Db,
+    user: &crate::auth::CurrentUser,
+    kind: &'static str,
+    id: Uuid,
+) -> Result<(), sqlx::Error> {
+    if user.role == Role::Parent {
+        return Ok(());
+    }
+    record(
+        db,
+        AuditEvent::new(if kind == "family" { "family.viewed" } else { "student.viewed" }).by(user).subject(kind, id),
+    )
+    .await
+}
+
+/// Every audit entry about one of `subjects` (record ids as text), oldest first.
+pub async fn about(db: &Db, subjects: &[String]) -> Result<Vec<AuditEntry>, sqlx::Error> {
+    const SQL: &str = "SELECT id, occurred_at, actor_id, actor_role, action, subject_type, subject_id, ip, request_id, \
+        details FROM audit_log WHERE subject_id = $1 ORDER BY id";
+    let mut all = Vec::new();
+    for subject in subjects {
+        all.extend(on_db!(db, pool => sqlx::query_as::<_, AuditEntry>(SQL).bind(subject).fetch_all(pool).await)?);
+    }
+    all.sort_by_key(|e| e.id);
+    Ok(all)
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_audit_log))
 }

@@ -300,6 +300,15 @@ pub async fn move_series(
     Ok(Ok(ignore))
 }
 
+/// Cancels every scheduled lesson of a family's students starting after `from` (a family
+/// leaving, or erased); returns how many.
+pub async fn cancel_family_from(tx: &mut Tx, family: Uuid, from: DateTime<Utc>) -> DomainResult<u64> {
+    const SQL: &str = "UPDATE lessons SET status = 'cancelled', updated_at = $3 WHERE status = 'scheduled' \
+        AND starts_at > $2 AND student_id IN (SELECT id FROM students WHERE family_id = $1)";
+    Ok(on_tx!(tx, conn => sqlx::query(SQL).bind(family).bind(from).bind(Utc::now()).execute(&mut **conn).await
+        .map(|r| r.rows_affected()))?)
+}
+
 /// Which occurrences a removal takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Occurrences {

@@ -19,6 +19,7 @@ mod mail;
 mod messaging;
 mod ops;
 mod payment_issue;
+mod privacy;
 mod queue;
 mod records;
 mod scheduling;

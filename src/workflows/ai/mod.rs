@@ -220,10 +220,10 @@ impl Gateway {
             return Ok(None);
         }
         if let Some(family) = caller.family_id {
-            const SQL: &str = "SELECT ai_consent FROM families WHERE id = $1";
-            let consent: Option<bool> =
-                on_db!(&state.db, pool => sqlx::query_scalar(SQL).bind(family).fetch_optional(pool).await)?;
-            if consent != Some(true) {
+            // The consent register's current state, read at every call: a withdrawal stops runs
+            // in flight at their next AI step.
+            let kind = crate::privacy::consents::ConsentKind::AiProcessing;
+            if !crate::privacy::consents::granted(&state.db, family, kind).await? {
                 return Ok(Some("the family has not consented to AI processing".into()));
             }
         }
