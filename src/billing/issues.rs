@@ -73,6 +73,15 @@ pub async fn invoice_balance(tx: &mut Tx, id: Uuid) -> DomainResult<Cents> {
     Ok(balance.unwrap_or(Cents::ZERO).max(Cents::ZERO))
 }
 
+/// Whether a family has an invoice unpaid past its due date (a payment issue that might end
+/// lessons).
+pub async fn family_overdue(db: &Db, family: Uuid, today: NaiveDate) -> DomainResult<bool> {
+    const SQL: &str = "SELECT COUNT(*) FROM invoices WHERE family_id = $1 AND status IN ('open', 'partially_paid') \
+        AND due_date < $2";
+    let n: i64 = on_db!(db, pool => sqlx::query_scalar(SQL).bind(family).bind(today).fetch_one(pool).await)?;
+    Ok(n > 0)
+}
+
 /// A family's billing history for the workflow's `gather` step: invoices, payments and
 /// refunds, failed card attempts with their decline codes, disputes, autopay, payment plans.
 /// Amounts, dates and codes only: no names, addresses or card details.

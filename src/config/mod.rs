@@ -149,6 +149,7 @@ pub struct Settings {
     pub payment_issue_auto_resolve: bool,
     pub payment_issue_overdue_days: u32,
     pub retention: Retention,
+    pub progress: ProgressSettings,
 }
 
 /// How long each kind of personal data is kept (the `privacy.retention` purge).
@@ -162,6 +163,19 @@ pub struct Retention {
     pub audit_years: u32,
     /// Personal data of a family with no current student, lesson, open invoice or new invoice.
     pub former_family_years: u32,
+}
+
+/// Progress reports: when they are drafted and who needs attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgressSettings {
+    pub monthly: bool,
+    pub min_attendance_percent: i64,
+    pub drop_points: i64,
+    pub missed_in_a_row: i64,
+    pub note_weeks: i64,
+    pub gap_days: i64,
+    /// Seconds an approved report waits for its siblings' before the family's email goes out.
+    pub send_delay_secs: u32,
 }
 
 /// Money rules and Stripe.

@@ -102,6 +102,15 @@ impl Settings {
             enrollment_auto_approve: raw.enrollment_auto_approve.boolean(false)?,
             payment_issue_auto_resolve: raw.payment_issue_auto_resolve.boolean(false)?,
             payment_issue_overdue_days: raw.payment_issue_overdue_days.number(14, 0, 365)? as u32,
+            progress: ProgressSettings {
+                monthly: raw.progress_reports_monthly.boolean(true)?,
+                min_attendance_percent: raw.attention_min_attendance_percent.number(75, 0, 100)? as i64,
+                drop_points: raw.attention_drop_points.number(20, 1, 100)? as i64,
+                missed_in_a_row: raw.attention_missed_in_a_row.number(3, 1, 52)? as i64,
+                note_weeks: raw.attention_note_weeks.number(6, 1, 52)? as i64,
+                gap_days: raw.attention_gap_days.number(21, 1, 365)? as i64,
+                send_delay_secs: raw.progress_send_delay_secs.number(60, 0, 86_400)? as u32,
+            },
             retention: Retention {
                 outbox_days: raw.retention_outbox_days.number(90, 1, 3650)? as u32,
                 ai_days: raw.retention_ai_days.number(30, 1, 3650)? as u32,

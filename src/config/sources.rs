@@ -275,6 +275,22 @@ settings! {
     /// Days past its due date an unpaid invoice starts the payment_issue workflow; 0 = never
     /// [default: 14].
     payment_issue_overdue_days => "CEDAR_PAYMENT_ISSUE_OVERDUE_DAYS", "DAYS";
+    /// Draft progress reports for the past month on the 1st of each month (`true`/`false`)
+    /// [default: true].
+    progress_reports_monthly => "CEDAR_PROGRESS_REPORTS_MONTHLY", "BOOL";
+    /// Seconds an approved progress report waits for its siblings' before the family's email
+    /// goes out [default: 60].
+    progress_send_delay_secs => "CEDAR_PROGRESS_SEND_DELAY_SECS", "SECS";
+    /// A student needs attention below this attendance, in percent [default: 75].
+    attention_min_attendance_percent => "CEDAR_ATTENTION_MIN_ATTENDANCE_PERCENT", "PERCENT";
+    /// …or when attendance fell by this many points since the previous period [default: 20].
+    attention_drop_points => "CEDAR_ATTENTION_DROP_POINTS", "POINTS";
+    /// …or after this many lessons in a row cancelled or missed [default: 3].
+    attention_missed_in_a_row => "CEDAR_ATTENTION_MISSED_IN_A_ROW", "N";
+    /// …or with no progress note for this many weeks [default: 6].
+    attention_note_weeks => "CEDAR_ATTENTION_NOTE_WEEKS", "WEEKS";
+    /// …or this many days since the last lesson attended [default: 21].
+    attention_gap_days => "CEDAR_ATTENTION_GAP_DAYS", "DAYS";
     /// Days the bodies of sent (or dead) emails are kept [default: 90].
     retention_outbox_days => "CEDAR_RETENTION_OUTBOX_DAYS", "DAYS";
     /// Days what AI steps were given and answered is kept after their run ends [default: 30].

@@ -196,13 +196,6 @@ pub const TEMPLATES: &[Default] = &[
         sample: || json!({"number": "INV-2026-0001", "amount": "$240.00", "due_date": "2026-10-01", "overdue": false}),
     },
     Default {
-        name: "progress_report",
-        category: "transactional",
-        en: ("{{ student }}'s progress report", "Hello {{ name }},\n\n{{ report }}\n"),
-        fr: ("Bulletin de progrès de {{ student }}", "Bonjour {{ name }},\n\n{{ report }}\n"),
-        sample: || json!({"student": "Hélène", "report": "Hélène's scales are now even at 80 bpm."}),
-    },
-    Default {
         name: "new_message",
         category: "notification",
         en: (
@@ -253,6 +246,22 @@ pub const TEMPLATES: &[Default] = &[
             "Bonjour {{ name }},\n\nComme convenu, le versement {{ seq }} sur {{ count }} de la facture {{ number }}, {{ amount }}, est dû le {{ due_on }}. Merci !\n",
         ),
         sample: || json!({"number": "INV-2026-0001", "amount": "$80.00", "seq": 2, "count": 3, "due_on": "2027-01-15"}),
+    },
+    Default {
+        name: "progress_report",
+        category: "transactional",
+        en: (
+            "Progress report: {{ period }}",
+            "Hello {{ name }},\n\nHere is how lessons went from {{ period }}.\n{% for report in reports %}\n{{ report.student }}\n{{ report.summary }}\n\n{{ report.body }}\n\nPrintable version: {{ report.link }}\n{% endfor %}",
+        ),
+        fr: (
+            "Bulletin de progrès : {{ period }}",
+            "Bonjour {{ name }},\n\nVoici comment se sont passés les cours du {{ period }}.\n{% for report in reports %}\n{{ report.student }}\n{{ report.summary }}\n\n{{ report.body }}\n\nVersion imprimable : {{ report.link }}\n{% endfor %}",
+        ),
+        sample: || {
+            json!({"period": "2026-11-01 – 2026-11-30", "reports": [{"student": "Hélène", "summary": "A strong month.",
+            "body": "Hélène attended 4 of 4 lessons.", "link": "https://cedar.example/v1/progress-reports/1/html"}]})
+        },
     },
 ];
 

@@ -105,6 +105,50 @@ pub async fn recent_notes(db: &Db, student: Uuid, limit: i64) -> DomainResult<Ve
     Ok(rows.into_iter().map(|(date, body, goals)| NoteBrief { date, body, goals }).collect())
 }
 
+/// A student's progress notes dated in `[from, to]`, oldest first.
+pub async fn notes_between(db: &Db, student: Uuid, from: NaiveDate, to: NaiveDate) -> DomainResult<Vec<NoteBrief>> {
+    const SQL: &str = "SELECT note_date, body, goals FROM progress_notes WHERE student_id = $1 \
+        AND note_date >= $2 AND note_date <= $3 ORDER BY note_date, id";
+    let rows: Vec<(NaiveDate, String, Option<String>)> =
+        on_db!(db, pool => sqlx::query_as(SQL).bind(student).bind(from).bind(to).fetch_all(pool).await)?;
+    Ok(rows.into_iter().map(|(date, body, goals)| NoteBrief { date, body, goals }).collect())
+}
+
+/// The date of a student's latest progress note, if any.
+pub async fn last_note_date(db: &Db, student: Uuid) -> DomainResult<Option<NaiveDate>> {
+    const SQL: &str = "SELECT MAX(note_date) FROM progress_notes WHERE student_id = $1";
+    Ok(on_db!(db, pool => sqlx::query_scalar(SQL).bind(student).fetch_one(pool).await)?)
+}
+
+/// Active students (all, or those named), with what a report needs to know about them.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ReportSubject {
+    pub id: Uuid,
+    pub family_id: Uuid,
+    pub first_name: String,
+    pub preferred_name: Option<String>,
+    pub instrument: String,
+    pub level: Option<String>,
+    pub teacher_id: Option<Uuid>,
+    pub teacher_name: Option<String>,
+    pub teacher_user_id: Option<Uuid>,
+    pub start_date: Option<NaiveDate>,
+    pub language: String,
+}
+
+pub async fn report_subjects(db: &Db, only: Option<&[Uuid]>) -> DomainResult<Vec<ReportSubject>> {
+    const SQL: &str = "SELECT s.id, s.family_id, s.first_name, s.preferred_name, s.instrument, s.level, s.teacher_id, \
+        t.first_name || ' ' || t.last_name AS teacher_name, (SELECT u.id FROM users u WHERE u.teacher_id = t.id \
+        AND u.status = 'active' ORDER BY u.id LIMIT 1) AS teacher_user_id, s.start_date, f.preferred_language AS language \
+        FROM students s JOIN families f ON f.id = s.family_id LEFT JOIN teachers t ON t.id = s.teacher_id \
+        WHERE s.status = 'active' AND f.erased_at IS NULL ORDER BY s.id";
+    let all = on_db!(db, pool => sqlx::query_as::<_, ReportSubject>(SQL).fetch_all(pool).await)?;
+    Ok(match only {
+        Some(ids) => all.into_iter().filter(|s| ids.contains(&s.id)).collect(),
+        None => all,
+    })
+}
+
 /// A progress note written by a workflow (or a person).
 pub struct NewNote<'a> {
     pub student_id: Uuid,

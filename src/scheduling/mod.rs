@@ -118,3 +118,74 @@ pub async fn family_lesson_summary(
             .collect(),
     ))
 }
+
+/// How a student's lessons in `[from, to)` went: what a progress report compiles.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct AttendanceStats {
+    /// Lessons that were to take place (scheduled, or marked, in the period).
+    pub lessons: i64,
+    pub present: i64,
+    pub absent: i64,
+    pub cancelled_by_student: i64,
+    pub cancelled_by_teacher: i64,
+    /// Cancelled by the school or the office (closures, edits) without attendance.
+    pub cancelled_other: i64,
+    /// The longest run of consecutive lessons the student cancelled or missed.
+    pub longest_missed_streak: i64,
+    pub last_attended: Option<chrono::DateTime<chrono::Utc>>,
+    /// Makeup credits the student can still spend.
+    pub makeup_credits: i64,
+}
+
+impl AttendanceStats {
+    /// Attended ÷ lessons the student was expected at (teacher cancellations excluded), in
+    /// percent; `None` without any.
+    pub fn attendance_percent(&self) -> Option<i64> {
+        let expected = self.present + self.absent + self.cancelled_by_student;
+        (expected > 0).then(|| (self.present * 100 + expected / 2) / expected)
+    }
+}
+
+/// A student's lessons in `[from, to)` that have already started, counted.
+pub async fn attendance(
+    db: &crate::db::Db,
+    student: uuid::Uuid,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> crate::error::DomainResult<AttendanceStats> {
+    const SQL: &str = "SELECT starts_at, status, attendance FROM lessons WHERE student_id = $1 AND starts_at >= $2 \
+        AND starts_at < $3 AND starts_at < $4 ORDER BY starts_at";
+    const CREDITS: &str = "SELECT COUNT(*) FROM makeup_credits WHERE student_id = $1 AND status = 'available' \
+        AND expires_at > $2";
+    type Row = (chrono::DateTime<chrono::Utc>, LessonStatus, Option<Attendance>);
+    let now = chrono::Utc::now();
+    let rows: Vec<Row> = crate::on_db!(db, pool => sqlx::query_as(SQL).bind(student).bind(from).bind(to).bind(now).fetch_all(pool).await)?;
+    let mut stats = AttendanceStats::default();
+    let mut streak = 0;
+    for (starts_at, status, attendance) in rows {
+        stats.lessons += 1;
+        match (status, attendance) {
+            (_, Some(Attendance::Present)) => {
+                stats.present += 1;
+                stats.last_attended = Some(starts_at);
+                streak = 0;
+            }
+            (_, Some(Attendance::Absent)) => {
+                stats.absent += 1;
+                streak += 1;
+            }
+            (_, Some(Attendance::CancelledByStudent)) => {
+                stats.cancelled_by_student += 1;
+                streak += 1;
+            }
+            (_, Some(Attendance::CancelledByTeacher)) => stats.cancelled_by_teacher += 1,
+            (LessonStatus::Cancelled, None) => stats.cancelled_other += 1,
+            // Past and not marked: counted as a lesson, neither attended nor missed.
+            (LessonStatus::Scheduled, None) => {}
+        }
+        stats.longest_missed_streak = stats.longest_missed_streak.max(streak);
+    }
+    stats.makeup_credits =
+        crate::on_db!(db, pool => sqlx::query_scalar(CREDITS).bind(student).bind(now).fetch_one(pool).await)?;
+    Ok(stats)
+}

@@ -8,6 +8,8 @@ pub mod engine;
 pub mod enrollment;
 pub mod payment_issue;
 pub mod practice_plan;
+pub mod progress_report;
+mod progress_reports;
 pub mod reviews;
 mod runs_api;
 
@@ -15,7 +17,15 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::AppState;
 
-pub use engine::jobs;
+/// The engine's job handlers and those of the workflows' own jobs.
+pub fn jobs(registry: crate::jobs::Registry<AppState>) -> crate::jobs::Registry<AppState> {
+    progress_report::jobs(engine::jobs(registry))
+}
+
+/// Recurring schedules of the workflows (progress reports monthly, reminders daily).
+pub fn schedules() -> Vec<crate::jobs::Schedule> {
+    progress_report::schedules()
+}
 
 /// The workflows this build runs. A new workflow is a module here and a line in this list.
 pub fn builtin() -> engine::Definitions {
@@ -23,8 +33,9 @@ pub fn builtin() -> engine::Definitions {
         .with(practice_plan::workflow())
         .with(enrollment::workflow())
         .with(payment_issue::workflow())
+        .with(progress_report::workflow())
 }
 
 pub fn router() -> OpenApiRouter<AppState> {
-    runs_api::router().merge(reviews::router())
+    runs_api::router().merge(reviews::router()).merge(progress_reports::router())
 }

@@ -156,10 +156,19 @@ async fn approve(
     Json(approval): Json<Approval>,
 ) -> ApiResult<Json<Review>> {
     let mut tx = state.db.begin().await?;
-    let review = find_visible(&mut tx, &user, id).await?;
+    let decided = approve_in(&mut tx, &user, id, approval.edits).await?;
+    tx.commit().await?;
+    state.job_wakeup.notify_one();
+    Ok(Json(decided))
+}
+
+/// Approves review `id` as `user` (who must be allowed to see it) in `tx`, with optional
+/// edits checked against the proposal's schema, and resumes its run.
+pub(crate) async fn approve_in(tx: &mut Tx, user: &CurrentUser, id: Uuid, edits: Option<Value>) -> ApiResult<Review> {
+    let review = find_visible(tx, user, id).await?;
     pending(&review)?;
     let mut proposal = review.proposal.0.clone();
-    let edits = approval.edits.filter(|e| e.as_object().is_some_and(|o| !o.is_empty()));
+    let edits = edits.filter(|e| e.as_object().is_some_and(|o| !o.is_empty()));
     if let Some(edits) = &edits {
         let (Some(fields), Some(target)) = (edits.as_object(), proposal.as_object_mut()) else {
             return Err(ApiError::invalid("edits", "must be an object of proposal fields"));
@@ -182,9 +191,9 @@ async fn approve(
         "decided_by": user.id,
         "decided_at": now,
     });
-    decide(&mut tx, &review, "approved", edits.as_ref(), None, &user).await?;
+    decide(tx, &review, "approved", edits.as_ref(), None, user).await?;
     if !engine::resume_after_review(
-        &mut tx,
+        tx,
         review.run_id,
         review.step_seq,
         &review.step,
@@ -196,14 +205,18 @@ async fn approve(
     {
         return Err(ApiError::conflict("The run is no longer waiting for this review"));
     }
-    let event = AuditEvent::new("review.approved").by(&user).subject("review", id);
-    audit::record_tx(&mut tx, event.details(json!({"run_id": review.run_id, "edits": edits}))).await?;
-    let decided = find_visible(&mut tx, &user, id).await?;
-    tx.commit().await?;
+    let event = AuditEvent::new("review.approved").by(user).subject("review", id);
+    audit::record_tx(tx, event.details(json!({"run_id": review.run_id, "edits": edits}))).await?;
+    let decided = find_visible(tx, user, id).await?;
     let outcome = if edits.is_some() { "approved_with_edits" } else { "approved" };
     metrics::counter!("reviews_total", "workflow" => review.workflow.clone(), "decision" => outcome).increment(1);
-    state.job_wakeup.notify_one();
-    Ok(Json(decided))
+    Ok(decided)
+}
+
+/// The pending review of a run, if it waits for one.
+pub(crate) async fn pending_of_run(tx: &mut Tx, run: Uuid) -> ApiResult<Option<Uuid>> {
+    const SQL: &str = "SELECT id FROM reviews WHERE run_id = $1 AND status = 'pending' ORDER BY id LIMIT 1";
+    Ok(on_tx!(tx, conn => sqlx::query_scalar(SQL).bind(run).fetch_optional(&mut **conn).await)?)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

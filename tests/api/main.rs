@@ -20,6 +20,7 @@ mod messaging;
 mod ops;
 mod payment_issue;
 mod privacy;
+mod progress_report;
 mod queue;
 mod records;
 mod scheduling;
