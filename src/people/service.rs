@@ -16,6 +16,13 @@ pub use super::enrollments::{
     transition as transition_enrollment,
 };
 
+/// The language a family reads (`en` or `fr`; `en` for an unknown family).
+pub async fn family_language(db: &Db, family: Uuid) -> DomainResult<String> {
+    const SQL: &str = "SELECT preferred_language FROM families WHERE id = $1";
+    let language: Option<String> = on_db!(db, pool => sqlx::query_scalar(SQL).bind(family).fetch_optional(pool).await)?;
+    Ok(language.unwrap_or_else(|| "en".into()))
+}
+
 /// A student as a sibling check sees them.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StudentBrief {

@@ -21,6 +21,7 @@ use crate::billing::issues::{self, InvoiceBrief};
 use crate::domain::Cents;
 use crate::error::DomainError;
 use crate::on_db;
+use crate::people::service as people;
 use crate::tasks::{self, NewTask};
 
 mod drafting;
@@ -140,9 +141,7 @@ async fn gather(cx: StepCtx) -> StepResult {
         AND status IN ('succeeded', 'failed', 'cancelled') ORDER BY id DESC LIMIT 5";
     let previous: Vec<(String, Option<sqlx::types::Json<Value>>)> = on_db!(&cx.state.db, pool => sqlx::query_as(PREVIOUS)
         .bind(NAME).bind(invoice.family_id).bind(cx.run_id).fetch_all(pool).await)?;
-    const LANGUAGE: &str = "SELECT preferred_language FROM families WHERE id = $1";
-    let language: Option<String> =
-        on_db!(&cx.state.db, pool => sqlx::query_scalar(LANGUAGE).bind(invoice.family_id).fetch_optional(pool).await)?;
+    let language = people::family_language(&cx.state.db, invoice.family_id).await.map_err(StepError::retry)?;
     Ok(Transition::goto(
         "classify",
         json!({
@@ -158,7 +157,7 @@ async fn gather(cx: StepCtx) -> StepResult {
             "previous_runs": previous.iter().map(|(status, context)| json!({"status": status,
                 "category": context.as_ref().map(|c| c.0["classify"]["category"].clone()),
                 "option": context.as_ref().map(|c| c.0["act"]["option"].clone())})).collect::<Vec<_>>(),
-            "language": language.unwrap_or_else(|| "en".into()),
+            "language": language,
         }),
     ))
 }
