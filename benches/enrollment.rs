@@ -10,7 +10,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use axum::routing::post;
 use cedar::app::AppState;
 use cedar::config::{AiProviderKind, Secret};
 use cedar::workflows::engine::{self, Trigger};
@@ -51,7 +50,7 @@ async fn main() {
     call(reqwest::Method::PATCH, format!("/v1/families/{family}"), Some(json!({"ai_consent": true}))).await;
 
     // The same database seen through a second state whose AI provider answers in one second.
-    let fake = start_slow_openai().await;
+    let fake = support::slow_openai(rank_in_order).await;
     let mut settings = (*offline.settings).clone();
     settings.ai.openai.api_key = Some(Secret::new("sk-bench"));
     settings.ai.openai.base_url = fake;
@@ -95,22 +94,9 @@ async fn main() {
     }
 }
 
-/// An OpenAI-compatible endpoint that ranks the options in order after a one-second pause.
-async fn start_slow_openai() -> String {
-    async fn complete(body: String) -> axum::Json<Value> {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let body: Value = serde_json::from_str(&body).unwrap();
-        let prompt: Value = serde_json::from_str(body["messages"][1]["content"].as_str().unwrap()).unwrap();
-        let options = prompt["options"].as_array().map_or(0, Vec::len);
-        let answer = json!({"ranking": (0..options).collect::<Vec<_>>(), "reasons": ["Earliest slot in the window"],
-            "welcome_paragraph": "Welcome to the school!"});
-        axum::Json(json!({"id": "chatcmpl-bench", "object": "chat.completion", "model": "gpt-4o-mini",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.to_string()}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 400, "completion_tokens": 60, "total_tokens": 460}}))
-    }
-    let app = axum::Router::new().route("/v1/chat/completions", post(complete));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
+/// Ranks the options in order (the provider answers after a second).
+fn rank_in_order(_body: &Value, prompt: &Value) -> Value {
+    let options = prompt["options"].as_array().map_or(0, Vec::len);
+    json!({"ranking": (0..options).collect::<Vec<_>>(), "reasons": ["Earliest slot in the window"],
+        "welcome_paragraph": "Welcome to the school!"})
 }

@@ -11,7 +11,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use axum::routing::post;
 use cedar::app::AppState;
 use cedar::config::{AiProviderKind, Secret};
 use cedar::workflows::engine::{self, Trigger};
@@ -91,7 +90,7 @@ async fn main() {
     assert_eq!(invoices.len(), QUESTIONS);
 
     // The same database seen through a second state whose AI provider answers in one second.
-    let fake = start_slow_openai().await;
+    let fake = support::slow_openai(answer_question).await;
     let mut settings = (*offline.settings).clone();
     settings.ai.openai.api_key = Some(Secret::new("sk-bench"));
     settings.ai.openai.base_url = fake;
@@ -141,26 +140,13 @@ async fn main() {
     }
 }
 
-/// An OpenAI-compatible endpoint that classifies as a question about a charge, and keeps the
-/// options in order with a short reply, after a one-second pause.
-async fn start_slow_openai() -> String {
-    async fn complete(body: String) -> axum::Json<Value> {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let body: Value = serde_json::from_str(&body).unwrap();
-        let prompt: Value = serde_json::from_str(body["messages"][1]["content"].as_str().unwrap()).unwrap();
-        let answer = if body["response_format"]["json_schema"]["name"] == "payment_issue_classification" {
-            json!({"category": "question_about_charge", "evidence": "four lessons"})
-        } else {
-            let options = prompt["options"].as_array().map_or(0, Vec::len);
-            json!({"ranking": (0..options).collect::<Vec<_>>(), "reply": "December had four lessons on your day."})
-        };
-        axum::Json(json!({"id": "chatcmpl-bench", "object": "chat.completion", "model": "gpt-4o-mini",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.to_string()}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 500, "completion_tokens": 80, "total_tokens": 580}}))
+/// Classifies as a question about a charge, and keeps the options in order with a short reply
+/// (the provider answers after a second).
+fn answer_question(body: &Value, prompt: &Value) -> Value {
+    if body["response_format"]["json_schema"]["name"] == "payment_issue_classification" {
+        json!({"category": "question_about_charge", "evidence": "four lessons"})
+    } else {
+        let options = prompt["options"].as_array().map_or(0, Vec::len);
+        json!({"ranking": (0..options).collect::<Vec<_>>(), "reply": "December had four lessons on your day."})
     }
-    let app = axum::Router::new().route("/v1/chat/completions", post(complete));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
 }

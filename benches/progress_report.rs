@@ -12,7 +12,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use axum::routing::post;
 use cedar::app::AppState;
 use cedar::config::{AiProviderKind, Secret};
 use cedar::workflows::engine::{self, Trigger};
@@ -65,7 +64,7 @@ async fn main() {
     support::report("  own time per report", own);
 
     // A second period, with a provider answering after 1 s, 8 runs at a time.
-    let fake = start_slow_openai().await;
+    let fake = support::slow_openai(report_from_numbers).await;
     let mut settings = (*offline.settings).clone();
     settings.ai.openai.api_key = Some(Secret::new("sk-bench"));
     settings.ai.openai.base_url = fake;
@@ -119,24 +118,10 @@ async fn start_run(state: &AppState, input: &Value) -> Uuid {
     run
 }
 
-/// An OpenAI-compatible endpoint that writes a report from the numbers it was given, after a
-/// one-second pause.
-async fn start_slow_openai() -> String {
-    async fn complete(body: String) -> axum::Json<Value> {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let body: Value = serde_json::from_str(&body).unwrap();
-        let prompt: Value = serde_json::from_str(body["messages"][1]["content"].as_str().unwrap()).unwrap();
-        let name = prompt["first_name"].as_str().unwrap_or("Your child");
-        let (present, lessons) = (&prompt["metrics"]["present"], &prompt["metrics"]["lessons"]);
-        let answer = json!({"summary": format!("{name} attended {present} of {lessons} lessons."),
-            "body": format!("{name} attended {present} of {lessons} lessons and worked steadily this period.")});
-        axum::Json(json!({"id": "chatcmpl-bench", "object": "chat.completion", "model": "gpt-4o-mini",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer.to_string()}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 350, "completion_tokens": 120, "total_tokens": 470}}))
-    }
-    let app = axum::Router::new().route("/v1/chat/completions", post(complete));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
+/// Writes a report from the numbers it was given (the provider answers after a second).
+fn report_from_numbers(_body: &Value, prompt: &Value) -> Value {
+    let name = prompt["first_name"].as_str().unwrap_or("Your child");
+    let (present, lessons) = (&prompt["metrics"]["present"], &prompt["metrics"]["lessons"]);
+    json!({"summary": format!("{name} attended {present} of {lessons} lessons."),
+        "body": format!("{name} attended {present} of {lessons} lessons and worked steadily this period.")})
 }

@@ -54,3 +54,26 @@ pub fn report(name: &str, mut samples: Vec<Duration>) {
         percentile(&samples, 0.99).as_secs_f64() * 1e3
     );
 }
+
+/// An OpenAI-compatible chat-completions endpoint that answers after one second with
+/// `answer(request body, prompt)` as the structured output; returns its base URL (`…/v1`).
+#[allow(dead_code, reason = "only the workflow benchmarks use it")]
+pub async fn slow_openai(answer: fn(&serde_json::Value, &serde_json::Value) -> serde_json::Value) -> String {
+    use axum::extract::State;
+    type Answer = fn(&serde_json::Value, &serde_json::Value) -> serde_json::Value;
+    async fn complete(State(answer): State<Answer>, body: String) -> axum::Json<serde_json::Value> {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let prompt: serde_json::Value = serde_json::from_str(body["messages"][1]["content"].as_str().unwrap()).unwrap();
+        let output = answer(&body, &prompt);
+        axum::Json(serde_json::json!({"id": "chatcmpl-bench", "object": "chat.completion", "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": output.to_string()},
+                "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 450, "completion_tokens": 100, "total_tokens": 550}}))
+    }
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(complete)).with_state(answer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
