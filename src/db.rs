@@ -164,6 +164,15 @@ impl Db {
         })
     }
 
+    /// Starts a transaction that will only read: on SQLite a deferred one, which takes no
+    /// write lock, so searches and views never queue writers behind them.
+    pub async fn begin_read(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Self::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+            Self::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
     /// (connections in use, idle connections).
     pub fn pool_usage(&self) -> (u32, u32) {
         let (size, idle) = on_db!(self, pool => (pool.size(), pool.num_idle() as u32));

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use chrono::{NaiveDate, Utc};
+use chrono::{NaiveDate, Timelike, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -125,7 +125,8 @@ async fn options(cx: StepCtx) -> StepResult {
     let teachers = people::teachers_of(&cx.state.db, &enrollment.instrument).await?;
     let today = crate::time::today(tz);
     let minutes = i64::from(enrollment.lesson_minutes);
-    let mut tx = cx.state.db.begin().await?;
+    // Only reads: a read transaction, never SQLite's write lock, while searching.
+    let mut tx = cx.state.db.begin_read().await?;
     let exceptions = Exceptions::load(&mut tx, today, today + chrono::Duration::weeks(WEEKS_CHECKED + 1))
         .await
         .map_err(|e| StepError::Retry(e.to_string()))?;
@@ -137,9 +138,14 @@ async fn options(cx: StepCtx) -> StepResult {
                 continue;
             };
             let first_date = next_weekday(today, window.weekday);
-            let mut start = from;
+            // Minutes since midnight, so the search ends at the window's end even when a lesson
+            // would run past midnight (a `NaiveTime` would wrap around and loop for ever).
+            let minute_of = |t: chrono::NaiveTime| i64::from(t.num_seconds_from_midnight() / 60);
+            let (first_minute, last_minute) = (minute_of(from), minute_of(to));
+            let mut offset = first_minute;
             let mut per_window = 0;
-            while start + chrono::Duration::minutes(minutes) <= to && per_window < 2 {
+            while offset + minutes <= last_minute && per_window < 2 {
+                let start = from + chrono::Duration::minutes(offset - first_minute);
                 let slots = weekly(tz, first_date, start, minutes, WEEKS_CHECKED, teacher.id, enrollment.student_id);
                 let conflicts = booking::conflicts(&mut tx, tz, &slots, &[], true, &exceptions)
                     .await
@@ -152,7 +158,7 @@ async fn options(cx: StepCtx) -> StepResult {
                     }));
                     per_window += 1;
                 }
-                start += chrono::Duration::minutes(15);
+                offset += 15;
             }
         }
     }

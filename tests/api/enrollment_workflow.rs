@@ -392,4 +392,23 @@ backend_tests!(
     the_owner_can_decline_or_waitlist,
     a_crash_between_the_actions_repeats_nothing,
     auto_approve_skips_review_only_when_everything_fits,
+    a_window_reaching_midnight_ends_the_search,
 );
+
+/// A preferred window up to 23:59 used to loop for ever (a `NaiveTime` wraps at midnight) while
+/// holding SQLite's write lock: the search must end, and find nothing there.
+async fn a_window_reaching_midnight_ends_the_search(backend: Backend) {
+    let (app, s) = setup(backend, cedar::workflows::builtin(), |_| {}).await;
+    let worker = start_worker(&app.state, Duration::from_secs(30));
+    let body = json!({"family_id": s.family_a, "student": {"first_name": "Nuit", "last_name": "Côté"},
+        "instrument": "piano", "lesson_minutes": 30,
+        "preferred_times": [{"weekday": 2, "start_time": "23:00", "end_time": "23:59"}]});
+    let enrollment = app.as_user(&s.parent_a).post("/v1/enrollments", body).await.expect(201);
+    let run = run_of(&app, &s, enrollment["id"].as_str().unwrap(), "waiting_for_review").await;
+    // Writers are not kept waiting meanwhile.
+    app.as_user(&s.admin).post("/v1/rooms", json!({"name": "Studio Z", "capacity": 2})).await.expect(201);
+    stop_worker(worker).await;
+    let review = review_of(&app, &s, &run).await;
+    assert_eq!(review["context"]["options"], json!([]));
+    assert_eq!(review["proposal"]["decision"], "waitlist");
+}
