@@ -324,7 +324,18 @@ async fn password_grant(
     input: Credentials,
 ) -> GoTrueResult<TokenResponse> {
     limit(&state.auth.ip_limiter, &format!("signin:{ip}"))?;
-    let email = input.email.trim().to_lowercase();
+    // A bounded, normalised address (at most 254 characters) is all that may reach the
+    // limiter's keys and the audit trail; anything else is not an account.
+    let email = crate::http::Email::parse(&input.email)
+        .map_err(|_| {
+            GoTrueError::new(
+                StatusCode::BAD_REQUEST,
+                "validation_failed",
+                "Unable to validate email address: invalid format",
+            )
+        })?
+        .as_str()
+        .to_owned();
     limit(&state.auth.account_limiter, &format!("signin:{email}"))?;
     let user = store::user_by_email(&state.db, &email).await?;
     // Same work and the same answer whether the account is unknown, disabled or the password

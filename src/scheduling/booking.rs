@@ -321,18 +321,26 @@ pub enum Occurrences {
 }
 
 /// Deletes occurrences; returns how many lessons went.
-pub async fn delete(tx: &mut Tx, which: Occurrences) -> DomainResult<u64> {
-    Ok(match which {
-        Occurrences::Series(series_id) => {
+pub async fn delete(tx: &mut Tx, which: Occurrences, only_teacher: Option<Uuid>) -> DomainResult<u64> {
+    // `only_teacher`: a teacher removes only their own occurrences (a substitute's one lesson
+    // in another teacher's series never takes the series with it).
+    Ok(match (which, only_teacher) {
+        (Occurrences::Series(series_id), None) => {
             const SQL: &str = "DELETE FROM lesson_series WHERE id = $1";
             on_tx!(tx, conn => sqlx::query(SQL).bind(series_id).execute(&mut **conn).await.map(|r| r.rows_affected()))?
         }
-        Occurrences::Following { series_id, from } => {
-            const SQL: &str = "DELETE FROM lessons WHERE series_id = $1 AND starts_at >= $2";
-            on_tx!(tx, conn => sqlx::query(SQL).bind(series_id).bind(from).execute(&mut **conn).await
+        (Occurrences::Series(series_id), Some(teacher)) => {
+            const SQL: &str = "DELETE FROM lessons WHERE series_id = $1 AND teacher_id = $2";
+            on_tx!(tx, conn => sqlx::query(SQL).bind(series_id).bind(teacher).execute(&mut **conn).await
                 .map(|r| r.rows_affected()))?
         }
-        Occurrences::One(id) => {
+        (Occurrences::Following { series_id, from }, teacher) => {
+            const SQL: &str =
+                "DELETE FROM lessons WHERE series_id = $1 AND starts_at >= $2 AND ($3 IS NULL OR teacher_id = $3)";
+            on_tx!(tx, conn => sqlx::query(SQL).bind(series_id).bind(from).bind(teacher).execute(&mut **conn).await
+                .map(|r| r.rows_affected()))?
+        }
+        (Occurrences::One(id), _) => {
             const SQL: &str = "DELETE FROM lessons WHERE id = $1";
             on_tx!(tx, conn => sqlx::query(SQL).bind(id).execute(&mut **conn).await.map(|r| r.rows_affected()))?
         }

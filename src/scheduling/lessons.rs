@@ -229,7 +229,14 @@ pub struct SlotView {
 }
 
 /// Checks the people and room exist and the caller may book for them.
-async fn check_parties(db: &Db, user: &CurrentUser, teacher: Uuid, student: Uuid, room: Option<Uuid>) -> ApiResult<()> {
+async fn check_parties(
+    db: &Db,
+    user: &CurrentUser,
+    teacher: Uuid,
+    student: Uuid,
+    room: Option<Uuid>,
+    new_booking: bool,
+) -> ApiResult<()> {
     match user.role {
         Role::Admin => {}
         Role::Teacher if user.teacher_id == Some(teacher) => {}
@@ -239,8 +246,11 @@ async fn check_parties(db: &Db, user: &CurrentUser, teacher: Uuid, student: Uuid
     if crate::people::teacher_exists(db, teacher).await.is_err() {
         errors.add("teacher_id", "No such teacher");
     }
-    const STUDENT: &str = "SELECT COUNT(*) FROM students WHERE id = $1";
-    let n: i64 = on_db!(db, pool => sqlx::query_scalar(STUDENT).bind(student).fetch_one(pool).await)?;
+    // Teachers book for their own students only (their main teacher is them); to anyone
+    // else the student is as good as missing.
+    const STUDENT: &str = "SELECT COUNT(*) FROM students WHERE id = $1 AND ($2 IS NULL OR teacher_id = $2)";
+    let own = if user.role == Role::Teacher && new_booking { user.teacher_id } else { None };
+    let n: i64 = on_db!(db, pool => sqlx::query_scalar(STUDENT).bind(student).bind(own).fetch_one(pool).await)?;
     if n == 0 {
         errors.add("student_id", "No such student");
     }
@@ -299,7 +309,7 @@ async fn create_lessons(
     }
     let notes = errors.optional_text("notes", input.notes.as_deref());
     errors.into_result()?;
-    check_parties(&state.db, &user, input.teacher_id, input.student_id, input.room_id).await?;
+    check_parties(&state.db, &user, input.teacher_id, input.student_id, input.room_id, true).await?;
 
     let tz = state.settings.timezone;
     let starts = match &rule {
@@ -460,16 +470,19 @@ async fn update_lesson(
     let room = input.room_id.unwrap_or(lesson.room_id);
     let status = new_status.unwrap_or(lesson.status);
     if input.teacher_id.is_some() || input.room_id.flatten().is_some() {
-        check_parties(&state.db, &user, teacher, lesson.student_id, room).await?;
+        check_parties(&state.db, &user, teacher, lesson.student_id, room, false).await?;
     }
 
     let mut tx = state.db.begin().await?;
     let targets: Vec<Lesson> = if scope == EditScope::Following {
         let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM lessons l WHERE l.series_id = $1 AND l.starts_at >= $2 ORDER BY l.starts_at"
+            "SELECT {COLUMNS} FROM lessons l WHERE l.series_id = $1 AND l.starts_at >= $2 \
+             AND ($3 IS NULL OR l.teacher_id = $3) ORDER BY l.starts_at"
         ));
+        // A teacher moves only their own occurrences of a series.
+        let own = if user.role == Role::Teacher { user.teacher_id } else { None };
         on_tx!(&mut tx, conn => sqlx::query_as::<_, Lesson>(sql).bind(lesson.series_id).bind(lesson.starts_at)
-            .fetch_all(&mut **conn).await)?
+            .bind(own).fetch_all(&mut **conn).await)?
     } else {
         vec![lesson.clone()]
     };
@@ -563,7 +576,8 @@ async fn delete_lesson(
         (EditScope::Following, Some(series_id)) => Occurrences::Following { series_id, from: lesson.starts_at },
         _ => Occurrences::One(id),
     };
-    let deleted = booking::delete(&mut tx, which).await?;
+    let own = if user.role == Role::Teacher { user.teacher_id } else { None };
+    let deleted = booking::delete(&mut tx, which, own).await?;
     audit::record_tx(
         &mut tx,
         AuditEvent::new("lesson.deleted")

@@ -415,4 +415,25 @@ backend_tests!(
     sign_in_is_rate_limited_per_ip,
     sign_in_is_rate_limited_per_account,
     access_token_lifetime_is_configurable,
+    sign_in_keeps_nothing_unbounded,
 );
+
+/// An address of a megabyte is not an account: it is refused before it reaches the rate
+/// limiter or the audit trail.
+async fn sign_in_keeps_nothing_unbounded(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = admin_token(&app).await;
+    let huge = format!("{}@example.ca", "a".repeat(1_000_000 - 20));
+    let response = app
+        .client
+        .post(app.url("/auth/v1/token?grant_type=password"))
+        .json(&json!({"email": huge, "password": "whatever-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_gotrue_error(response, 400, "validation_failed").await;
+    let failures =
+        app.client.get(app.url("/v1/audit-log?action=auth.sign_in_failed")).bearer_auth(&admin).send().await.unwrap();
+    let failures: Value = failures.json().await.unwrap();
+    assert_eq!(failures["items"], json!([]), "nothing of it was stored");
+}

@@ -610,4 +610,46 @@ backend_tests!(
     edit_one_occurrence_or_this_and_following,
     lessons_follow_roles,
     calendar_feeds_are_valid_icalendar,
+    teachers_book_and_remove_only_their_own,
 );
+
+/// A teacher books only their own students, and a substitute's occurrence in another
+/// teacher's series never lets them move or remove the rest of it.
+async fn teachers_book_and_remove_only_their_own(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let s = school(&app).await;
+    let (helene, zoe) = (s.students[0].clone(), s.students[1].clone());
+    let lesson = |teacher: &str, student: &str, start: &str| {
+        json!({"teacher_id": teacher, "student_id": student, "starts_at": start, "duration_minutes": 30,
+            "override_availability": false})
+    };
+    // Teacher 2 may not book Hélène (teacher 1's student), even as a dry run.
+    let theirs = lesson(&s.teacher2_id, &helene, "2027-01-12T21:00:00Z");
+    let refused = app.as_user(&s.teacher2).post("/v1/lessons", theirs.clone()).await.problem(422);
+    assert_eq!(refused["errors"][0]["field"], "student_id");
+    app.as_user(&s.teacher2).post("/v1/lessons?dry_run=true", theirs).await.problem(422);
+    let own = lesson(&s.teacher2_id, &zoe, "2027-01-13T21:00:00Z");
+    app.as_user(&s.teacher2).post("/v1/lessons?dry_run=true", own).await.expect(200);
+    let office = app.as_user(&s.admin);
+    // The office books Hélène weekly with teacher 1, and gives one occurrence to teacher 2.
+    let mut series = lesson(&s.teacher1_id, &helene, "2027-01-05T21:00:00Z");
+    series["recurrence"] = json!({"rrule": "FREQ=WEEKLY;COUNT=4"});
+    series["override_availability"] = json!(true);
+    let booked = office.post("/v1/lessons", series).await.expect(201);
+    let occurrences = booked["occurrences"].as_array().unwrap().clone();
+    let substitute = occurrences[1]["id"].as_str().unwrap();
+    office
+        .patch(
+            &format!("/v1/lessons/{substitute}"),
+            json!({"teacher_id": s.teacher2_id, "override_availability": true}),
+        )
+        .await
+        .expect(200);
+    // Teacher 2 removes "the whole series": only their own occurrence goes.
+    let removed = app.as_user(&s.teacher2).delete(&format!("/v1/lessons/{substitute}?scope=series")).await;
+    assert_eq!(removed.status, 204);
+    let left = office.get(&format!("/v1/lessons?student_id={helene}&from=2027-01-01T00:00:00Z")).await.expect(200);
+    let left = left["items"].as_array().unwrap();
+    assert_eq!(left.len(), 3, "teacher 1's three lessons stay");
+    assert!(left.iter().all(|l| l["teacher_id"] == s.teacher1_id));
+}
