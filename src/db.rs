@@ -146,7 +146,11 @@ impl Db {
     /// `Ok` when the database answers and every embedded migration has been applied.
     pub async fn check_ready(&self) -> Result<usize, String> {
         let ping = on_db!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()));
-        ping.map_err(|e| format!("database unreachable: {e}"))?;
+        // The driver's text (addresses, database names) goes to the log, not to the caller.
+        ping.map_err(|e| {
+            tracing::warn!(error = %e, "readiness: the database does not answer");
+            "the database is unreachable".to_owned()
+        })?;
         let applied = self.applied_migrations().await.map_err(|_| "database has not been migrated".to_owned())?;
         let known = self.known_migrations();
         if applied < known {

@@ -300,6 +300,25 @@ pub struct RunResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     preview: Option<Vec<Draft>>,
     total_cents: Cents,
+    /// Families not billed, and why (a lesson length without a tuition rate): the run bills
+    /// everyone it can; add the rate and run the period again to bill them.
+    not_billed: Vec<NotBilled>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotBilled {
+    family_id: Uuid,
+    reason: String,
+}
+
+/// Whether a draft failed for want of a tuition rate (the family is skipped, not the run).
+fn rate_missing(error: &ApiError) -> Option<String> {
+    match error {
+        ApiError::Validation(fields) if fields.iter().any(|f| f.field == "tuition_rates") => {
+            Some(fields.iter().map(|f| f.message.clone()).collect::<Vec<_>>().join("; "))
+        }
+        _ => None,
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
@@ -365,14 +384,23 @@ pub async fn run(
         invoice_ids: vec![],
         preview: dry_run.then(Vec::new),
         total_cents: Cents::ZERO,
+        not_billed: vec![],
     };
     if dry_run {
         let rates = RateTable::load(&state.db).await?;
         let mut tx = state.db.begin().await?;
         for family in families {
-            if let Some(draft) = draft(&mut tx, state, &rates, family, start, end).await? {
-                result.total_cents += draft.totals.total_cents;
-                result.preview.get_or_insert_with(Vec::new).push(draft);
+            let family_id = family.0;
+            match draft(&mut tx, state, &rates, family, start, end).await {
+                Ok(Some(draft)) => {
+                    result.total_cents += draft.totals.total_cents;
+                    result.preview.get_or_insert_with(Vec::new).push(draft);
+                }
+                Ok(None) => {}
+                Err(error) => match rate_missing(&error) {
+                    Some(reason) => result.not_billed.push(NotBilled { family_id, reason }),
+                    None => return Err(error),
+                },
             }
         }
         tx.rollback().await?;
@@ -405,9 +433,24 @@ pub async fn run(
     // issues the rest.
     for family in families.into_iter().filter(|f| !billed.contains(&f.0)) {
         let mut tx = state.db.begin().await?;
-        let Some(draft) = draft(&mut tx, state, &rates, family, start, end).await? else {
-            tx.rollback().await?;
-            continue;
+        let family_id = family.0;
+        let draft = match draft(&mut tx, state, &rates, family, start, end).await {
+            Ok(Some(draft)) => draft,
+            Ok(None) => {
+                tx.rollback().await?;
+                continue;
+            }
+            Err(error) => {
+                tx.rollback().await?;
+                match rate_missing(&error) {
+                    Some(reason) => {
+                        tracing::warn!(family = %family_id, reason, "family not billed");
+                        result.not_billed.push(NotBilled { family_id, reason });
+                        continue;
+                    }
+                    None => return Err(error),
+                }
+            }
         };
         match issue(&mut tx, state, &draft, run_id, start, end).await? {
             Some(id) => {

@@ -315,13 +315,26 @@ async fn intent_succeeded(tx: &mut crate::db::Tx, state: &AppState, intent: &Val
     if payments::by_intent(tx, intent_id).await.map_err(retry)?.is_some() {
         return Ok(());
     }
-    const INVOICE: &str = "SELECT family_id, number FROM invoices WHERE id = $1";
-    let Some((family, number)): Option<(Uuid, String)> =
+    const INVOICE: &str = "SELECT family_id, number, status FROM invoices WHERE id = $1";
+    let Some((family, number, status)): Option<(Uuid, String, String)> =
         on_tx!(tx, conn => sqlx::query_as(INVOICE).bind(invoice_id).fetch_optional(&mut **conn).await)
             .map_err(retry)?
     else {
         return Err(JobError::Permanent(format!("PaymentIntent {intent_id} names an unknown invoice")));
     };
+    if status == "void" {
+        // The money was taken: it is recorded (the invoice stays void) and the office is asked
+        // to refund it.
+        let task = crate::tasks::NewTask {
+            title: format!("Refund the card payment received for void invoice {number}"),
+            detail: Some(format!("PaymentIntent {intent_id}")),
+            subject_type: Some("invoice".into()),
+            subject_id: Some(invoice_id),
+            dedupe_key: Some(format!("void-paid:{intent_id}")),
+            ..crate::tasks::NewTask::default()
+        };
+        crate::tasks::create(tx, task).await.map_err(retry)?;
+    }
     let amount = Cents(intent["amount_received"].as_i64().or_else(|| intent["amount"].as_i64()).unwrap_or(0));
     let payment = payments::record(
         tx,

@@ -91,7 +91,7 @@ pub struct Family {
     /// it, workflows use Cedar's offline drafts for this family.
     ai_consent: bool,
     /// iCalendar feed of the family's lessons (secret URL).
-    calendar_url: String,
+    calendar_url: Option<String>,
     /// Parent accounts of this family (single reads only).
     #[serde(skip_serializing_if = "Option::is_none")]
     guardians: Option<Vec<Guardian>>,
@@ -101,7 +101,9 @@ pub struct Family {
 
 fn present(state: &AppState, user: &CurrentUser, row: FamilyRow, guardians: Option<Vec<Guardian>>) -> Family {
     Family {
-        calendar_url: calendar_url(state, &row.calendar_token),
+        // The feed shows every lesson of the family with every teacher and never expires:
+        // only the family's parents and the office get it.
+        calendar_url: (user.role != crate::auth::Role::Teacher).then(|| calendar_url(state, &row.calendar_token)),
         id: row.id,
         name: row.name,
         email: row.email,

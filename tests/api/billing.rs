@@ -569,4 +569,31 @@ backend_tests!(
     manual_payments_partial_payments_and_refunds,
     stripe_checkout_and_webhooks_apply_each_event_once,
     late_fees_apply_once_and_reminders_go_out,
+    a_missing_rate_skips_one_family_not_the_run,
 );
+
+/// A lesson length without a tuition rate stops that family's invoice, not everyone's; once
+/// the rate exists, running the period again bills the family.
+async fn a_missing_rate_skips_one_family_not_the_run(backend: Backend) {
+    let (app, s) = billing_app(backend, None, |_| {}).await;
+    let office = app.as_user(&s.admin);
+    office
+        .post(
+            "/v1/lessons",
+            json!({"teacher_id": s.teacher1_id, "student_id": s.students[0],
+            "starts_at": "2026-12-19T15:00:00Z", "duration_minutes": 45, "override_availability": true}),
+        )
+        .await
+        .expect(201);
+    let first = office.post("/v1/billing/runs", DECEMBER()).await.expect(201);
+    assert_eq!(first["created"], 1, "family B is billed: {first:#}");
+    assert_eq!(first["not_billed"][0]["family_id"], s.family_a);
+    assert!(first["not_billed"][0]["reason"].as_str().unwrap().contains("45-minute"), "{first:#}");
+    office
+        .post("/v1/tuition-rates", json!({"lesson_minutes": 45, "per_lesson_cents": 5000, "monthly_cents": 20000}))
+        .await
+        .expect(201);
+    let again = office.post("/v1/billing/runs", DECEMBER()).await.expect(200);
+    assert_eq!((again["created"].as_i64(), again["already_run"].as_bool()), (Some(1), Some(true)), "{again:#}");
+    assert_eq!(again["not_billed"], json!([]));
+}

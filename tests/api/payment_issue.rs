@@ -29,7 +29,39 @@ backend_tests!(
     an_act_that_fails_after_its_work_repeats_nothing,
     external_ai_sees_only_consenting_families_and_no_names,
     tasks_follow_roles,
+    a_card_payment_on_a_void_invoice_becomes_a_refund_task,
 );
+
+/// Money taken for an invoice voided meanwhile is recorded (the invoice stays void) and the
+/// office gets a task to refund it.
+async fn a_card_payment_on_a_void_invoice_becomes_a_refund_task(backend: Backend) {
+    let (app, s) = billing_app(backend, None, |_| {}).await;
+    let (a, _) = run_december(&app, &s).await;
+    let invoice = a["id"].as_str().unwrap().to_owned();
+    app.as_user(&s.admin).post(&format!("/v1/invoices/{invoice}/void"), json!({})).await.expect(200);
+    let paid = event(
+        "evt_late_pay",
+        "payment_intent.succeeded",
+        json!({"id": "pi_late", "object": "payment_intent", "amount": 19_775, "amount_received": 19_775,
+            "status": "succeeded", "metadata": {"invoice_id": invoice}}),
+    );
+    send_event(&app, &paid).await;
+    send_event(&app, &paid).await;
+    let worker = start_worker(&app.state, Duration::from_secs(30));
+    let mut tasks = Vec::new();
+    for _ in 0..1200 {
+        tasks = tasks_about(&app, &s, &invoice).await;
+        if !tasks.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    stop_worker(worker).await;
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert!(tasks[0].starts_with("Refund the card payment"));
+    let after = app.as_user(&s.admin).get(&format!("/v1/invoices/{invoice}")).await.expect(200);
+    assert_eq!(after["status"], "void");
+}
 
 fn smtp(server: &SmtpServer) -> impl FnOnce(&mut Settings) {
     let url = server.url();

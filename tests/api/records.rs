@@ -220,11 +220,13 @@ async fn families_follow_ownership(backend: Backend) {
         ids(&json_ok(send(&app, "GET", "/v1/families", &s.parent_a, None).await, 200).await),
         [s.family_a.clone()]
     );
-    // Teachers see the families of their students, read-only.
-    assert_eq!(
-        ids(&json_ok(send(&app, "GET", "/v1/families", &s.teacher1, None).await, 200).await),
-        [s.family_a.clone()]
-    );
+    // Teachers see the families of their students, read-only, and never their calendar feed
+    // (every lesson with every teacher, a secret that does not expire).
+    let for_teacher = app.as_user(&s.teacher1).get("/v1/families").await.expect(200);
+    assert_eq!(ids(&for_teacher), [s.family_a.clone()]);
+    assert!(for_teacher["items"][0]["calendar_url"].is_null());
+    let one = app.as_user(&s.teacher1).get(&format!("/v1/families/{}", s.family_a)).await.expect(200);
+    assert!(one["calendar_url"].is_null());
     assert_problem(
         send(&app, "PATCH", &format!("/v1/families/{}", s.family_a), &s.teacher1, Some(json!({"phone": "6135550100"})))
             .await,
