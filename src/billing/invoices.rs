@@ -163,7 +163,7 @@ async fn get_invoice(
     user: CurrentUser,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Invoice>> {
-    let mut tx = state.db.begin().await?;
+    let mut tx = state.db.begin_read().await?;
     let invoice = find_visible(&mut tx, &state, &user, id).await?;
     tx.commit().await?;
     Ok(Json(invoice))
@@ -177,7 +177,7 @@ async fn invoice_html(
     user: CurrentUser,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Html<String>> {
-    let mut tx = state.db.begin().await?;
+    let mut tx = state.db.begin_read().await?;
     let invoice = find_visible(&mut tx, &state, &user, id).await?;
     const FAMILY: &str = "SELECT name FROM families WHERE id = $1";
     let family: String =
@@ -230,7 +230,7 @@ async fn void_invoice(
     AdminUser(admin): AdminUser,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Invoice>> {
-    let mut tx = state.db.begin().await?;
+    let mut tx = state.db.begin_read().await?;
     let invoice = find_visible(&mut tx, &state, &admin, id).await?;
     if invoice.amount_paid_cents != Cents::ZERO || !matches!(invoice.status, InvoiceStatus::Open | InvoiceStatus::Draft)
     {

@@ -388,7 +388,7 @@ pub async fn run(
     };
     if dry_run {
         let rates = RateTable::load(&state.db).await?;
-        let mut tx = state.db.begin().await?;
+        let mut tx = state.db.begin_read().await?;
         for family in families {
             let family_id = family.0;
             match draft(&mut tx, state, &rates, family, start, end).await {

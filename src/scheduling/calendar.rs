@@ -336,7 +336,8 @@ async fn free_slots(
     let windows = windows(&state.db, q.teacher_id).await?;
     let from_local = q.from.with_timezone(&tz).date_naive();
     let to_local = q.to.with_timezone(&tz).date_naive();
-    let mut tx = state.db.begin().await?;
+    // Only reads: never SQLite's write lock.
+    let mut tx = state.db.begin_read().await?;
     let exceptions = Exceptions::load(&mut tx, from_local, to_local).await?;
     const BUSY: &str = "SELECT starts_at, ends_at FROM lessons WHERE status = 'scheduled' AND starts_at < $2 \
         AND ends_at > $1 AND (teacher_id = $3 OR ($4 IS NOT NULL AND student_id = $4))";

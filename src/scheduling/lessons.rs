@@ -320,7 +320,8 @@ async fn create_lessons(
         starts.first().map_or(input.starts_at, |s| *s).with_timezone(&tz).date_naive(),
         starts.last().map_or(input.starts_at, |s| *s).with_timezone(&tz).date_naive(),
     );
-    let mut tx = state.db.begin().await?;
+    // A dry run only reads: it must not take SQLite's write lock.
+    let mut tx = if mode.dry_run { state.db.begin_read().await? } else { state.db.begin().await? };
     let exceptions = Exceptions::load(&mut tx, first_day, last_day).await?;
     // Occurrences of a series that fall on closures or outside terms are skipped; a single
     // lesson there is a conflict.

@@ -611,7 +611,36 @@ backend_tests!(
     lessons_follow_roles,
     calendar_feeds_are_valid_icalendar,
     teachers_book_and_remove_only_their_own,
+    reads_do_not_wait_for_a_writer,
 );
+
+/// Free-slot searches and dry runs only read: while another transaction holds the write lock
+/// (SQLite's single writer), they still answer at once.
+async fn reads_do_not_wait_for_a_writer(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let s = school(&app).await;
+    let mut writer = app.state.db.begin().await.unwrap();
+    cedar::on_tx!(&mut writer, conn => sqlx::query("UPDATE rooms SET capacity = capacity WHERE 1 = 0")
+        .execute(&mut **conn).await.map(|_| ()))
+    .unwrap();
+    let path = format!(
+        "/v1/availability?teacher_id={}&from=2026-12-07T00:00:00Z&to=2026-12-15T00:00:00Z&duration_minutes=30",
+        s.teacher1_id
+    );
+    let office = app.as_user(&s.admin);
+    let started = std::time::Instant::now();
+    let slots = tokio::time::timeout(std::time::Duration::from_secs(5), office.get(&path)).await;
+    assert!(slots.is_ok(), "the free-slot search waited for the writer");
+    slots.unwrap().expect(200);
+    let dry_run = json!({"teacher_id": s.teacher1_id, "student_id": s.students[0], "starts_at": "2027-02-02T21:00:00Z",
+        "duration_minutes": 30});
+    let report =
+        tokio::time::timeout(std::time::Duration::from_secs(5), office.post("/v1/lessons?dry_run=true", dry_run)).await;
+    assert!(report.is_ok(), "the dry run waited for the writer");
+    report.unwrap().expect(200);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    writer.rollback().await.unwrap();
+}
 
 /// A teacher books only their own students, and a substitute's occurrence in another
 /// teacher's series never lets them move or remove the rest of it.
