@@ -62,6 +62,11 @@ pub(crate) async fn mark_attendance(
     if user.role == Role::Parent && attendance != Attendance::CancelledByStudent {
         return Err(ApiError::ForbiddenBecause("Parents may only cancel a lesson (cancelled_by_student)".into()));
     }
+    // A parent cancels ahead of time; a lesson that has begun, or was already marked, is the
+    // teacher's or the office's to change (it may have been billed per lesson).
+    if user.role == Role::Parent && (lesson.starts_at <= Utc::now() || lesson.attendance.is_some()) {
+        return Err(ApiError::conflict("This lesson has started or was already marked; ask the office to change it"));
+    }
     let cancelled = attendance.is_cancellation();
     let now = Utc::now();
     let mut tx = state.db.begin().await?;

@@ -612,7 +612,39 @@ backend_tests!(
     calendar_feeds_are_valid_icalendar,
     teachers_book_and_remove_only_their_own,
     reads_do_not_wait_for_a_writer,
+    parents_cancel_only_ahead_of_time,
 );
+
+/// A parent may cancel a lesson before it starts, not one that has taken place or that the
+/// teacher has marked (that would also take it off per-lesson billing).
+async fn parents_cancel_only_ahead_of_time(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let s = school(&app).await;
+    let office = app.as_user(&s.admin);
+    let mut ids = Vec::new();
+    for start in ["2026-11-03T21:00:00Z", "2026-11-10T21:00:00Z", "2027-02-02T21:00:00Z", "2027-02-09T21:00:00Z"] {
+        let booked = office
+            .post(
+                "/v1/lessons",
+                json!({"teacher_id": s.teacher1_id, "student_id": s.students[0], "starts_at": start,
+                "duration_minutes": 30, "override_availability": true}),
+            )
+            .await
+            .expect(201);
+        ids.push(booked["id"].as_str().unwrap().to_owned());
+    }
+    let mark = |id: &str| format!("/v1/lessons/{id}/attendance");
+    app.as_user(&s.teacher1).post(&mark(&ids[0]), json!({"status": "present"})).await.expect(200);
+    app.as_user(&s.teacher1).post(&mark(&ids[2]), json!({"status": "cancelled_by_teacher"})).await.expect(200);
+    let parent = app.as_user(&s.parent_a);
+    let cancel = json!({"status": "cancelled_by_student"});
+    parent.post(&mark(&ids[0]), cancel.clone()).await.problem(409);
+    parent.post(&mark(&ids[1]), cancel.clone()).await.problem(409);
+    parent.post(&mark(&ids[2]), cancel.clone()).await.problem(409);
+    parent.post(&mark(&ids[3]), cancel).await.expect(200);
+    let lesson = office.get(&format!("/v1/lessons/{}", ids[0])).await.expect(200);
+    assert_eq!(lesson["attendance"], "present", "nothing changed");
+}
 
 /// Free-slot searches and dry runs only read: while another transaction holds the write lock
 /// (SQLite's single writer), they still answer at once.
