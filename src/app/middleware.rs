@@ -195,3 +195,31 @@ pub async fn not_found() -> ApiError {
 pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
+
+/// Text with a NUL character is refused as 422 before it reaches a handler: PostgreSQL cannot
+/// store it (it would be a 500 there) and no field of the API needs it. Checked in the path
+/// and query (`%00`) and in JSON bodies (`\u0000`); bodies are already bounded by the limit.
+pub async fn reject_nul(request: Request, next: Next) -> Response {
+    let uri = request.uri().to_string();
+    if uri.to_ascii_lowercase().contains("%00") {
+        return ApiError::invalid("path", "must not contain NUL characters").into_response();
+    }
+    let is_json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("json"));
+    if !is_json {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(bytes) => bytes,
+        // Over the body limit (or a broken connection): the limit layer's own answer.
+        Err(_) => return ApiError::PayloadTooLarge.into_response(),
+    };
+    if bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")) {
+        return ApiError::invalid("body", "must not contain NUL characters").into_response();
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes))).await
+}

@@ -206,6 +206,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .layer(RequestBodyLimitLayer::new(body_limit))
         .layer(MapRequestBodyLayer::new(Body::new))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(middleware::reject_nul))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::authenticate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::middleware));
 

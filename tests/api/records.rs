@@ -595,4 +595,20 @@ backend_tests!(
     rooms_crud_and_validation,
     student_validation_and_unknown_ids,
     demo_school_loads_once,
+    nul_characters_are_refused,
 );
+
+/// PostgreSQL cannot store a NUL character: anywhere in a path, a query or a JSON body it is a
+/// 422 that names where, and nothing is written (it used to be a 500 there).
+async fn nul_characters_are_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let s = school(&app).await;
+    let office = app.as_user(&s.admin);
+    let bad = office.post("/v1/rooms", json!({"name": "Studio\u{0}B", "capacity": 2})).await.problem(422);
+    assert_eq!(bad["errors"][0]["field"], "body");
+    let bad = office.get("/v1/students?q=a%00b").await.problem(422);
+    assert_eq!(bad["errors"][0]["field"], "path");
+    let calendar = app.client.get(app.url("/v1/calendars/%00.ics")).send().await.unwrap();
+    assert_eq!(calendar.status(), 422);
+    assert_eq!(office.get("/v1/rooms").await.expect(200)["items"], json!([]), "nothing was written");
+}
