@@ -485,9 +485,15 @@ async fn get_user(
 #[derive(Debug, Deserialize)]
 struct UserUpdate {
     password: Option<String>,
+    /// Required to change the password from a session more than [`RECENT_SIGN_IN`] old.
+    current_password: Option<String>,
     data: Option<Value>,
     email: Option<String>,
 }
+
+/// A session this young may change its password without the current one (as after a
+/// sign-in or a recovery link); an older one must prove it again.
+const RECENT_SIGN_IN: chrono::Duration = chrono::Duration::minutes(10);
 
 /// Changes the signed-in user's password and/or `user_metadata` (supabase-js `updateUser`).
 #[utoipa::path(put, path = "/auth/v1/user", tag = "auth", security(("bearer" = [])),
@@ -508,11 +514,17 @@ async fn update_user(
             "Ask the school office to change your email address",
         ));
     }
+    if input.password.is_some() {
+        reauthenticate(&state, &user, input.current_password.clone()).await?;
+    }
     let hash = new_password_hash(input.password).await?;
     let mut tx = state.db.begin().await?;
     if let Some(hash) = &hash {
         store::set_password(&mut tx, user.id, hash).await?;
-        audit::record_tx(&mut tx, AuditEvent::new("auth.password_changed").by(&user).subject("user", user.id)).await?;
+        // Whoever else held a session (a stolen token, a forgotten device) is signed out.
+        let revoked = store::revoke_user_sessions(&mut tx, user.id, user.session_id, "password_changed").await?;
+        let event = AuditEvent::new("auth.password_changed").by(&user).subject("user", user.id);
+        audit::record_tx(&mut tx, event.details(json!({"sessions_ended": revoked.len()}))).await?;
     }
     if let Some(data) = input.data.filter(Value::is_object) {
         store::set_user_metadata(&mut tx, user.id, &data).await?;
@@ -522,6 +534,35 @@ async fn update_user(
         .await?
         .ok_or_else(|| GoTrueError::new(StatusCode::NOT_FOUND, "user_not_found", "User not found"))?;
     Ok(axum::Json(gotrue_user(&record)))
+}
+
+/// A password change from a session older than [`RECENT_SIGN_IN`] needs the current password.
+async fn reauthenticate(state: &AppState, user: &CurrentUser, current: Option<String>) -> GoTrueResult<()> {
+    const STARTED: &str = "SELECT created_at FROM auth_sessions WHERE id = $1";
+    let started: Option<chrono::DateTime<chrono::Utc>> = match user.session_id {
+        Some(session) => crate::on_db!(&state.db, pool => sqlx::query_scalar(STARTED).bind(session)
+            .fetch_optional(pool).await)?,
+        None => None,
+    };
+    if started.is_some_and(|at| chrono::Utc::now() - at < RECENT_SIGN_IN) {
+        return Ok(());
+    }
+    let Some(current) = current else {
+        return Err(GoTrueError::new(
+            StatusCode::BAD_REQUEST,
+            "reauthentication_needed",
+            "Give current_password to change the password of a session that is not recent",
+        ));
+    };
+    let stored = store::user_by_id(&state.db, user.id).await?.and_then(|u| u.password_hash);
+    if !password::verify(current, stored).await {
+        return Err(GoTrueError::new(
+            StatusCode::BAD_REQUEST,
+            "reauthentication_not_valid",
+            "The current password is wrong",
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

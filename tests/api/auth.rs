@@ -416,7 +416,40 @@ backend_tests!(
     sign_in_is_rate_limited_per_account,
     access_token_lifetime_is_configurable,
     sign_in_keeps_nothing_unbounded,
+    an_old_session_needs_the_current_password_and_a_change_ends_the_others,
 );
+
+/// Changing the password from a session older than ten minutes needs the current password,
+/// and the change signs out every other session.
+async fn an_old_session_needs_the_current_password_and_a_change_ends_the_others(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let first = sign_up(&app, "careful@example.ca", "password-1").await;
+    let old = first["access_token"].as_str().unwrap().to_owned();
+    let other = sign_in(&app, "careful@example.ca", "password-1").await["access_token"].as_str().unwrap().to_owned();
+    // The first session was opened an hour ago.
+    let session = jwt_claims(&old)["session_id"].as_str().unwrap().to_owned();
+    let id = uuid::Uuid::parse_str(&session).unwrap();
+    let hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+    cedar::on_db!(&app.state.db, pool => sqlx::query("UPDATE auth_sessions SET created_at = $2 WHERE id = $1")
+        .bind(id).bind(hour_ago).execute(pool).await.map(|_| ()))
+    .unwrap();
+    let change = |body: Value| {
+        let (app, old) = (&app, old.clone());
+        async move { app.client.put(app.url("/auth/v1/user")).bearer_auth(old).json(&body).send().await.unwrap() }
+    };
+    assert_gotrue_error(change(json!({"password": "new-password-2"})).await, 400, "reauthentication_needed").await;
+    let wrong = change(json!({"password": "new-password-2", "current_password": "guess-123"})).await;
+    assert_gotrue_error(wrong, 400, "reauthentication_not_valid").await;
+    assert_eq!(change(json!({"password": "new-password-2", "current_password": "password-1"})).await.status(), 200);
+    // The other session is over; this one goes on; the new password works.
+    let me = |token: String| {
+        let app = &app;
+        async move { app.client.get(app.url("/v1/me")).bearer_auth(token).send().await.unwrap().status() }
+    };
+    assert_eq!(me(other).await, 401);
+    assert_eq!(me(old.clone()).await, 200);
+    sign_in(&app, "careful@example.ca", "new-password-2").await;
+}
 
 /// An address of a megabyte is not an account: it is refused before it reaches the rate
 /// limiter or the audit trail.
