@@ -10,7 +10,8 @@ cargo build --release --quiet
 bin="${CARGO_TARGET_DIR:-target}/release/cedar"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 data=$(mktemp -d)
-export CEDAR_DATA_DIR="$data" CEDAR_LOG_LEVEL=warn CEDAR_CONFIG=/dev/null
+# Load tests measure throughput, not the general request limit.
+export CEDAR_DATA_DIR="$data" CEDAR_LOG_LEVEL=warn CEDAR_CONFIG=/dev/null CEDAR_RATE_LIMIT_PER_MINUTE=0
 [ -n "${1:-}" ] && export DATABASE_URL="$1"
 
 echo "binary size: $(du -h "$bin" | cut -f1) ($(stat -c %s "$bin") bytes)"

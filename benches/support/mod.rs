@@ -13,6 +13,7 @@ pub async fn state(dir: &tempfile::TempDir) -> AppState {
     let mut settings = Settings::for_data_dir(dir.path(), url.as_deref()).unwrap();
     settings.auth_rate_per_ip = 1_000_000;
     settings.auth_rate_per_account = 1_000_000;
+    settings.rate_limit_per_minute = 0;
     let state = AppState::init(settings).await.unwrap();
     println!("backend: {}", state.db.backend().as_str());
     state

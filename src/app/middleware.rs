@@ -223,3 +223,27 @@ pub async fn reject_nul(request: Request, next: Next) -> Response {
     }
     next.run(Request::from_parts(parts, Body::from(bytes))).await
 }
+
+/// The general limit: `CEDAR_RATE_LIMIT_PER_MINUTE` requests per signed-in user, or per client
+/// IP without a token; over it, 429 `/problems/rate-limited` with `Retry-After`. Probes
+/// (`/health`, `/ready`, `/metrics`) are not counted.
+pub async fn rate_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if state.settings.rate_limit_per_minute == 0 || matches!(request.uri().path(), "/health" | "/ready" | "/metrics") {
+        return next.run(request).await;
+    }
+    let key = match request.extensions().get::<crate::auth::CurrentUser>() {
+        Some(user) => format!("user:{}", user.id),
+        None => {
+            let ip = request
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|info| info.0.ip().to_string())
+                .unwrap_or_default();
+            format!("ip:{ip}")
+        }
+    };
+    match state.request_limiter.check(&key) {
+        Ok(()) => next.run(request).await,
+        Err(retry_after_secs) => ApiError::RateLimited { retry_after_secs }.into_response(),
+    }
+}

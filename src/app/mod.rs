@@ -43,6 +43,8 @@ pub struct AppState {
     pub workflows: Arc<crate::workflows::engine::Definitions>,
     pub ai: Arc<crate::workflows::ai::Gateway>,
     pub mailer: Arc<crate::messaging::transport::Mailer>,
+    /// The general request limit (`CEDAR_RATE_LIMIT_PER_MINUTE`), per user or per IP.
+    pub request_limiter: Arc<ratelimit::RateLimiter>,
 }
 
 impl AppState {
@@ -69,6 +71,10 @@ impl AppState {
             workflows: Arc::new(crate::workflows::builtin()),
             ai: Arc::new(crate::workflows::ai::Gateway::new(&settings.ai)?),
             mailer: Arc::new(crate::messaging::transport::Mailer::new(&settings.email.transport)?),
+            request_limiter: Arc::new(ratelimit::RateLimiter::new(
+                settings.rate_limit_per_minute,
+                std::time::Duration::from_secs(60),
+            )),
             settings: Arc::new(settings),
         })
     }
@@ -208,6 +214,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn(middleware::reject_nul))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::authenticate))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::rate_limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::middleware));
 
     routes.layer(stack).with_state(state)

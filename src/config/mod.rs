@@ -136,6 +136,8 @@ pub struct Settings {
     pub signup: SignupPolicy,
     /// `Some` when tokens come from Supabase Auth instead of Cedar's built-in auth.
     pub supabase: Option<SupabaseAuth>,
+    /// Requests per user (or per IP when anonymous) per minute; 0 = no limit.
+    pub rate_limit_per_minute: u32,
     pub auth_rate_per_ip: u32,
     pub auth_rate_per_account: u32,
     pub makeup_notice_hours: u32,

@@ -177,6 +177,9 @@ settings! {
     /// Supabase legacy JWT secret: accept HS256 tokens signed with it.
     #[arg(hide_env_values = true)]
     supabase_jwt_secret => "SUPABASE_JWT_SECRET", "SECRET";
+    /// Requests allowed per signed-in user (or per client IP without a token) per minute;
+    /// 0 turns the limit off (load benchmarks) [default: 1200].
+    rate_limit_per_minute => "CEDAR_RATE_LIMIT_PER_MINUTE", "N";
     /// Sign-in and sign-up attempts allowed per client IP per minute [default: 30].
     auth_rate_per_ip => "CEDAR_AUTH_RATE_PER_IP", "N";
     /// Sign-in attempts allowed per account per 15 minutes [default: 10].

@@ -80,7 +80,10 @@ impl TestDatabase {
     }
 
     pub fn settings(&self) -> Settings {
-        Settings::for_data_dir(self.data_dir.path(), self.url.as_deref()).expect("test settings")
+        let mut settings = Settings::for_data_dir(self.data_dir.path(), self.url.as_deref()).expect("test settings");
+        // Tests poll quickly; the general limit has a test of its own (http_stack).
+        settings.rate_limit_per_minute = 0;
+        settings
     }
 
     /// Drops the PostgreSQL database now, terminating its connections (the "database went

@@ -288,4 +288,24 @@ backend_tests!(
     graceful_shutdown_lets_in_flight_requests_finish,
     shutdown_waits_for_a_request_that_completes,
     unknown_json_field_is_rejected_clearly,
+    requests_over_the_general_limit_get_429,
 );
+
+/// `CEDAR_RATE_LIMIT_PER_MINUTE` per signed-in user (per IP without a token): past it, the
+/// documented 429 problem with `Retry-After`; another user is not affected; probes are free.
+async fn requests_over_the_general_limit_get_429(backend: Backend) {
+    let app = crate::common::spawn_app_with(backend, axum::Router::new(), |s| s.rate_limit_per_minute = 5).await;
+    let admin = crate::common::admin_token(&app).await;
+    for _ in 0..5 {
+        assert_eq!(app.client.get(app.url("/v1/me")).bearer_auth(&admin).send().await.unwrap().status(), 200);
+    }
+    let limited = app.client.get(app.url("/v1/me")).bearer_auth(&admin).send().await.unwrap();
+    let retry_after: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after));
+    let body = assert_problem(limited, 429).await;
+    assert_eq!(body["type"], "/problems/rate-limited");
+    assert_eq!(app.get("/health").await.status(), 200, "probes are not counted");
+    let other = crate::common::sign_up(&app, "other@example.ca", "password-1").await;
+    let token = other["access_token"].as_str().unwrap();
+    assert_eq!(app.client.get(app.url("/v1/me")).bearer_auth(token).send().await.unwrap().status(), 200);
+}
