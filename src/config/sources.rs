@@ -178,7 +178,7 @@ settings! {
     #[arg(hide_env_values = true)]
     supabase_jwt_secret => "SUPABASE_JWT_SECRET", "SECRET";
     /// Requests allowed per signed-in user (or per client IP without a token) per minute;
-    /// 0 turns the limit off (load benchmarks) [default: 1200].
+    /// 0 turns the limit off (load benchmarks) [default: 6000, i.e. 100 a second].
     rate_limit_per_minute => "CEDAR_RATE_LIMIT_PER_MINUTE", "N";
     /// Sign-in and sign-up attempts allowed per client IP per minute [default: 30].
     auth_rate_per_ip => "CEDAR_AUTH_RATE_PER_IP", "N";
