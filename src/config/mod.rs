@@ -131,6 +131,8 @@ pub struct Settings {
     pub cors_origins: CorsOrigins,
     pub shutdown_grace: Duration,
     pub public_url: String,
+    /// The bearer token `/metrics` requires, when set.
+    pub metrics_token: Option<Secret>,
     pub access_token_ttl: Duration,
     pub jwt_key_file: PathBuf,
     pub signup: SignupPolicy,

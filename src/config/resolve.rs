@@ -129,6 +129,7 @@ impl Settings {
             jwt_key_file,
             signup,
             supabase,
+            metrics_token: raw.metrics_token.text().map(Secret::new),
             rate_limit_per_minute: raw.rate_limit_per_minute.number(6000, 0, 10_000_000)? as u32,
             auth_rate_per_ip: raw.auth_rate_per_ip.number(30, 1, 1_000_000)? as u32,
             auth_rate_per_account: raw.auth_rate_per_account.number(10, 1, 1_000_000)? as u32,

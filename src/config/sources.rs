@@ -177,6 +177,10 @@ settings! {
     /// Supabase legacy JWT secret: accept HS256 tokens signed with it.
     #[arg(hide_env_values = true)]
     supabase_jwt_secret => "SUPABASE_JWT_SECRET", "SECRET";
+    /// When set, `/metrics` answers only `Authorization: Bearer <token>` (what a Prometheus
+    /// scrape config's `authorization` sends); unset, it is open.
+    #[arg(hide_env_values = true)]
+    metrics_token => "CEDAR_METRICS_TOKEN", "TOKEN";
     /// Requests allowed per signed-in user (or per client IP without a token) per minute;
     /// 0 turns the limit off (load benchmarks) [default: 6000, i.e. 100 a second].
     rate_limit_per_minute => "CEDAR_RATE_LIMIT_PER_MINUTE", "N";

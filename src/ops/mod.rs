@@ -62,8 +62,21 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, ApiErro
 
 /// Prometheus text exposition: HTTP requests by route and status, latency histograms,
 /// database pool usage.
-#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-async fn metrics(State(state): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
+    (status = 401, description = "CEDAR_METRICS_TOKEN is set and the request does not carry it")))]
+async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(expected) = &state.settings.metrics_token {
+        let given =
+            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        // Compared in constant time: the token is a secret.
+        let matches = given.is_some_and(|g| {
+            g.len() == expected.expose().len()
+                && g.bytes().zip(expected.expose().bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        });
+        if !matches {
+            return ApiError::Unauthorized("/metrics needs the metrics bearer token".into()).into_response();
+        }
+    }
     let (in_use, idle) = state.db.pool_usage();
     metrics::gauge!("db_pool_connections", "state" => "in_use").set(f64::from(in_use));
     metrics::gauge!("db_pool_connections", "state" => "idle").set(f64::from(idle));

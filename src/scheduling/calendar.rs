@@ -320,9 +320,13 @@ const SLOT_STEP_MINUTES: i64 = 15;
     responses((status = 200, body = Slots), (status = 401), (status = 404), (status = 422)))]
 async fn free_slots(
     State(state): State<AppState>,
-    _user: CurrentUser,
+    user: CurrentUser,
     Query(q): Query<SlotQuery>,
 ) -> ApiResult<Json<Slots>> {
+    // A student's lessons shape the answer: only someone who may see the student may ask.
+    if let Some(student) = q.student_id {
+        crate::people::student_visible(&state.db, &user, student).await?;
+    }
     let mut errors = Errors::default();
     if !(15..=240).contains(&q.duration_minutes) {
         errors.add("duration_minutes", "must be 15 to 240");

@@ -115,4 +115,19 @@ backend_tests!(
     migrations_are_idempotent,
     metrics_report_requests_and_pool,
     openapi_and_docs_are_served,
+    metrics_can_require_the_scrape_token,
 );
+
+/// With `CEDAR_METRICS_TOKEN`, `/metrics` answers only the bearer token Prometheus sends.
+async fn metrics_can_require_the_scrape_token(backend: Backend) {
+    let app = crate::common::spawn_app_with(backend, Router::new(), |s| {
+        s.metrics_token = Some(cedar::config::Secret::new("scrape-secret-1"));
+    })
+    .await;
+    assert_problem(app.get("/metrics").await, 401).await;
+    let wrong = app.client.get(app.url("/metrics")).bearer_auth("scrape-secret-2").send().await.unwrap();
+    assert_problem(wrong, 401).await;
+    let right = app.client.get(app.url("/metrics")).bearer_auth("scrape-secret-1").send().await.unwrap();
+    assert_eq!(right.status(), 200);
+    assert!(right.text().await.unwrap().contains("db_pool_connections"));
+}

@@ -613,7 +613,24 @@ backend_tests!(
     teachers_book_and_remove_only_their_own,
     reads_do_not_wait_for_a_writer,
     parents_cancel_only_ahead_of_time,
+    free_slots_for_a_student_need_sight_of_the_student,
 );
+
+/// `student_id` shapes the free slots with that student's lessons: only someone who may see
+/// the student may ask (another family's child is 404, as everywhere).
+async fn free_slots_for_a_student_need_sight_of_the_student(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let s = school(&app).await;
+    let path = |student: &str| {
+        format!(
+            "/v1/availability?teacher_id={}&student_id={student}&from=2026-12-07T00:00:00Z&to=2026-12-15T00:00:00Z&duration_minutes=30",
+            s.teacher1_id
+        )
+    };
+    app.as_user(&s.parent_b).get(&path(&s.students[0])).await.problem(404);
+    app.as_user(&s.parent_a).get(&path(&s.students[0])).await.expect(200);
+    app.as_user(&s.admin).get(&path(&s.students[1])).await.expect(200);
+}
 
 /// A parent may cancel a lesson before it starts, not one that has taken place or that the
 /// teacher has marked (that would also take it off per-lesson billing).
