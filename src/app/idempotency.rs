@@ -60,7 +60,9 @@ struct StoredResponse {
 
 pub async fn middleware(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let mutating = matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
-    let Some(key) = request.headers().get(&IDEMPOTENCY_KEY).filter(|_| mutating).cloned() else {
+    // Sign-in answers are tokens: never stored for replay (and supabase-js sends no key).
+    let secret_answer = request.uri().path().starts_with("/auth/v1/");
+    let Some(key) = request.headers().get(&IDEMPOTENCY_KEY).filter(|_| mutating && !secret_answer).cloned() else {
         return next.run(request).await;
     };
     let key = match key.to_str() {

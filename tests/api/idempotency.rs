@@ -243,4 +243,26 @@ backend_tests!(
     invalid_key_is_400,
     expired_keys_run_again,
     abandoned_in_progress_key_is_taken_over,
+    token_answers_are_never_stored,
 );
+
+/// A sign-in answer holds tokens: even with an Idempotency-Key it is not stored for replay.
+async fn token_answers_are_never_stored(backend: Backend) {
+    let app = crate::common::spawn_app(backend).await;
+    crate::common::sign_up(&app, "keyed@example.ca", "password-1").await;
+    for _ in 0..2 {
+        let response = app
+            .client
+            .post(app.url("/auth/v1/token?grant_type=password"))
+            .header("idempotency-key", "sign-in-1")
+            .json(&json!({"email": "keyed@example.ca", "password": "password-1"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let stored: i64 = cedar::on_db!(&app.state.db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM idempotency_keys")
+        .fetch_one(pool).await)
+    .unwrap();
+    assert_eq!(stored, 0);
+}
