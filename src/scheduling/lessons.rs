@@ -578,6 +578,22 @@ async fn delete_lesson(
         _ => Occurrences::One(id),
     };
     let own = if user.role == Role::Teacher { user.teacher_id } else { None };
+    // Attendance is history (and may have earned a makeup credit or been billed): a marked
+    // lesson is cancelled, never deleted.
+    const MARKED: &str = "SELECT COUNT(*) FROM lessons WHERE attendance IS NOT NULL AND ($4 IS NULL OR teacher_id = $4) \
+        AND ((($1 IS NOT NULL) AND id = $1) OR (($2 IS NOT NULL) AND series_id = $2 AND starts_at >= $3))";
+    let (one, series, from) = match which {
+        Occurrences::One(id) => (Some(id), None, lesson.starts_at),
+        Occurrences::Following { series_id, from } => (None, Some(series_id), from),
+        Occurrences::Series(series_id) => (None, Some(series_id), DateTime::<Utc>::UNIX_EPOCH),
+    };
+    let marked: i64 = on_tx!(&mut tx, conn => sqlx::query_scalar(MARKED).bind(one).bind(series).bind(from).bind(own)
+        .fetch_one(&mut **conn).await)?;
+    if marked > 0 {
+        return Err(ApiError::conflict(format!(
+            "{marked} of these lessons have attendance recorded; cancel them instead, or delete from a later lesson"
+        )));
+    }
     let deleted = booking::delete(&mut tx, which, own).await?;
     audit::record_tx(
         &mut tx,

@@ -614,7 +614,41 @@ backend_tests!(
     reads_do_not_wait_for_a_writer,
     parents_cancel_only_ahead_of_time,
     free_slots_for_a_student_need_sight_of_the_student,
+    marked_lessons_are_cancelled_not_deleted,
 );
+
+/// A lesson with attendance (and the credit it may have earned) is history: deleting it, or a
+/// series that holds it, is refused; later lessons can still go.
+async fn marked_lessons_are_cancelled_not_deleted(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let s = school(&app).await;
+    let office = app.as_user(&s.admin);
+    let booked = office
+        .post(
+            "/v1/lessons",
+            json!({"teacher_id": s.teacher1_id, "student_id": s.students[0],
+            "starts_at": "2027-03-02T21:00:00Z", "duration_minutes": 30, "override_availability": true,
+            "recurrence": {"rrule": "FREQ=WEEKLY;COUNT=4"}}),
+        )
+        .await
+        .expect(201);
+    let ids: Vec<String> =
+        booked["occurrences"].as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap().to_owned()).collect();
+    let credit = office
+        .post(&format!("/v1/lessons/{}/attendance", ids[0]), json!({"status": "cancelled_by_teacher"}))
+        .await
+        .expect(200);
+    assert!(credit["makeup_credit"]["id"].is_string());
+    office.delete(&format!("/v1/lessons/{}", ids[0])).await.problem(409);
+    office.delete(&format!("/v1/lessons/{}?scope=series", ids[1])).await.problem(409);
+    assert_eq!(office.delete(&format!("/v1/lessons/{}?scope=following", ids[1])).await.status, 204);
+    let left = office.get(&format!("/v1/lessons?student_id={}&from=2027-01-01T00:00:00Z", s.students[0])).await;
+    let left = left.expect(200)["items"].as_array().unwrap().clone();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["attendance"], "cancelled_by_teacher");
+    let credits = office.get(&format!("/v1/makeup-credits?student_id={}", s.students[0])).await.expect(200);
+    assert_eq!(credits["available"], 1, "the credit it earned is still there");
+}
 
 /// `student_id` shapes the free slots with that student's lessons: only someone who may see
 /// the student may ask (another family's child is 404, as everywhere).
