@@ -240,7 +240,7 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
             let ip = request
                 .extensions()
                 .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|info| info.0.ip().to_string())
+                .map(|info| crate::http::client::client_key(info.0, request.headers(), &state.settings.trusted_proxies))
                 .unwrap_or_default();
             format!("ip:{ip}")
         }

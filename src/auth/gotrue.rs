@@ -216,7 +216,7 @@ async fn signup(
     body: Bytes,
 ) -> GoTrueResult<axum::Json<TokenResponse>> {
     built_in(&state.auth)?;
-    let ip = peer.ip().to_string();
+    let ip = crate::http::client::client_key(peer, &headers, &state.settings.trusted_proxies);
     limit(&state.auth.ip_limiter, &format!("signup:{ip}"))?;
     if state.auth.signup == SignupPolicy::Invite {
         return Err(GoTrueError::new(
@@ -309,7 +309,7 @@ async fn token(
     body: Bytes,
 ) -> GoTrueResult<axum::Json<TokenResponse>> {
     built_in(&state.auth)?;
-    let ip = peer.ip().to_string();
+    let ip = crate::http::client::client_key(peer, &headers, &state.settings.trusted_proxies);
     match grant.grant_type.as_deref() {
         Some("password") => password_grant(&state, &ip, &headers, parse(&body)?).await.map(axum::Json),
         Some("refresh_token") => refresh_grant(&state, &ip, parse(&body)?).await.map(axum::Json),
@@ -587,7 +587,7 @@ async fn verify(
     body: Bytes,
 ) -> GoTrueResult<axum::Json<TokenResponse>> {
     built_in(&state.auth)?;
-    let ip = peer.ip().to_string();
+    let ip = crate::http::client::client_key(peer, &headers, &state.settings.trusted_proxies);
     limit(&state.auth.ip_limiter, &format!("verify:{ip}"))?;
     let input: VerifyInput = parse(&body)?;
     let purpose = match input.kind.as_str() {
@@ -641,10 +641,11 @@ pub struct RecoverInput {
 async fn recover(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> GoTrueResult<axum::Json<Value>> {
     built_in(&state.auth)?;
-    let ip = peer.ip().to_string();
+    let ip = crate::http::client::client_key(peer, &headers, &state.settings.trusted_proxies);
     limit(&state.auth.ip_limiter, &format!("recover:{ip}"))?;
     let input: RecoverInput = parse(&body)?;
     let email = Email::parse(&input.email).map_err(|why| {

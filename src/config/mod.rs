@@ -140,6 +140,8 @@ pub struct Settings {
     pub supabase: Option<SupabaseAuth>,
     /// Requests per user (or per IP when anonymous) per minute; 0 = no limit.
     pub rate_limit_per_minute: u32,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     pub auth_rate_per_ip: u32,
     pub auth_rate_per_account: u32,
     pub makeup_notice_hours: u32,

@@ -130,6 +130,15 @@ impl Settings {
             signup,
             supabase,
             metrics_token: raw.metrics_token.text().map(Secret::new),
+            trusted_proxies: match raw.trusted_proxies.text() {
+                None => Vec::new(),
+                Some(text) => text
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|ip| ip.parse().map_err(|_| raw.trusted_proxies.bad(format!("{ip:?} is not an IP address"))))
+                    .collect::<Result<Vec<_>, _>>()?,
+            },
             rate_limit_per_minute: raw.rate_limit_per_minute.number(6000, 0, 10_000_000)? as u32,
             auth_rate_per_ip: raw.auth_rate_per_ip.number(30, 1, 1_000_000)? as u32,
             auth_rate_per_account: raw.auth_rate_per_account.number(10, 1, 1_000_000)? as u32,

@@ -184,6 +184,9 @@ settings! {
     /// Requests allowed per signed-in user (or per client IP without a token) per minute;
     /// 0 turns the limit off (load benchmarks) [default: 6000, i.e. 100 a second].
     rate_limit_per_minute => "CEDAR_RATE_LIMIT_PER_MINUTE", "N";
+    /// Addresses of reverse proxies (comma-separated) whose `X-Forwarded-For` names the client
+    /// for rate limits; unset: the TCP peer is the client.
+    trusted_proxies => "CEDAR_TRUSTED_PROXIES", "IPS";
     /// Sign-in and sign-up attempts allowed per client IP per minute [default: 30].
     auth_rate_per_ip => "CEDAR_AUTH_RATE_PER_IP", "N";
     /// Sign-in attempts allowed per account per 15 minutes [default: 10].

@@ -2,6 +2,7 @@
 //! problem+json, cursor pagination, validated input types and the field-error collector.
 //! Nothing here knows a slice.
 
+pub mod client;
 pub mod email;
 mod extract;
 pub mod pagination;

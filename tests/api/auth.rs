@@ -417,7 +417,35 @@ backend_tests!(
     access_token_lifetime_is_configurable,
     sign_in_keeps_nothing_unbounded,
     an_old_session_needs_the_current_password_and_a_change_ends_the_others,
+    behind_a_trusted_proxy_each_client_has_its_own_limit,
 );
+
+/// Behind a trusted reverse proxy every client is limited on its own (not everyone on the
+/// proxy's address); a client cannot escape by naming another address in front of its own.
+async fn behind_a_trusted_proxy_each_client_has_its_own_limit(backend: Backend) {
+    let app = spawn_app_with(backend, Router::new(), |s| {
+        s.auth_rate_per_ip = 2;
+        s.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    let attempt = |forwarded: &'static str| {
+        let app = &app;
+        async move {
+            app.client
+                .post(app.url("/auth/v1/token?grant_type=password"))
+                .header("x-forwarded-for", forwarded)
+                .json(&json!({"email": "x@example.ca", "password": "password-1"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(attempt("203.0.113.1").await, 400);
+    assert_eq!(attempt("9.9.9.9, 203.0.113.1").await, 400);
+    assert_eq!(attempt("8.8.8.8, 203.0.113.1").await, 429, "the same client, whatever it prepends");
+    assert_eq!(attempt("203.0.113.2").await, 400, "another client behind the same proxy");
+}
 
 /// Changing the password from a session older than ten minutes needs the current password,
 /// and the change signs out every other session.
