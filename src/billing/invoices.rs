@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::money::{self, Cents};
+use super::money::Cents;
 use crate::app::AppState;
 use crate::auth::{AdminUser, CurrentUser, Role};
 use crate::db::Tx;
@@ -192,7 +192,7 @@ async fn invoice_html(
                 "<tr><td>{}</td><td class=n>{}</td><td class=n>{}</td></tr>",
                 escape(&l.description),
                 l.quantity,
-                money::format_cad(l.amount_cents)
+                l.amount_cents.format_cad()
             )
         })
         .collect();
@@ -213,12 +213,12 @@ async fn invoice_html(
         end = invoice.period_end,
         issued = invoice.issued_at.with_timezone(&state.settings.timezone).date_naive(),
         due = invoice.due_date,
-        subtotal = money::format_cad(invoice.subtotal_cents),
-        discount = money::format_cad(invoice.discount_cents),
-        tax_amount = money::format_cad(invoice.tax_cents),
-        total = money::format_cad(invoice.total_cents),
-        paid = money::format_cad(invoice.amount_paid_cents),
-        due_amount = money::format_cad(invoice.amount_due_cents),
+        subtotal = invoice.subtotal_cents.format_cad(),
+        discount = invoice.discount_cents.format_cad(),
+        tax_amount = invoice.tax_cents.format_cad(),
+        total = invoice.total_cents.format_cad(),
+        paid = invoice.amount_paid_cents.format_cad(),
+        due_amount = invoice.amount_due_cents.format_cad(),
     )))
 }
 

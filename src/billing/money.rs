@@ -12,11 +12,6 @@ pub fn tax(amount: Cents, rate: i64) -> Cents {
     amount.ratio(rate, 100_000)
 }
 
-/// `$1,234.50`.
-pub fn format_cad(amount: Cents) -> String {
-    amount.format_cad()
-}
-
 /// One line of a draft invoice.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Line {
@@ -97,10 +92,10 @@ mod tests {
 
     #[test]
     fn dollars_are_formatted_for_people() {
-        assert_eq!(format_cad(Cents(123_450)), "$1,234.50");
-        assert_eq!(format_cad(Cents(5)), "$0.05");
-        assert_eq!(format_cad(Cents(-1_500)), "-$15.00");
-        assert_eq!(format_cad(Cents(100_000_000)), "$1,000,000.00");
+        assert_eq!(Cents(123_450).format_cad(), "$1,234.50");
+        assert_eq!(Cents(5).format_cad(), "$0.05");
+        assert_eq!(Cents(-1_500).format_cad(), "-$15.00");
+        assert_eq!(Cents(100_000_000).format_cad(), "$1,000,000.00");
     }
 
     fn tuition(student: Uuid, amount: i64) -> Line {

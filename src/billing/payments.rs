@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::invoices;
-use super::money::{self, Cents};
+use super::money::Cents;
 use crate::app::AppState;
 use crate::auth::{AdminUser, CurrentUser, Role};
 use crate::db::Tx;
@@ -178,7 +178,7 @@ async fn create_payment(
     if input.amount_cents > invoice.amount_due_cents {
         errors.add(
             "amount_cents",
-            format!("is more than the balance due ({})", money::format_cad(invoice.amount_due_cents)),
+            format!("is more than the balance due ({})", invoice.amount_due_cents.format_cad()),
         );
     }
     errors.into_result()?;
@@ -216,7 +216,7 @@ pub(crate) async fn received_email(
     amount: Cents,
     id: Uuid,
 ) -> ApiResult<()> {
-    let vars = |_: &str| json!({"number": number, "amount": money::format_cad(amount)});
+    let vars = |_: &str| json!({"number": number, "amount": amount.format_cad()});
     crate::messaging::email_family(
         tx,
         &state.settings,

@@ -235,7 +235,7 @@ async fn issue(
     for (position, line) in draft.lines.iter().enumerate() {
         insert_line(tx, id, position as i32, line).await?;
     }
-    let total = money::format_cad(t.total_cents);
+    let total = t.total_cents.format_cad();
     let vars = |_: &str| json!({"number": number, "total": total, "due_date": due.to_string()});
     crate::messaging::email_family(
         tx,
@@ -511,7 +511,7 @@ pub async fn daily(state: &AppState) -> anyhow::Result<(usize, usize, usize)> {
     for (id, family, number, balance, due_date) in due {
         let mut tx = state.db.begin().await?;
         let vars = |_: &str| {
-            json!({"number": number, "amount": money::format_cad(balance), "due_date": due_date.to_string(),
+            json!({"number": number, "amount": balance.format_cad(), "due_date": due_date.to_string(),
             "overdue": due_date < today})
         };
         let key = format!("payment-reminder:{id}:{due_date}:{}", due_date < today);

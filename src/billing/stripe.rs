@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::payments::{self, NewPayment};
-use super::{invoices, money};
+use super::invoices;
 use crate::app::AppState;
 use crate::auth::{CurrentUser, Role};
 use crate::domain::Cents;
@@ -447,7 +447,7 @@ async fn intent_failed(tx: &mut crate::db::Tx, state: &AppState, intent: &Value)
     let input = json!({"invoice_id": invoice_id, "reason": "payment_failed", "payment_intent_id": intent_id,
         "payment_method": method});
     super::issues::start_run(tx, input, &format!("payment_issue:{intent_id}"), None).await.map_err(retry)?;
-    let vars = |_: &str| json!({"number": number, "amount": money::format_cad(balance), "reason": reason});
+    let vars = |_: &str| json!({"number": number, "amount": balance.format_cad(), "reason": reason});
     crate::messaging::email_family(
         tx,
         &state.settings,

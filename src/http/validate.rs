@@ -125,11 +125,6 @@ impl Errors {
         value.and_then(|v| self.choice(field, v))
     }
 
-    pub fn one_of(&mut self, field: &str, value: &str, allowed: &[&str]) {
-        if !allowed.contains(&value) {
-            self.add(field, format!("must be one of: {}", allowed.join(", ")));
-        }
-    }
 
     pub fn windows(&mut self, field: &str, windows: &[WeeklyWindow]) {
         if windows.len() > 50 {

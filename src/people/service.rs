@@ -87,14 +87,6 @@ pub async fn activate_student(tx: &mut Tx, id: Uuid, teacher: Uuid, start_date: 
     Ok(())
 }
 
-/// Marks a student withdrawn; returns whether they were not already.
-pub async fn withdraw_student(tx: &mut Tx, id: Uuid) -> DomainResult<bool> {
-    const SQL: &str =
-        "UPDATE students SET status = 'withdrawn', updated_at = $2 WHERE id = $1 AND status <> 'withdrawn'";
-    let changed = on_tx!(tx, conn => sqlx::query(SQL).bind(id).bind(Utc::now()).execute(&mut **conn).await.map(|r| r.rows_affected()))?;
-    Ok(changed == 1)
-}
-
 /// A progress note as a workflow reads it.
 #[derive(Debug, Clone)]
 pub struct NoteBrief {

@@ -91,14 +91,6 @@ pub async fn create(tx: &mut Tx, task: NewTask) -> DomainResult<Uuid> {
     Ok(id)
 }
 
-/// Open tasks whose due date has passed, oldest first (the owner's digest).
-pub async fn overdue(db: &crate::db::Db, today: NaiveDate) -> DomainResult<Vec<Task>> {
-    let sql = sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM tasks WHERE status = 'open' AND due_on < $1 ORDER BY due_on, id LIMIT 200"
-    ));
-    Ok(on_db!(db, pool => sqlx::query_as::<_, Task>(sql).bind(today).fetch_all(pool).await)?)
-}
-
 /// Who may see which tasks: admins all, teachers theirs, parents none (403).
 fn assignee_scope(user: &CurrentUser) -> ApiResult<Option<Uuid>> {
     match user.role {
