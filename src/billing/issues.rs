@@ -92,23 +92,28 @@ pub async fn history(db: &Db, family: Uuid) -> DomainResult<Value> {
         WHERE family_id = $1 ORDER BY id DESC LIMIT 50";
     type PaymentRow = (Uuid, String, Cents, String, String, DateTime<Utc>);
     let payments: Vec<PaymentRow> = on_db!(db, pool => sqlx::query_as(PAYMENTS).bind(family).fetch_all(pool).await)?;
-    let ids: Vec<String> = invoices.iter().map(|i| i.id.to_string()).collect();
-    const FAILED: &str = "SELECT payload, received_at FROM stripe_events WHERE type = 'payment_intent.payment_failed' \
-        ORDER BY received_at DESC LIMIT 500";
-    let events: Vec<(SqlJson<Value>, DateTime<Utc>)> =
-        on_db!(db, pool => sqlx::query_as(FAILED).fetch_all(pool).await)?;
-    let failed: Vec<Value> = events
-        .iter()
-        .filter_map(|(payload, at)| {
+    // The failed attempts on the family's invoices, found by the invoice id Stripe echoes back
+    // in the event's metadata (the JSON path is written per backend).
+    const FAILED_SQLITE: &str = "SELECT payload, received_at FROM stripe_events \
+        WHERE type = 'payment_intent.payment_failed' AND json_extract(payload, '$.data.object.metadata.invoice_id') = $1 \
+        ORDER BY received_at DESC";
+    const FAILED_POSTGRES: &str = "SELECT payload, received_at FROM stripe_events \
+        WHERE type = 'payment_intent.payment_failed' AND payload->'data'->'object'->'metadata'->>'invoice_id' = $1 \
+        ORDER BY received_at DESC";
+    let mut failed = Vec::new();
+    for invoice in &invoices {
+        let id = invoice.id.to_string();
+        let events: Vec<(SqlJson<Value>, DateTime<Utc>)> = match db {
+            Db::Sqlite(pool) => sqlx::query_as(FAILED_SQLITE).bind(&id).fetch_all(pool).await?,
+            Db::Postgres(pool) => sqlx::query_as(FAILED_POSTGRES).bind(&id).fetch_all(pool).await?,
+        };
+        for (payload, at) in events {
             let intent = &payload.0["data"]["object"];
-            let invoice = intent["metadata"]["invoice_id"].as_str()?;
-            ids.iter().any(|id| id == invoice).then(|| {
-                let error = &intent["last_payment_error"];
-                json!({"invoice_id": invoice, "at": at, "amount_cents": intent["amount"],
-                    "code": error["code"], "decline_code": error["decline_code"], "payment_intent": intent["id"]})
-            })
-        })
-        .collect();
+            let error = &intent["last_payment_error"];
+            failed.push(json!({"invoice_id": id, "at": at, "amount_cents": intent["amount"],
+                "code": error["code"], "decline_code": error["decline_code"], "payment_intent": intent["id"]}));
+        }
+    }
     const FAMILY: &str =
         "SELECT stripe_autopay_method IS NOT NULL, stripe_customer_id IS NOT NULL FROM families WHERE id = $1";
     let (autopay, stripe_customer): (bool, bool) =

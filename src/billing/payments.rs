@@ -176,10 +176,7 @@ async fn create_payment(
         return Err(ApiError::conflict(format!("This invoice is {}; it takes no payments", invoice.status)));
     }
     if input.amount_cents > invoice.amount_due_cents {
-        errors.add(
-            "amount_cents",
-            format!("is more than the balance due ({})", invoice.amount_due_cents.format_cad()),
-        );
+        errors.add("amount_cents", format!("is more than the balance due ({})", invoice.amount_due_cents.format_cad()));
     }
     errors.into_result()?;
     let id = record(

@@ -18,8 +18,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::payments::{self, NewPayment};
 use super::invoices;
+use super::payments::{self, NewPayment};
 use crate::app::AppState;
 use crate::auth::{CurrentUser, Role};
 use crate::domain::Cents;

@@ -125,7 +125,6 @@ impl Errors {
         value.and_then(|v| self.choice(field, v))
     }
 
-
     pub fn windows(&mut self, field: &str, windows: &[WeeklyWindow]) {
         if windows.len() > 50 {
             self.add(field, "lists more than 50 windows");
