@@ -115,6 +115,23 @@ pub async fn wait_until(app: &TestApp, token: &str, path: &str, check: impl Fn(&
     panic!("{path} never reached the expected state: {last:#}");
 }
 
+/// The run with this id once it exists (the worker creates it moments after its trigger) and
+/// has reached `status`.
+pub async fn run_reaching(app: &TestApp, s: &School, id: &str, status: &str) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..1200 {
+        let reply = app.as_user(&s.admin).get(&format!("/v1/workflow-runs/{id}")).await;
+        if reply.status == 200 {
+            last = reply.body;
+            if last["status"] == status {
+                return last;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("run {id} never became {status}: {last:#}");
+}
+
 /// The sample school: an admin, two teachers, two families and three students.
 pub struct School {
     pub admin: String,

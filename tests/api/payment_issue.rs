@@ -16,7 +16,7 @@ use crate::backend_tests;
 use crate::billing::{WEBHOOK_SECRET, billing_app, deliver, event, run_december, signed};
 use crate::common::{Backend, TestApp};
 use crate::fakes::{AiFake, OPENAI_KEY, Reply};
-use crate::helpers::{School, start_worker, stop_worker};
+use crate::helpers::{School, run_reaching, start_worker, stop_worker};
 use crate::mail::SmtpServer;
 use crate::stripe_fake::StripeFake;
 
@@ -80,23 +80,6 @@ async fn runs(app: &TestApp, s: &School) -> Vec<Value> {
     let mut items = page["items"].as_array().unwrap().clone();
     items.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
     items
-}
-
-/// The run with this id once it exists (the worker creates it moments after its trigger) and
-/// has reached `status`.
-async fn run_reaching(app: &TestApp, s: &School, id: &str, status: &str) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..1200 {
-        let reply = app.as_user(&s.admin).get(&format!("/v1/workflow-runs/{id}")).await;
-        if reply.status == 200 {
-            last = reply.body;
-            if last["status"] == status {
-                return last;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("run {id} never became {status}: {last:#}");
 }
 
 /// The first payment_issue run once one exists and has reached `status`.

@@ -9,9 +9,9 @@ use serde_json::{Value, json};
 
 use crate::backend_tests;
 use crate::billing::{billing_app, run_december};
-use crate::common::{Backend, TestApp, spawn_app};
+use crate::common::{Backend, spawn_app};
 use crate::fakes::{AiFake, OPENAI_KEY, Reply};
-use crate::helpers::{School, school, start_worker, stop_worker};
+use crate::helpers::{run_reaching, school, start_worker, stop_worker};
 
 backend_tests!(
     consents_are_a_register_with_a_current_state,
@@ -86,7 +86,7 @@ async fn the_ai_gate_follows_the_register(backend: Backend) {
     let worker = start_worker(&app.state, Duration::from_secs(30));
     let ask = |message: &str| json!({"invoice_id": a["id"], "message": message});
     let first = parent.post("/v1/billing/inquiries", ask("Why five lessons?")).await.expect(202);
-    wait_for_review(&app, &s, first["run_id"].as_str().unwrap()).await;
+    run_reaching(&app, &s, first["run_id"].as_str().unwrap(), "waiting_for_review").await;
     assert_eq!(fake.requests("openai").len(), 2);
 
     // Withdrawn: the next question stays with Cedar's own rules.
@@ -94,34 +94,16 @@ async fn the_ai_gate_follows_the_register(backend: Backend) {
     let second = parent.post("/v1/billing/inquiries", ask("And the HST?")).await.expect(202);
     // It joins the open run for the invoice (wait for that); once that run is closed, the next
     // question starts a run of its own.
-    let merged = second["run_id"].as_str().unwrap();
-    for _ in 0..1200 {
-        let reply = app.as_user(&s.admin).get(&format!("/v1/workflow-runs/{merged}")).await;
-        if reply.status == 200 && reply.body["status"] == "succeeded" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let run = wait_for_review(&app, &s, first["run_id"].as_str().unwrap()).await;
+    run_reaching(&app, &s, second["run_id"].as_str().unwrap(), "succeeded").await;
+    let run = run_reaching(&app, &s, first["run_id"].as_str().unwrap(), "waiting_for_review").await;
     app.as_user(&s.admin)
         .post(&format!("/v1/reviews/{}/reject", run["review_id"].as_str().unwrap()), json!({"reason": "by phone"}))
         .await
         .expect(200);
     let third = parent.post("/v1/billing/inquiries", ask("Is the late fee right?")).await.expect(202);
-    wait_for_review(&app, &s, third["run_id"].as_str().unwrap()).await;
+    run_reaching(&app, &s, third["run_id"].as_str().unwrap(), "waiting_for_review").await;
     stop_worker(worker).await;
     assert_eq!(fake.requests("openai").len(), 2, "nothing more left Cedar");
-}
-
-async fn wait_for_review(app: &TestApp, s: &School, run: &str) -> Value {
-    for _ in 0..1200 {
-        let reply = app.as_user(&s.admin).get(&format!("/v1/workflow-runs/{run}")).await;
-        if reply.status == 200 && reply.body["status"] == "waiting_for_review" {
-            return reply.body;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("run {run} never waited for review");
 }
 
 async fn an_export_holds_everything_of_the_family_and_nothing_else(backend: Backend) {
@@ -193,6 +175,17 @@ async fn erasure_anonymises_keeps_invoices_and_ends_sessions(backend: Backend) {
     assert_eq!(items(&app.as_user(&s.parent_b).get("/v1/privacy/erasure-requests").await.expect(200)).len(), 0);
     let approve = format!("/v1/privacy/erasure-requests/{}/approve", request["id"].as_str().unwrap());
     parent.post(&approve, json!({})).await.problem(403);
+    // Family B asks too; the office rejects that one, which can then not be approved.
+    let theirs = app.as_user(&s.parent_b).post("/v1/privacy/erasure-requests", json!({})).await.expect(201);
+    let reject = format!("/v1/privacy/erasure-requests/{}/reject", theirs["id"].as_str().unwrap());
+    app.as_user(&s.parent_b).post(&reject, json!({})).await.problem(403);
+    let rejected = app.as_user(&s.admin).post(&reject, json!({"note": "outstanding balance first"})).await.expect(200);
+    assert_eq!(rejected["status"], "rejected");
+    app.as_user(&s.admin).post(&reject, json!({})).await.problem(409);
+    let approve_theirs = format!("/v1/privacy/erasure-requests/{}/approve", theirs["id"].as_str().unwrap());
+    app.as_user(&s.admin).post(&approve_theirs, json!({})).await.problem(409);
+    let family_b = app.as_user(&s.admin).get(&format!("/v1/families/{}", s.family_b)).await.expect(200);
+    assert_eq!(family_b["name"], "Tremblay-Smith", "nothing erased");
 
     let office = app.as_user(&s.admin);
     let done = office.call("POST", &approve, None).await.expect(200);

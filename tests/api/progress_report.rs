@@ -12,13 +12,40 @@ use serde_json::{Value, json};
 use crate::backend_tests;
 use crate::common::{Backend, TestApp, spawn_app_with_workflows};
 use crate::fakes::{AiFake, OPENAI_KEY, Reply};
-use crate::helpers::{School, school, start_worker, stop_worker};
+use crate::helpers::{School, run_reaching, school, start_worker, stop_worker};
 use crate::mail::SmtpServer;
 
 backend_tests!(
     a_months_reports_are_reviewed_by_teachers_and_sent_once_per_family,
-    drafts_use_ai_only_with_consent_and_only_the_facts
+    drafts_use_ai_only_with_consent_and_only_the_facts,
+    bad_workflow_input_is_422_and_starts_nothing,
 );
+
+/// A run the office starts by hand is checked first: a bad period, reason or id is a 422 on
+/// its field and no run is created.
+async fn bad_workflow_input_is_422_and_starts_nothing(backend: Backend) {
+    let (app, s) = setup(backend, |_| {}).await;
+    let office = app.as_user(&s.admin);
+    let start = |workflow: &'static str, input: Value| {
+        let office = &office;
+        let body = json!({"workflow": workflow, "input": input});
+        async move { office.post("/v1/workflow-runs", body).await }
+    };
+    let field = |body: &Value| body["errors"][0]["field"].as_str().unwrap_or_default().to_owned();
+    let backwards = json!({"period_start": "2026-11-30", "period_end": "2026-11-01"});
+    assert_eq!(field(&start("progress_report", backwards).await.problem(422)), "input.period_end");
+    let no_dates = json!({"period_start": "November"});
+    assert_eq!(field(&start("progress_report", no_dates).await.problem(422)), "input.period_start");
+    let not_an_invoice = json!({"invoice_id": s.family_a, "reason": "inquiry"});
+    assert_eq!(field(&start("payment_issue", not_an_invoice).await.problem(422)), "input.invoice_id");
+    let no_reason = json!({"invoice_id": s.family_a, "reason": "whim"});
+    assert_eq!(field(&start("payment_issue", no_reason).await.problem(422)), "input.reason");
+    let teacher = json!({"workflow": "progress_report", "input": NOVEMBER()});
+    app.as_user(&s.teacher1).post("/v1/workflow-runs", teacher).await.problem(403);
+    assert_eq!(runs(&app, &s).await.len(), 0);
+    let all = office.get("/v1/workflow-runs?workflow=payment_issue").await.expect(200);
+    assert_eq!(all["items"], json!([]));
+}
 
 const NOVEMBER: fn() -> Value = || json!({"period_start": "2026-11-01", "period_end": "2026-11-30"});
 
@@ -171,15 +198,9 @@ async fn a_months_reports_are_reviewed_by_teachers_and_sent_once_per_family(back
     let rerun =
         office.post("/v1/workflow-runs", json!({"workflow": "progress_report", "input": NOVEMBER()})).await.expect(201);
     let rerun = rerun["id"].as_str().unwrap().to_owned();
-    for _ in 0..1200 {
-        let run = office.get(&format!("/v1/workflow-runs/{rerun}")).await.expect(200);
-        if run["status"] == "succeeded" {
-            let plan = run["steps"][0]["output"].clone();
-            assert_eq!((plan["started"].as_i64(), plan["already_reported"].as_i64()), (Some(0), Some(2)), "{plan:#}");
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let run = run_reaching(&app, &s, &rerun, "succeeded").await;
+    let plan = run["steps"][0]["output"].clone();
+    assert_eq!((plan["started"].as_i64(), plan["already_reported"].as_i64()), (Some(0), Some(2)), "{plan:#}");
     stop_worker(worker).await;
     assert_eq!(runs(&app, &s).await.len(), before + 1);
     assert_eq!(reports(&app, &s.admin).await.len(), 2);
