@@ -5,7 +5,9 @@
 //! [`on_db!`](crate::on_db) / [`on_tx!`](crate::on_tx), which expand the same code for each
 //! typed pool so both are checked by the compiler.
 
+use std::future::Future;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -42,7 +44,14 @@ pub enum Db {
 }
 
 /// A transaction on either backend.
-pub enum Tx {
+pub struct Tx {
+    conn: TxConn,
+    /// Begun with [`Db::begin`]: its commit is the request's write (see [`CommitMark`]).
+    writes: bool,
+}
+
+/// The typed transaction inside a [`Tx`]; reached through [`on_tx!`](crate::on_tx).
+pub enum TxConn {
     Sqlite(Transaction<'static, Sqlite>),
     Postgres(Transaction<'static, Postgres>),
 }
@@ -63,9 +72,9 @@ macro_rules! on_db {
 #[macro_export]
 macro_rules! on_tx {
     ($tx:expr, $conn:ident => $body:expr) => {
-        match $tx {
-            $crate::db::Tx::Sqlite($conn) => $body,
-            $crate::db::Tx::Postgres($conn) => $body,
+        match $crate::db::Tx::conn_mut($tx) {
+            $crate::db::TxConn::Sqlite($conn) => $body,
+            $crate::db::TxConn::Postgres($conn) => $body,
         }
     };
 }
@@ -162,19 +171,21 @@ impl Db {
     /// Starts a transaction. On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`),
     /// so two writers queue on the busy timeout instead of failing on lock upgrade.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        Ok(match self {
-            Self::Sqlite(pool) => Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
-            Self::Postgres(pool) => Tx::Postgres(pool.begin().await?),
-        })
+        let conn = match self {
+            Self::Sqlite(pool) => TxConn::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Self::Postgres(pool) => TxConn::Postgres(pool.begin().await?),
+        };
+        Ok(Tx { conn, writes: true })
     }
 
     /// Starts a transaction that will only read: on SQLite a deferred one, which takes no
     /// write lock, so searches and views never queue writers behind them.
     pub async fn begin_read(&self) -> Result<Tx, sqlx::Error> {
-        Ok(match self {
-            Self::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
-            Self::Postgres(pool) => Tx::Postgres(pool.begin().await?),
-        })
+        let conn = match self {
+            Self::Sqlite(pool) => TxConn::Sqlite(pool.begin().await?),
+            Self::Postgres(pool) => TxConn::Postgres(pool.begin().await?),
+        };
+        Ok(Tx { conn, writes: false })
     }
 
     /// (connections in use, idle connections).
@@ -189,12 +200,109 @@ impl Db {
 }
 
 impl Tx {
-    pub async fn commit(self) -> Result<(), sqlx::Error> {
-        on_tx!(self, tx => tx.commit().await)
+    pub fn conn_mut(&mut self) -> &mut TxConn {
+        &mut self.conn
+    }
+
+    /// Commits. Inside a request sent with an `Idempotency-Key`, a write transaction first
+    /// marks the key as applied, so the mark and the write commit (or vanish) together.
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        if self.writes
+            && let Ok(mark) = COMMIT_MARK.try_with(Arc::clone)
+        {
+            mark.write(&mut self).await?;
+        }
+        match self.conn {
+            TxConn::Sqlite(tx) => tx.commit().await,
+            TxConn::Postgres(tx) => tx.commit().await,
+        }
     }
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        on_tx!(self, tx => tx.rollback().await)
+        match self.conn {
+            TxConn::Sqlite(tx) => tx.rollback().await,
+            TxConn::Postgres(tx) => tx.rollback().await,
+        }
+    }
+}
+
+tokio::task_local! {
+    static COMMIT_MARK: Arc<CommitMark>;
+}
+
+/// The idempotency key of the request being served, marked "applied" by every write
+/// transaction the request commits — in that same transaction. After a crash between the
+/// commit and the storing of the response, a retry finds the mark and rebuilds the answer
+/// from [`CommitMark::answer_is`] instead of acting twice.
+#[derive(Debug)]
+pub struct CommitMark {
+    scope: String,
+    key: String,
+    answer: Mutex<Option<Answer>>,
+}
+
+#[derive(Debug, Clone)]
+enum Answer {
+    /// The status with the body of `GET path`, read when a retry needs it.
+    Read(u16, String),
+    /// The whole JSON response, stored with the write.
+    Json(u16, Vec<u8>),
+}
+
+impl CommitMark {
+    pub fn new(scope: &str, key: &str) -> Arc<Self> {
+        Arc::new(Self { scope: scope.to_owned(), key: key.to_owned(), answer: Mutex::new(None) })
+    }
+
+    /// Runs `future` (the request) with this mark in place.
+    pub async fn scope<F: Future>(self: Arc<Self>, future: F) -> F::Output {
+        COMMIT_MARK.scope(self, future).await
+    }
+
+    /// Declares what the request answers once its write commits: `status` with the body of
+    /// `GET path` (and `Location: path` for a 201). Call it before the commit; outside a
+    /// keyed request it does nothing.
+    pub fn answer_is(status: u16, path: impl Into<String>) {
+        Self::declare(Answer::Read(status, path.into()));
+    }
+
+    /// Declares the whole JSON answer, stored in the same transaction as the write: for
+    /// answers no `GET` reproduces (a booking's occurrences and skipped dates).
+    pub fn answer_with_json(status: u16, body: &impl serde::Serialize) {
+        if COMMIT_MARK.try_with(|_| ()).is_ok()
+            && let Ok(body) = serde_json::to_vec(body)
+        {
+            Self::declare(Answer::Json(status, body));
+        }
+    }
+
+    fn declare(answer: Answer) {
+        let _ = COMMIT_MARK.try_with(|mark| {
+            *mark.answer.lock().unwrap_or_else(|e| e.into_inner()) = Some(answer);
+        });
+    }
+
+    async fn write(&self, tx: &mut Tx) -> Result<(), sqlx::Error> {
+        const APPLIED: &str = "UPDATE idempotency_keys SET state = 'applied', answer_status = $3, answer_path = $4 \
+            WHERE scope = $1 AND idempotency_key = $2 AND state <> 'completed'";
+        const COMPLETED: &str = "UPDATE idempotency_keys SET state = 'completed', response_status = $3, \
+            response_headers = $4, response_body = $5 WHERE scope = $1 AND idempotency_key = $2";
+        let answer = self.answer.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match answer {
+            Some(Answer::Json(status, body)) => {
+                let headers = serde_json::json!([["content-type", "application/json"]]);
+                on_tx!(tx, conn => sqlx::query(COMPLETED).bind(&self.scope).bind(&self.key).bind(i32::from(status))
+                    .bind(sqlx::types::Json(&headers)).bind(&body).execute(&mut **conn).await.map(|_| ()))
+            }
+            answer => {
+                let (status, path) = match answer {
+                    Some(Answer::Read(status, path)) => (Some(i32::from(status)), Some(path)),
+                    _ => (None, None),
+                };
+                on_tx!(tx, conn => sqlx::query(APPLIED).bind(&self.scope).bind(&self.key).bind(status).bind(path)
+                    .execute(&mut **conn).await.map(|_| ()))
+            }
+        }
     }
 }
 

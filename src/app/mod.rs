@@ -158,7 +158,7 @@ impl utoipa::Modify for BearerAuth {
 }
 
 /// All documented routes, before state and middleware.
-fn api_router() -> OpenApiRouter<AppState> {
+pub(crate) fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(crate::ops::router())
         .merge(crate::auth::router())

@@ -9,7 +9,7 @@ use serde_json::Value;
 use sqlx::types::Json as SqlJson;
 use uuid::Uuid;
 
-use crate::db::{Db, Tx};
+use crate::db::{Db, Tx, TxConn};
 use crate::{on_db, on_tx};
 
 crate::text_enum! {
@@ -69,7 +69,7 @@ pub async fn enqueue(tx: &mut Tx, job: NewJob) -> Result<Option<Uuid>, sqlx::Err
         .bind(id).bind(&job.queue).bind(&job.kind).bind(SqlJson(&job.payload)).bind(job.max_attempts).bind(job.run_at)
         .bind(&job.dedupe_key).bind(Utc::now())
         .execute(&mut **conn).await.map(|r| r.rows_affected()))?;
-    if let Tx::Postgres(conn) = tx {
+    if let TxConn::Postgres(conn) = tx.conn_mut() {
         sqlx::query("SELECT pg_notify($1, $2)").bind(NOTIFY_CHANNEL).bind(&job.queue).execute(&mut **conn).await?;
     }
     Ok((inserted == 1).then_some(id))

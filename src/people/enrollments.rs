@@ -17,7 +17,7 @@ use super::families;
 use super::students::{self, NewStudent};
 use crate::app::AppState;
 use crate::auth::{AdminUser, CurrentUser, Role};
-use crate::db::{Db, Tx};
+use crate::db::{CommitMark, Db, Tx};
 use crate::error::{ApiError, ApiResult, DomainError};
 use crate::http::pagination::{Page, PageParams};
 use crate::http::validate::{Errors, WeeklyWindow};
@@ -245,6 +245,7 @@ async fn create_enrollment(
     )
     .await?;
     notify(&mut tx, &state, id, "enrollment_received", None).await?;
+    CommitMark::answer_is(201, format!("/v1/enrollments/{id}"));
     tx.commit().await?;
     state.job_wakeup.notify_one();
     Ok((StatusCode::CREATED, Json(find_visible(&state.db, &user, id).await?)))

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::{calendar_url, new_calendar_token};
 use crate::app::AppState;
 use crate::auth::{AdminUser, CurrentUser, Role};
-use crate::db::{Db, Tx};
+use crate::db::{CommitMark, Db, Tx};
 use crate::error::{ApiError, ApiResult};
 use crate::http::pagination::{Page, PageParams};
 use crate::http::validate::Errors;
@@ -253,6 +253,7 @@ async fn create_family(
         AuditEvent::new("family.created").by(&user).subject("family", id).details(json!({"guardians": guardian_ids})),
     )
     .await?;
+    CommitMark::answer_is(201, format!("/v1/families/{id}"));
     tx.commit().await?;
     for guardian in &guardian_ids {
         state.auth.forget_user(*guardian);

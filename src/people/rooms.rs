@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::{AdminUser, CurrentUser, Role};
-use crate::db::Db;
+use crate::db::{CommitMark, Db};
 use crate::error::{ApiError, ApiResult};
 use crate::http::pagination::{Page, PageParams};
 use crate::http::validate::Errors;
@@ -97,6 +97,7 @@ async fn create_room(
     on_tx!(&mut tx, conn => sqlx::query(SQL).bind(id).bind(&name).bind(input.capacity).bind(SqlJson(&instruments))
         .bind(&notes).bind(Utc::now()).execute(&mut **conn).await.map(|_| ()))?;
     audit::record_tx(&mut tx, AuditEvent::new("room.created").by(&admin).subject("room", id)).await?;
+    CommitMark::answer_is(201, format!("/v1/rooms/{id}"));
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(find(&state.db, id).await?)))
 }

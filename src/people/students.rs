@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::{AdminUser, CurrentUser};
-use crate::db::{Db, Tx};
+use crate::db::{CommitMark, Db, Tx};
 use crate::error::{ApiError, ApiResult, DomainError, DomainResult};
 use crate::http::pagination::{Page, PageParams};
 use crate::http::validate::{Errors, fold, search_patterns};
@@ -241,6 +241,7 @@ async fn create_student(
     let mut tx = state.db.begin().await?;
     let id = insert_student(&mut tx, new).await?;
     audit::record_tx(&mut tx, AuditEvent::new("student.created").by(&admin).subject("student", id)).await?;
+    CommitMark::answer_is(201, format!("/v1/students/{id}"));
     tx.commit().await?;
     let student = find_visible(&state.db, &admin, id).await?;
     Ok((StatusCode::CREATED, Json(student)))

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::{calendar_url, new_calendar_token};
 use crate::app::AppState;
 use crate::auth::{AdminUser, CurrentUser};
-use crate::db::{Db, Tx};
+use crate::db::{CommitMark, Db, Tx};
 use crate::error::{ApiError, ApiResult};
 use crate::http::pagination::{Page, PageParams};
 use crate::http::validate::Errors;
@@ -202,6 +202,7 @@ async fn create_teacher(
         .execute(&mut **conn).await.map(|_| ()))?;
     link_account(&mut tx, id, input.user_id).await?;
     audit::record_tx(&mut tx, AuditEvent::new("teacher.created").by(&admin).subject("teacher", id)).await?;
+    CommitMark::answer_is(201, format!("/v1/teachers/{id}"));
     tx.commit().await?;
     if let Some(user_id) = input.user_id {
         state.auth.forget_user(user_id);

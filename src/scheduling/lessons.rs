@@ -22,7 +22,7 @@ use super::recurrence;
 use super::{Attendance, EditScope, LessonStatus};
 use crate::app::AppState;
 use crate::auth::{CurrentUser, Role};
-use crate::db::Db;
+use crate::db::{CommitMark, Db, Tx};
 use crate::error::{ApiError, ApiResult};
 use crate::http::validate::Errors;
 use crate::http::{Json, Query, nullable};
@@ -71,6 +71,18 @@ pub(crate) async fn find_visible(db: &Db, user: &CurrentUser, id: Uuid) -> ApiRe
     let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM lessons l WHERE {VISIBLE} AND l.id = $3"));
     on_db!(db, pool => sqlx::query_as::<_, Lesson>(sql).bind(family).bind(teacher).bind(id).fetch_optional(pool).await)?
         .ok_or(ApiError::NotFound)
+}
+
+/// The lessons just booked, read in the booking's transaction, in booking order.
+async fn booked(tx: &mut Tx, ids: &[Uuid]) -> ApiResult<Vec<Lesson>> {
+    let sql = format!("SELECT {COLUMNS} FROM lessons l WHERE l.id = $1");
+    let mut lessons = Vec::with_capacity(ids.len());
+    for id in ids {
+        let lesson = on_tx!(tx, conn => sqlx::query_as::<_, Lesson>(sqlx::AssertSqlSafe(sql.clone())).bind(id)
+            .fetch_one(&mut **conn).await)?;
+        lessons.push(lesson);
+    }
+    Ok(lessons)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -388,12 +400,10 @@ async fn create_lessons(
             "availability_override": input.override_availability, "makeup": input.makeup})),
     )
     .await?;
-    tx.commit().await?;
-    let mut occurrences = Vec::new();
-    for id in ids {
-        occurrences.push(find_visible(&state.db, &user, id).await?);
-    }
+    let occurrences = booked(&mut tx, &ids).await?;
     let booking = Booking { lesson: occurrences.first().cloned(), occurrences, skipped };
+    CommitMark::answer_with_json(201, &booking);
+    tx.commit().await?;
     Ok((StatusCode::CREATED, Json(booking)).into_response())
 }
 

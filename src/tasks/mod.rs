@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::{CurrentUser, Role};
-use crate::db::Tx;
+use crate::db::{CommitMark, Tx};
 use crate::error::{ApiError, ApiResult, DomainResult};
 use crate::http::pagination::{Page, PageParams};
 use crate::http::validate::Errors;
@@ -185,6 +185,7 @@ async fn create_task(
     };
     let id = create(&mut tx, task).await?;
     audit::record_tx(&mut tx, AuditEvent::new("task.created").by(&user).subject("task", id)).await?;
+    CommitMark::answer_is(201, format!("/v1/tasks/{id}"));
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(find_visible(&state.db, &user, id).await?)))
 }

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use super::engine::{self, RunStatus, Trigger};
 use crate::app::AppState;
 use crate::auth::AdminUser;
+use crate::db::CommitMark;
 use crate::error::{ApiError, ApiResult};
 use crate::http::pagination::{Page, PageParams};
 use crate::http::validate::Errors;
@@ -200,6 +201,7 @@ async fn start_run(
         engine::create_run(&mut tx, &workflow, &request.input, Some(&subject), Trigger::User(admin.id), None).await?;
     let event = AuditEvent::new("workflow.started").by(&admin).subject("workflow_run", id);
     audit::record_tx(&mut tx, event.details(json!({"workflow": workflow.name}))).await?;
+    CommitMark::answer_is(201, format!("/v1/workflow-runs/{id}"));
     tx.commit().await?;
     state.job_wakeup.notify_one();
     Ok((StatusCode::CREATED, Json(load_run(&state, id).await?)))
