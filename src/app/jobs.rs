@@ -16,6 +16,7 @@ pub fn registry() -> Registry<AppState> {
                 super::idempotency::purge_expired(&state.db).await.map(|_| ()).map_err(retry)
             },
         );
+    let registry = crate::auth::jobs(registry);
     let registry = crate::scheduling::jobs(registry);
     let registry = crate::messaging::jobs(registry);
     let registry = crate::billing::jobs(registry);

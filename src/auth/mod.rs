@@ -2,6 +2,7 @@
 //! sessions, and the authorization building blocks every slice uses. See `docs/auth.md`.
 
 mod current_user;
+pub mod emails;
 mod gotrue;
 mod keys;
 pub mod password;
@@ -27,6 +28,8 @@ pub static CONSTRAINTS: &[Constraint] = &[Constraint {
     field: "email",
     message: "An account with this email address already exists",
 }];
+
+pub use emails::jobs;
 
 pub fn router() -> OpenApiRouter<AppState> {
     gotrue::router().merge(users::router())

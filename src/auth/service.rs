@@ -47,6 +47,8 @@ struct VerifiedToken {
     user_id: Uuid,
     session_id: Option<Uuid>,
     email: Option<String>,
+    /// The issuer vouches for the address (Supabase's `email_verified`).
+    email_verified: bool,
     /// Unix seconds: the token's `exp`, or sooner.
     valid_until: i64,
 }
@@ -107,14 +109,22 @@ impl Auth {
                     return Ok(CurrentUser { session_id: verified.session_id, ..user });
                 }
                 let record = match store::user_by_id(db, user_id).await.map_err(internal)? {
+                    Some(record) if record.email_confirmed_at.is_none() && verified.email_verified => {
+                        confirm_email(db, user_id).await.map_err(internal)?;
+                        record
+                    }
                     Some(record) => record,
-                    None => self.adopt_supabase_user(db, user_id, verified.email.as_deref()).await?,
+                    None => self.adopt_supabase_user(db, user_id, &verified).await?,
                 };
                 if !record.is_active() {
                     return Err(AuthFailure::Unauthorized("This account is disabled".into()));
                 }
                 let user = current_user(&record, verified.session_id);
-                self.remember(user_id, &user);
+                // An unconfirmed account is looked up each time, so the token that first says
+                // `email_verified` confirms it at once.
+                if record.email_confirmed_at.is_some() || verified.email_verified {
+                    self.remember(user_id, &user);
+                }
                 Ok(user)
             }
         }
@@ -142,6 +152,7 @@ impl Auth {
         let verified = VerifiedToken {
             user_id,
             session_id: claims.session_id.as_deref().and_then(|s| Uuid::parse_str(s).ok()),
+            email_verified: claims.email_verified(),
             email: claims.email,
             valid_until: claims.exp.min(now + VERIFIED_TOKEN_TTL_SECS),
         };
@@ -157,7 +168,10 @@ impl Auth {
     }
 
     /// A valid Supabase user Cedar has not seen: a parent account when sign-up is open.
-    async fn adopt_supabase_user(&self, db: &Db, id: Uuid, email: Option<&str>) -> Result<UserRecord, AuthFailure> {
+    /// Creates the Cedar account of a Supabase user seen for the first time. Its address
+    /// counts as confirmed only when Supabase says so (`email_verified`).
+    async fn adopt_supabase_user(&self, db: &Db, id: Uuid, token: &VerifiedToken) -> Result<UserRecord, AuthFailure> {
+        let email = token.email.as_deref();
         if self.signup == SignupPolicy::Invite {
             return Err(AuthFailure::Forbidden(
                 "There is no Cedar account for this user; ask the school for an invitation".into(),
@@ -175,6 +189,7 @@ impl Auth {
             teacher_id: None,
             password_hash: None,
             user_metadata: json!({}),
+            email_confirmed: token.email_verified,
         };
         let result: Result<UserRecord, sqlx::Error> = async {
             let mut tx = db.begin().await?;
@@ -267,6 +282,12 @@ pub fn current_user(record: &UserRecord, session_id: Option<Uuid>) -> CurrentUse
         teacher_id: record.teacher_id,
         session_id,
     }
+}
+
+async fn confirm_email(db: &Db, user_id: Uuid) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    store::confirm_email(&mut tx, user_id).await?;
+    tx.commit().await
 }
 
 fn internal(error: sqlx::Error) -> AuthFailure {

@@ -26,6 +26,9 @@ pub struct UserRecord {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_sign_in_at: Option<DateTime<Utc>>,
+    /// When the owner of the address proved it (followed an emailed link, was invited, or
+    /// was created by the office); `None` for an open sign-up not yet confirmed.
+    pub email_confirmed_at: Option<DateTime<Utc>>,
 }
 
 impl UserRecord {
@@ -39,7 +42,7 @@ impl UserRecord {
 }
 
 const USER_COLUMNS: &str = "id, email, role, display_name, status, family_id, teacher_id, password_hash, \
-    user_metadata, created_at, updated_at, last_sign_in_at";
+    user_metadata, created_at, updated_at, last_sign_in_at, email_confirmed_at";
 
 pub struct NewUser<'a> {
     pub id: Uuid,
@@ -50,19 +53,21 @@ pub struct NewUser<'a> {
     pub teacher_id: Option<Uuid>,
     pub password_hash: Option<&'a str>,
     pub user_metadata: Value,
+    /// The address is vouched for (the office typed it, or an invitation will prove it).
+    pub email_confirmed: bool,
 }
 
 pub async fn insert_user(tx: &mut Tx, user: &NewUser<'_>) -> Result<UserRecord, sqlx::Error> {
     const SQL: &str = "INSERT INTO users (id, email, role, display_name, status, family_id, teacher_id, \
-        password_hash, user_metadata, created_at, updated_at) \
-        VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $9, $9) \
+        password_hash, user_metadata, created_at, updated_at, email_confirmed_at) \
+        VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $9, $9, $10) \
         RETURNING id, email, role, display_name, status, family_id, teacher_id, password_hash, \
-        user_metadata, created_at, updated_at, last_sign_in_at";
+        user_metadata, created_at, updated_at, last_sign_in_at, email_confirmed_at";
     let now = Utc::now();
     on_tx!(tx, conn => sqlx::query_as::<_, UserRecord>(SQL)
         .bind(user.id).bind(user.email).bind(user.role.as_str()).bind(user.display_name)
         .bind(user.family_id).bind(user.teacher_id).bind(user.password_hash)
-        .bind(SqlJson(&user.user_metadata)).bind(now)
+        .bind(SqlJson(&user.user_metadata)).bind(now).bind(user.email_confirmed.then_some(now))
         .fetch_one(&mut **conn).await)
 }
 
@@ -236,6 +241,7 @@ pub async fn active_sessions(db: &Db, user_id: Uuid) -> Result<Vec<SessionRecord
 pub async fn session_user(db: &Db, session_id: Uuid) -> Result<Option<(UserRecord, bool)>, sqlx::Error> {
     const SQL: &str = "SELECT u.id, u.email, u.role, u.display_name, u.status, u.family_id, u.teacher_id, \
         CAST(NULL AS TEXT) AS password_hash, u.user_metadata, u.created_at, u.updated_at, u.last_sign_in_at, \
+        u.email_confirmed_at, \
         CASE WHEN s.revoked_at IS NULL THEN 1 ELSE 0 END AS session_active \
         FROM auth_sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1";
     #[derive(sqlx::FromRow)]
@@ -252,6 +258,8 @@ pub async fn session_user(db: &Db, session_id: Uuid) -> Result<Option<(UserRecor
 pub enum OneTimePurpose {
     Invite,
     Recovery,
+    /// Confirms the address of an open sign-up.
+    Signup,
 }
 
 impl OneTimePurpose {
@@ -259,8 +267,15 @@ impl OneTimePurpose {
         match self {
             Self::Invite => "invite",
             Self::Recovery => "recovery",
+            Self::Signup => "signup",
         }
     }
+}
+
+/// Records that the account's owner proved the address (kept from the first proof).
+pub async fn confirm_email(tx: &mut Tx, user_id: Uuid) -> Result<(), sqlx::Error> {
+    const SQL: &str = "UPDATE users SET email_confirmed_at = $2 WHERE id = $1 AND email_confirmed_at IS NULL";
+    on_tx!(tx, conn => sqlx::query(SQL).bind(user_id).bind(Utc::now()).execute(&mut **conn).await.map(|_| ()))
 }
 
 /// Issues a one-time token (any earlier unused token of the same purpose stops working).

@@ -125,6 +125,9 @@ pub struct User {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     last_sign_in_at: Option<DateTime<Utc>>,
+    /// `null` for an open sign-up whose owner has not yet followed the confirmation link; such
+    /// an account cannot be linked to a family by the office.
+    email_confirmed_at: Option<DateTime<Utc>>,
 }
 
 impl From<UserRecord> for User {
@@ -141,6 +144,7 @@ impl From<UserRecord> for User {
             created_at: r.created_at,
             updated_at: r.updated_at,
             last_sign_in_at: r.last_sign_in_at,
+            email_confirmed_at: r.email_confirmed_at,
         }
     }
 }
@@ -167,7 +171,7 @@ async fn list_users(
     Query(filter): Query<UserFilter>,
 ) -> ApiResult<Json<Page<User>>> {
     const SQL: &str = "SELECT id, email, role, display_name, status, family_id, teacher_id, password_hash, \
-        user_metadata, created_at, updated_at, last_sign_in_at FROM users \
+        user_metadata, created_at, updated_at, last_sign_in_at, email_confirmed_at FROM users \
         WHERE ($1 IS NULL OR role = $1) AND ($2 IS NULL OR status = $2) \
         AND ($3 IS NULL OR email LIKE $3 ESCAPE '\\' OR LOWER(display_name) LIKE $3 ESCAPE '\\') \
         AND ($4 IS NULL OR id > $4) ORDER BY id LIMIT $5";
@@ -267,6 +271,8 @@ async fn create_user(
         teacher_id: input.teacher_id,
         password_hash: hash.as_deref(),
         user_metadata: json!({}),
+        // The office typed the address (an invitation is then spent from that mailbox).
+        email_confirmed: true,
     };
     let mut tx = state.db.begin().await?;
     let record = store::insert_user(&mut tx, &new).await?;
@@ -276,8 +282,8 @@ async fn create_user(
             let (token, expires_at) =
                 store::issue_one_time_token(&mut tx, record.id, OneTimePurpose::Invite, INVITE_VALID_FOR).await?;
             let link = format!("{}/auth/v1/verify?type=invite&token={token}", state.settings.public_url);
-            let vars = json!({"link": link, "valid_hours": INVITE_VALID_FOR.num_hours()});
-            crate::messaging::email_user(&mut tx, &state.settings, record.id, "invite", vars, None).await?;
+            let vars = json!({"valid_hours": INVITE_VALID_FOR.num_hours()});
+            crate::messaging::email_user_with_link(&mut tx, &state.settings, record.id, "invite", vars, link).await?;
             Some(OneTimeToken { kind: "invite", token, expires_at })
         }
     };
@@ -356,6 +362,16 @@ async fn update_user(
     let display_name = input.display_name.map(|name| validate_display_name(name, &mut errors));
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
+    }
+    if let Some(Some(family)) = input.family_id
+        && current.family_id != Some(family)
+        && current.email_confirmed_at.is_none()
+    {
+        // Else anyone could sign up with a parent's address first and be linked to the family.
+        return Err(ApiError::invalid(
+            "family_id",
+            "this account has not confirmed its email address yet (the sign-up confirmation email has the link)",
+        ));
     }
     let new_role = role.unwrap_or(current.role());
     let new_status = input.status.clone().unwrap_or_else(|| current.status.clone());
@@ -444,8 +460,8 @@ async fn issue_password_reset(
         store::issue_one_time_token(&mut tx, id, OneTimePurpose::Recovery, RESET_VALID_FOR).await?;
     audit::record_tx(&mut tx, AuditEvent::new("auth.password_reset_issued").by(&admin).subject("user", id)).await?;
     let link = format!("{}/auth/v1/verify?type=recovery&token={token}", state.settings.public_url);
-    let vars = json!({"link": link, "valid_hours": RESET_VALID_FOR.num_hours()});
-    crate::messaging::email_user(&mut tx, &state.settings, id, "password_reset", vars, None).await?;
+    let vars = json!({"valid_hours": RESET_VALID_FOR.num_hours()});
+    crate::messaging::email_user_with_link(&mut tx, &state.settings, id, "password_reset", vars, link).await?;
     tx.commit().await?;
     state.job_wakeup.notify_one();
     Ok((StatusCode::CREATED, Json(OneTimeToken { kind: "recovery", token, expires_at })))
@@ -472,6 +488,7 @@ pub async fn create_admin_cli(
         teacher_id: None,
         password_hash: Some(&hash),
         user_metadata: json!({}),
+        email_confirmed: true,
     };
     let result: Result<UserRecord, sqlx::Error> = async {
         let mut tx = db.begin().await?;

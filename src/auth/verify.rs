@@ -29,6 +29,17 @@ pub struct Claims {
     pub email: Option<String>,
     #[serde(default)]
     pub session_id: Option<String>,
+    /// Supabase puts `email_verified` here once the address is confirmed.
+    #[serde(default)]
+    pub user_metadata: Option<serde_json::Value>,
+}
+
+impl Claims {
+    /// Whether the issuer says the address was confirmed (Supabase: `user_metadata.email_verified`).
+    pub fn email_verified(&self) -> bool {
+        self.user_metadata.as_ref().and_then(|m| m.get("email_verified")).and_then(serde_json::Value::as_bool)
+            == Some(true)
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -27,6 +27,19 @@ pub const TEMPLATES: &[Default] = &[
         sample: || json!({"link": "https://cedar.example/auth/v1/verify?type=invite&token=abc", "valid_hours": 72}),
     },
     Default {
+        name: "confirm_signup",
+        category: "transactional",
+        en: (
+            "Confirm your email address for {{ school }}",
+            "Hello {{ name }},\n\nPlease confirm that this address is yours by opening this link (it works for {{ valid_days }} days):\n{{ link }}\n\nIf you did not create an account, ignore this email: nothing will be linked to this address.\n",
+        ),
+        fr: (
+            "Confirmez votre adresse courriel pour {{ school }}",
+            "Bonjour {{ name }},\n\nVeuillez confirmer que cette adresse est la vôtre en ouvrant ce lien (valable {{ valid_days }} jours) :\n{{ link }}\n\nSi vous n'avez pas créé de compte, ignorez ce courriel : rien ne sera lié à cette adresse.\n",
+        ),
+        sample: || json!({"link": "https://cedar.example/auth/v1/verify?type=signup&token=abc", "valid_days": 7}),
+    },
+    Default {
         name: "password_reset",
         category: "transactional",
         en: (

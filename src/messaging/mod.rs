@@ -88,6 +88,32 @@ pub async fn email_user(
         language: recipient.language,
         vars,
         dedupe_key,
+        secret_link: None,
+    };
+    outbox::queue(tx, settings, email).await
+}
+
+/// Like [`email_user`] for an email whose `{{ link }}` carries a one-time token: the link
+/// never rests in the stored body (see [`Email::secret_link`]).
+pub async fn email_user_with_link(
+    tx: &mut Tx,
+    settings: &Settings,
+    user: Uuid,
+    template: &'static str,
+    mut vars: Value,
+    link: String,
+) -> ApiResult<Option<Uuid>> {
+    let Some(recipient) = recipient(tx, user).await? else { return Ok(None) };
+    vars["link"] = Value::from(outbox::SECRET_LINK);
+    let email = Email {
+        template,
+        to_address: recipient.email,
+        to_name: recipient.name,
+        user_id: Some(user),
+        language: recipient.language,
+        vars,
+        dedupe_key: None,
+        secret_link: Some(link),
     };
     outbox::queue(tx, settings, email).await
 }
@@ -126,6 +152,7 @@ pub async fn email_family(
             user_id: user,
             vars: vars(&language),
             language,
+            secret_link: None,
         };
         if outbox::queue(tx, settings, email).await?.is_some() {
             queued += 1;

@@ -58,7 +58,14 @@ pub struct Email {
     pub vars: Value,
     /// An email with the same key is queued once.
     pub dedupe_key: Option<String>,
+    /// A link carrying a one-time token. The stored body holds [`SECRET_LINK`] in its place;
+    /// the link is kept apart until the transport accepts the email, then erased, so neither
+    /// the outbox API nor a backup holds a usable token.
+    pub secret_link: Option<String>,
 }
+
+/// What the stored body shows where a secret link goes.
+pub const SECRET_LINK: &str = "[one-time link: sent only in the email]";
 
 /// Renders and queues `email` in `tx`; `None` when the recipient opted out of this kind of
 /// email or one with the same dedupe key exists.
@@ -88,12 +95,12 @@ pub async fn queue(tx: &mut Tx, settings: &Settings, mut email: Email) -> ApiRes
     let id = Uuid::now_v7();
     let domain = settings.email.from.rsplit('@').next().unwrap_or("cedar.local").trim_end_matches('>').to_owned();
     const SQL: &str = "INSERT INTO outbox (id, template, category, to_address, to_name, user_id, language, subject, body, \
-        message_id, list_unsubscribe, status, dedupe_key, created_at) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'queued', $12, $13) ON CONFLICT DO NOTHING";
+        message_id, list_unsubscribe, status, dedupe_key, created_at, secret) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'queued', $12, $13, $14) ON CONFLICT DO NOTHING";
     let inserted = on_tx!(tx, conn => sqlx::query(SQL).bind(id).bind(email.template).bind(default.category)
         .bind(&email.to_address).bind(&email.to_name).bind(email.user_id).bind(language).bind(&rendered.subject)
         .bind(&rendered.body).bind(format!("<{id}@{domain}>")).bind(&list_unsubscribe).bind(&email.dedupe_key)
-        .bind(Utc::now()).execute(&mut **conn).await.map(|r| r.rows_affected()))?;
+        .bind(Utc::now()).bind(&email.secret_link).execute(&mut **conn).await.map(|r| r.rows_affected()))?;
     if inserted == 0 {
         return Ok(None);
     }
@@ -141,17 +148,23 @@ pub async fn deliver(state: &AppState, job: &Job) -> Result<(), JobError> {
     let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM outbox WHERE id = $1"));
     let email = on_db!(&state.db, pool => sqlx::query_as::<_, OutboxEmail>(sql).bind(id).fetch_optional(pool).await)
         .map_err(|e| JobError::Retry(e.to_string()))?;
-    let Some(email) = email else { return Ok(()) };
+    let Some(mut email) = email else { return Ok(()) };
     if email.status != "queued" {
         // Already accepted by the transport (a retried job): nothing to do.
         return Ok(());
+    }
+    const SECRET: &str = "SELECT secret FROM outbox WHERE id = $1";
+    let secret: Option<String> = on_db!(&state.db, pool => sqlx::query_scalar(SECRET).bind(id).fetch_one(pool).await)
+        .map_err(|e| JobError::Retry(e.to_string()))?;
+    if let Some(link) = secret {
+        email.body = email.body.replace(SECRET_LINK, &link);
     }
     let outgoing = outgoing(&state.settings, &email).map_err(JobError::Permanent)?;
     let transport = state.mailer.name();
     match state.mailer.send(&outgoing).await {
         Ok(accepted) => {
             const SQL: &str = "UPDATE outbox SET status = 'sent', sent_at = $2, provider_message_id = $3, transport = $4, \
-                attempts = attempts + 1, last_error = NULL WHERE id = $1 AND status = 'queued'";
+                attempts = attempts + 1, last_error = NULL, secret = NULL WHERE id = $1 AND status = 'queued'";
             on_db!(&state.db, pool => sqlx::query(SQL).bind(id).bind(Utc::now()).bind(&accepted).bind(transport)
                 .execute(pool).await.map(|_| ()))
             .map_err(|e| JobError::Retry(e.to_string()))?;

@@ -421,6 +421,7 @@ pub async fn send_digest(state: &AppState, job: &Job) -> Result<(), JobError> {
         language: recipient.language,
         vars: json!({"count": messages.len(), "messages": messages}),
         dedupe_key: Some(format!("digest:{user}:{}", newest.timestamp_micros())),
+        secret_link: None,
     };
     outbox::queue(&mut tx, &state.settings, email).await.map_err(retry)?;
     const NOTIFIED: &str = "UPDATE thread_participants SET notified_at = $2 WHERE user_id = $1";

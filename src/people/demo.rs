@@ -121,6 +121,7 @@ async fn insert_user(
         teacher_id: None,
         password_hash: Some(hash),
         user_metadata: json!({"demo": true}),
+        email_confirmed: true,
     };
     store::insert_user(tx, &new).await
 }

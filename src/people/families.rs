@@ -247,7 +247,7 @@ async fn create_family(
         .bind(&contact.address_line1).bind(&contact.address_line2).bind(&contact.city).bind(&contact.province)
         .bind(&contact.postal_code).bind(&notes).bind(new_calendar_token()).bind(Utc::now())
         .execute(&mut **conn).await.map(|_| ()))?;
-    set_guardians(&mut tx, id, &guardian_ids, payee).await?;
+    set_guardians(&mut tx, &user, id, &guardian_ids, payee).await?;
     audit::record_tx(
         &mut tx,
         AuditEvent::new("family.created").by(&user).subject("family", id).details(json!({"guardians": guardian_ids})),
@@ -270,18 +270,40 @@ async fn find_any(db: &Db, id: Uuid) -> ApiResult<FamilyRow> {
         .ok_or(ApiError::NotFound)
 }
 
-/// Makes exactly `guardian_ids` the family's parent accounts and sets the payee.
-async fn set_guardians(tx: &mut Tx, family_id: Uuid, guardian_ids: &[Uuid], payee: Option<Uuid>) -> ApiResult<()> {
+/// Makes exactly `guardian_ids` the family's parent accounts and sets the payee. An account
+/// joins only once its owner has confirmed the address (`by` may always link itself): else
+/// anyone could sign up with a parent's address before them and be linked to the family.
+async fn set_guardians(
+    tx: &mut Tx,
+    by: &CurrentUser,
+    family_id: Uuid,
+    guardian_ids: &[Uuid],
+    payee: Option<Uuid>,
+) -> ApiResult<()> {
     const UNLINK: &str = "UPDATE users SET family_id = NULL WHERE family_id = $1";
-    const LINK: &str = "UPDATE users SET family_id = $1, updated_at = $3 WHERE id = $2 AND role = 'parent'";
+    const LINK: &str = "UPDATE users SET family_id = $1, updated_at = $3 WHERE id = $2 AND role = 'parent' \
+        AND (email_confirmed_at IS NOT NULL OR $4)";
+    const CURRENT: &str = "SELECT id FROM users WHERE family_id = $1";
+    const UNCONFIRMED: &str =
+        "SELECT COUNT(*) FROM users WHERE id = $1 AND role = 'parent' AND email_confirmed_at IS NULL";
     const PAYEE: &str = "UPDATE families SET payee_user_id = $2 WHERE id = $1";
+    let current: Vec<Uuid> =
+        on_tx!(tx, conn => sqlx::query_scalar(CURRENT).bind(family_id).fetch_all(&mut **conn).await)?;
     on_tx!(tx, conn => sqlx::query(UNLINK).bind(family_id).execute(&mut **conn).await.map(|_| ()))?;
     let mut errors = Errors::default();
     for (i, guardian) in guardian_ids.iter().enumerate() {
-        let linked = on_tx!(tx, conn => sqlx::query(LINK).bind(family_id).bind(guardian).bind(Utc::now())
+        let vouched = *guardian == by.id || current.contains(guardian);
+        let linked = on_tx!(tx, conn => sqlx::query(LINK).bind(family_id).bind(guardian).bind(Utc::now()).bind(vouched)
             .execute(&mut **conn).await.map(|r| r.rows_affected()))?;
         if linked == 0 {
-            errors.add(format!("guardian_ids[{i}]"), "is not a parent account");
+            let unconfirmed: i64 =
+                on_tx!(tx, conn => sqlx::query_scalar(UNCONFIRMED).bind(guardian).fetch_one(&mut **conn).await)?;
+            let why = if unconfirmed > 0 {
+                "has not confirmed its email address yet (the sign-up confirmation email has the link)"
+            } else {
+                "is not a parent account"
+            };
+            errors.add(format!("guardian_ids[{i}]"), why);
         }
     }
     errors.into_result()?;
@@ -414,7 +436,7 @@ async fn update_family(
         .execute(&mut **conn).await.map(|_| ()))?;
     let before: Vec<Uuid> = guardians_in_tx(&mut tx, id).await?;
     if user.is_admin() {
-        set_guardians(&mut tx, id, &guardian_ids, payee).await?;
+        set_guardians(&mut tx, &user, id, &guardian_ids, payee).await?;
     }
     if name != current.name {
         super::students::refresh_search_text_for_family(&mut tx, id, &name).await?;

@@ -250,6 +250,18 @@ pub async fn sign_up(app: &TestApp, email: &str, password: &str) -> serde_json::
     response.json().await.unwrap()
 }
 
+/// Follows the confirmation link emailed to `email` at sign-up (the link waits, outside the
+/// stored body, in the outbox row until the email is sent).
+pub async fn confirm_email(app: &TestApp, email: &str) {
+    let link: String = cedar::on_db!(&app.state.db, pool => sqlx::query_scalar("SELECT secret FROM outbox \
+        WHERE to_address = $1 AND template = 'confirm_signup' ORDER BY id DESC LIMIT 1")
+        .bind(email).fetch_one(pool).await)
+    .expect("a confirmation email with its link");
+    let path = link.split_once("/auth/v1/").map(|(_, rest)| format!("/auth/v1/{rest}")).unwrap();
+    let response = app.client.get(app.url(&path)).send().await.unwrap();
+    assert_eq!(response.status(), 200, "confirming {email}");
+}
+
 /// Creates a user of any role through the admin API with a password; returns its id and a
 /// signed-in access token.
 pub async fn user_with_role(app: &TestApp, admin: &str, email: &str, role: &str) -> (String, String) {

@@ -516,18 +516,37 @@ async fn with_no_settings_emails_become_files_in_the_data_dir(backend: Backend) 
 }
 
 async fn a_forgotten_password_is_reset_through_the_emailed_link(backend: Backend) {
-    let (app, s) = app_with(backend, |_| {}).await;
+    let server = SmtpServer::start().await;
+    let (app, s) = app_with(backend, smtp(&server)).await;
     for email in ["a@example.ca", "nobody@example.ca"] {
         let response = app.post_json("/auth/v1/recover", &json!({"email": email})).await;
         assert_eq!(response.status(), 200, "the answer does not reveal whether {email} has an account");
         assert_eq!(response.json::<Value>().await.unwrap(), json!({}));
     }
+    // Both requests did the same work (a queued job); the worker finds one account.
+    let jobs: i64 = cedar::on_db!(&app.state.db, pool => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM jobs WHERE kind = 'auth.recover'").fetch_one(pool).await)
+    .unwrap();
+    assert_eq!(jobs, 2);
+    let worker = start_worker(&app.state, Duration::from_secs(30));
+    let received = wait_for_mail(&server, 1).await;
     let emails = outbox(&app, &s, "template=password_reset").await;
+    let sent = wait_for_status(&app, &s, emails[0]["id"].as_str().unwrap(), "sent").await;
+    stop_worker(worker).await;
     assert_eq!(emails.len(), 1);
-    assert_eq!(emails[0]["to_address"], "a@example.ca");
-    assert_eq!(emails[0]["language"], "fr");
-    let body = emails[0]["body"].as_str().unwrap();
-    let token = body.split("token=").nth(1).unwrap().split_whitespace().next().unwrap();
+    assert_eq!(sent["to_address"], "a@example.ca");
+    assert_eq!(sent["language"], "fr");
+    // The stored body never holds the one-time link; the email does, and the link is gone
+    // from the database once the transport accepted it.
+    let stored = sent["body"].as_str().unwrap();
+    assert!(!stored.contains("token="), "{stored}");
+    assert!(stored.contains(cedar::messaging::outbox::SECRET_LINK), "{stored}");
+    let secrets: i64 = cedar::on_db!(&app.state.db, pool => sqlx::query_scalar(
+        "SELECT COUNT(*) FROM outbox WHERE secret IS NOT NULL").fetch_one(pool).await)
+    .unwrap();
+    assert_eq!(secrets, 0);
+    let body = received[0].body();
+    let token = body.split("token=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
     let verified = app
         .post_json("/auth/v1/verify", &json!({"type": "recovery", "token": token, "password": "a-new-password-1"}))
         .await;
@@ -535,8 +554,36 @@ async fn a_forgotten_password_is_reset_through_the_emailed_link(backend: Backend
     crate::common::sign_in(&app, "a@example.ca", "a-new-password-1").await;
 }
 
+/// An open sign-up gets a confirmation email (in the stored body, a marker instead of the
+/// link); the link opened in a browser confirms the address once.
+async fn a_signup_is_confirmed_through_the_emailed_link(backend: Backend) {
+    let server = SmtpServer::start().await;
+    let (app, s) = app_with(backend, smtp(&server)).await;
+    let signed_up = crate::common::sign_up(&app, "new.parent@example.ca", "password-1").await;
+    assert!(signed_up["user"]["email_confirmed_at"].is_null());
+    let worker = start_worker(&app.state, Duration::from_secs(30));
+    let received = wait_for_mail(&server, 1).await;
+    stop_worker(worker).await;
+    assert_eq!(received[0].to, ["new.parent@example.ca"]);
+    let stored = &outbox(&app, &s, "template=confirm_signup").await[0];
+    assert!(!stored["body"].as_str().unwrap().contains("token="), "{stored}");
+    let body = received[0].body();
+    let link = body.lines().find(|l| l.contains("/auth/v1/verify?type=signup&token=")).unwrap().trim().to_owned();
+    let path = link.split_once("/auth/v1/").map(|(_, rest)| format!("/auth/v1/{rest}")).unwrap();
+    let page = app.client.get(app.url(&path)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(page.text().await.unwrap().contains("confirmed"));
+    let again = app.client.get(app.url(&path)).send().await.unwrap();
+    assert_eq!(again.status(), 403, "a confirmation link works once");
+    let token = signed_up["access_token"].as_str().unwrap();
+    let user = json_ok(send(&app, "GET", "/auth/v1/user", token, None).await, 200).await;
+    assert!(user["email_confirmed_at"].is_string(), "{user}");
+}
+
 backend_tests!(
     a_forgotten_password_is_reset_through_the_emailed_link,
+    a_signup_is_confirmed_through_the_emailed_link,
     threads_are_for_participants_only,
     emails_reach_a_real_smtp_server_in_the_familys_language,
     failed_deliveries_retry_die_and_are_retried_once_from_the_api,

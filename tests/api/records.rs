@@ -300,6 +300,27 @@ async fn admin_manages_families_and_guardians(backend: Backend) {
     let g1 = sign_up(&app, "g1@example.ca", "password-1").await;
     let g2 = sign_up(&app, "g2@example.ca", "password-1").await;
     let (g1_id, g2_id) = (g1["user"]["id"].clone(), g2["user"]["id"].clone());
+    assert!(g1["user"]["email_confirmed_at"].is_null(), "an open sign-up has not proved its address");
+    // Anyone may sign up with a parent's address: until its owner follows the emailed link, the
+    // office cannot link the account to a family (nor through PATCH /v1/users).
+    let early =
+        send(&app, "POST", "/v1/families", &s.admin, Some(json!({"name": "Nguyen", "guardian_ids": [g1_id]}))).await;
+    let problem = assert_problem(early, 422).await;
+    assert_eq!(problem["errors"][0]["field"], "guardian_ids[0]");
+    assert!(problem["errors"][0]["message"].as_str().unwrap().contains("confirmed"), "{problem}");
+    let patch = send(
+        &app,
+        "PATCH",
+        &format!("/v1/users/{}", g1_id.as_str().unwrap()),
+        &s.admin,
+        Some(json!({"family_id": s.family_a})),
+    )
+    .await;
+    assert_eq!(assert_problem(patch, 422).await["errors"][0]["field"], "family_id");
+    crate::common::confirm_email(&app, "g1@example.ca").await;
+    crate::common::confirm_email(&app, "g2@example.ca").await;
+    let user = json_ok(send(&app, "GET", "/auth/v1/user", g1["access_token"].as_str().unwrap(), None).await, 200).await;
+    assert!(user["email_confirmed_at"].is_string(), "{user}");
     let family = json_ok(
         send(
             &app,

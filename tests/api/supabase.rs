@@ -234,6 +234,37 @@ async fn invalid_supabase_tokens_are_401(backend: Backend) {
     assert_eq!(fake.fetches.load(Ordering::SeqCst), 1);
 }
 
+/// A Supabase user is adopted with a confirmed address only when Supabase says so
+/// (`user_metadata.email_verified`); a later token that says so confirms it.
+async fn supabase_addresses_count_as_confirmed_only_when_verified(backend: Backend) {
+    let fake = fake_supabase().await;
+    let app = supabase_app(backend, &fake, false).await;
+    let confirmed = |id: Uuid| {
+        let db = app.state.db.clone();
+        async move {
+            let at: Option<chrono::DateTime<chrono::Utc>> = cedar::on_db!(&db, pool => sqlx::query_scalar(
+                "SELECT email_confirmed_at FROM users WHERE id = $1").bind(id).fetch_one(pool).await)
+            .unwrap();
+            at.is_some()
+        }
+    };
+    let (unverified, verified) = (Uuid::new_v4(), Uuid::new_v4());
+    assert_eq!(
+        me(&app, &sign(&claims(&fake, unverified, "u@example.ca"), Algorithm::ES256, Some("ec-key-1"))).await.status(),
+        200
+    );
+    assert!(!confirmed(unverified).await);
+    let mut c = claims(&fake, verified, "v@example.ca");
+    c["user_metadata"]["email_verified"] = json!(true);
+    assert_eq!(me(&app, &sign(&c, Algorithm::ES256, Some("ec-key-1"))).await.status(), 200);
+    assert!(confirmed(verified).await);
+
+    let mut later = claims(&fake, unverified, "u@example.ca");
+    later["user_metadata"]["email_verified"] = json!(true);
+    assert_eq!(me(&app, &sign(&later, Algorithm::ES256, Some("ec-key-1"))).await.status(), 200);
+    assert!(confirmed(unverified).await);
+}
+
 async fn built_in_sign_in_is_off_in_supabase_mode(backend: Backend) {
     let fake = fake_supabase().await;
     let app = supabase_app(backend, &fake, false).await;
@@ -251,4 +282,5 @@ backend_tests!(
     invite_only_refuses_unknown_users_with_403,
     invalid_supabase_tokens_are_401,
     built_in_sign_in_is_off_in_supabase_mode,
+    supabase_addresses_count_as_confirmed_only_when_verified,
 );

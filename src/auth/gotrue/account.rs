@@ -31,7 +31,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(logout))
         .routes(routes!(get_user, update_user))
-        .routes(routes!(verify))
+        .routes(routes!(verify, verify_link))
         .routes(routes!(recover))
         .routes(routes!(jwks))
 }
@@ -196,7 +196,7 @@ async fn reauthenticate(state: &AppState, user: &CurrentUser, current: Option<St
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct VerifyInput {
-    /// `invite` or `recovery`.
+    /// `invite`, `recovery`, or `signup` (also `email`) to confirm a sign-up's address.
     #[serde(rename = "type")]
     kind: String,
     /// The one-time token (supabase-js `verifyOtp` sends it as `token_hash`).
@@ -219,17 +219,7 @@ async fn verify(
     let ip = crate::http::client::client_key(peer, &headers, &state.settings.trusted_proxies);
     limit(&state.auth.ip_limiter, &format!("verify:{ip}"))?;
     let input: VerifyInput = parse(&body)?;
-    let purpose = match input.kind.as_str() {
-        "invite" => OneTimePurpose::Invite,
-        "recovery" => OneTimePurpose::Recovery,
-        _ => {
-            return Err(GoTrueError::new(
-                StatusCode::BAD_REQUEST,
-                "validation_failed",
-                "type must be invite or recovery",
-            ));
-        }
-    };
+    let purpose = purpose_of(&input.kind)?;
     let Some(token) = input.token.or(input.token_hash).filter(|t| !t.is_empty()) else {
         return Err(GoTrueError::new(StatusCode::BAD_REQUEST, "validation_failed", "token is required"));
     };
@@ -241,6 +231,8 @@ async fn verify(
     if let Some(hash) = &hash {
         store::set_password(&mut tx, user_id, hash).await?;
     }
+    // Every one-time link was delivered to the address: following it proves the mailbox.
+    store::confirm_email(&mut tx, user_id).await?;
     if purpose == OneTimePurpose::Recovery {
         // A reset ends every existing session: whoever knew the old password is signed out.
         let revoked = store::revoke_user_sessions(&mut tx, user_id, None, "password_reset").await?;
@@ -254,8 +246,68 @@ async fn verify(
     let action = match purpose {
         OneTimePurpose::Invite => "auth.invite_accepted",
         OneTimePurpose::Recovery => "auth.password_reset",
+        OneTimePurpose::Signup => "auth.email_confirmed",
     };
     Ok(axum::Json(start_session(&state, &user, &headers, &ip, AuditEvent::new(action)).await?))
+}
+
+fn purpose_of(kind: &str) -> GoTrueResult<OneTimePurpose> {
+    match kind {
+        "invite" => Ok(OneTimePurpose::Invite),
+        "recovery" => Ok(OneTimePurpose::Recovery),
+        "signup" | "email" => Ok(OneTimePurpose::Signup),
+        _ => Err(GoTrueError::new(
+            StatusCode::BAD_REQUEST,
+            "validation_failed",
+            "type must be invite, recovery or signup",
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct VerifyLink {
+    /// `signup` (or `email`): the confirmation link of a sign-up.
+    #[serde(rename = "type")]
+    kind: String,
+    token: String,
+}
+
+/// The confirmation link of a sign-up, opened in a browser: confirms the address and says so.
+/// (Invitation and recovery links need a new password: they are spent with `POST`.)
+#[utoipa::path(get, path = "/auth/v1/verify", tag = "auth", params(VerifyLink),
+    responses((status = 200, content_type = "text/html", description = "Address confirmed"),
+        (status = 400), (status = 403, description = "Token invalid, used or expired"), (status = 429)))]
+async fn verify_link(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(link): Query<VerifyLink>,
+) -> GoTrueResult<Response> {
+    built_in(&state.auth)?;
+    let ip = crate::http::client::client_key(peer, &headers, &state.settings.trusted_proxies);
+    limit(&state.auth.ip_limiter, &format!("verify:{ip}"))?;
+    if purpose_of(&link.kind)? != OneTimePurpose::Signup {
+        return Err(GoTrueError::new(
+            StatusCode::BAD_REQUEST,
+            "validation_failed",
+            "Invitation and recovery links are opened in the school's app, which sets the new password",
+        ));
+    }
+    let mut tx = state.db.begin().await?;
+    let Some(user_id) = store::consume_one_time_token(&mut tx, &link.token, OneTimePurpose::Signup).await? else {
+        return Err(GoTrueError::new(StatusCode::FORBIDDEN, "otp_expired", "Token has expired or is invalid"));
+    };
+    store::confirm_email(&mut tx, user_id).await?;
+    audit::record_tx(&mut tx, AuditEvent::new("auth.email_confirmed").subject("user", user_id)).await?;
+    tx.commit().await?;
+    let school = crate::messaging::templates::SCHOOL;
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>{school}</title>\
+         <main><h1>Email address confirmed</h1><p>Thank you. You can close this page and sign in to {school}.</p>\
+         <p lang=\"fr\">Adresse courriel confirmée. Vous pouvez fermer cette page.</p></main></html>"
+    );
+    Ok(axum::response::Html(page).into_response())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -285,23 +337,11 @@ async fn recover(
         )
     })?;
     limit(&state.auth.account_limiter, &format!("recover:{}", email.as_str()))?;
-    if let Some(user) = store::user_by_email(&state.db, email.as_str()).await?.filter(UserRecord::is_active) {
-        let mut tx = state.db.begin().await?;
-        let (token, _) = store::issue_one_time_token(
-            &mut tx,
-            user.id,
-            OneTimePurpose::Recovery,
-            crate::auth::users::RESET_VALID_FOR,
-        )
-        .await?;
-        let link = format!("{}/auth/v1/verify?type=recovery&token={token}", state.settings.public_url);
-        let vars = json!({"link": link, "valid_hours": crate::auth::users::RESET_VALID_FOR.num_hours()});
-        crate::messaging::email_user(&mut tx, &state.settings, user.id, "password_reset", vars, None).await?;
-        let event = AuditEvent::new("auth.password_reset_requested").subject("user", user.id);
-        audit::record_tx(&mut tx, event.details(json!({"ip": ip}))).await?;
-        tx.commit().await?;
-        state.job_wakeup.notify_one();
-    }
+    // The same work for every address, known or not: the lookup happens in a job.
+    let mut tx = state.db.begin().await?;
+    crate::auth::emails::request_recovery(&mut tx, email.as_str(), &ip).await?;
+    tx.commit().await?;
+    state.job_wakeup.notify_one();
     Ok(axum::Json(json!({})))
 }
 

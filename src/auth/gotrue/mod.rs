@@ -111,9 +111,9 @@ pub fn gotrue_user(user: &UserRecord) -> Value {
         "aud": "authenticated",
         "role": "authenticated",
         "email": user.email,
-        "email_confirmed_at": user.created_at,
+        "email_confirmed_at": user.email_confirmed_at,
         "phone": "",
-        "confirmed_at": user.created_at,
+        "confirmed_at": user.email_confirmed_at,
         "last_sign_in_at": user.last_sign_in_at,
         "app_metadata": {"provider": "email", "providers": ["email"], "role": user.role},
         "user_metadata": user.user_metadata.0,
@@ -242,6 +242,9 @@ async fn signup(
         teacher_id: None,
         password_hash: Some(&hash),
         user_metadata: metadata,
+        // Proven only when the emailed link is followed (until then the office cannot link
+        // this account to a family).
+        email_confirmed: false,
     };
     let mut tx = state.db.begin().await?;
     let user = match store::insert_user(&mut tx, &new).await {
@@ -263,7 +266,9 @@ async fn signup(
             .details(json!({"via": "signup"})),
     )
     .await?;
+    crate::auth::emails::send_signup_confirmation(&mut tx, &state.settings, user.id).await?;
     tx.commit().await?;
+    state.job_wakeup.notify_one();
     Ok(axum::Json(start_session(&state, &user, &headers, &ip, AuditEvent::new("auth.sign_in")).await?))
 }
 
