@@ -15,10 +15,14 @@ use uuid::Uuid;
 
 use crate::config::SupabaseAuth;
 
-/// Longest a fetched JWKS is trusted.
+/// A fetched JWKS is refreshed once it is this old (its keys serve meanwhile, see `key_for`).
 const JWKS_MAX_AGE: Duration = Duration::from_secs(600);
 /// Least time between two JWKS fetches triggered by unknown `kid`s.
 const JWKS_MIN_REFETCH: Duration = Duration::from_secs(60);
+/// How long keys are still honoured while the JWKS host cannot be reached.
+const JWKS_MAX_STALE: Duration = Duration::from_secs(24 * 3600);
+const JWKS_FIRST_BACKOFF: Duration = Duration::from_secs(5);
+const JWKS_MAX_BACKOFF: Duration = Duration::from_secs(300);
 const LEEWAY_SECS: u64 = 30;
 
 #[derive(Debug, Deserialize)]
@@ -102,7 +106,16 @@ pub fn verify_builtin(token: &str, kid: &str, key: &DecodingKey, issuer: &str) -
 struct JwksState {
     keys: HashMap<String, (DecodingKey, Algorithm)>,
     fetched_at: Option<Instant>,
-    last_attempt: Option<Instant>,
+    /// No fetch before this instant: a minute after a success (unknown `kid`s), and after a
+    /// failure an exponential backoff (5 s, 10 s, … 5 min).
+    next_attempt: Option<Instant>,
+    failures: u32,
+}
+
+impl JwksState {
+    fn may_fetch(&self) -> bool {
+        self.next_attempt.is_none_or(|at| Instant::now() >= at)
+    }
 }
 
 /// Verifies Supabase Auth tokens.
@@ -111,7 +124,9 @@ pub struct SupabaseVerifier {
     jwks_url: Option<String>,
     hs256: Option<DecodingKey>,
     http: reqwest::Client,
-    jwks: tokio::sync::Mutex<JwksState>,
+    jwks: std::sync::Mutex<JwksState>,
+    /// Held only while fetching, so one request fetches and the others keep verifying.
+    fetching: tokio::sync::Mutex<()>,
     min_refetch: Duration,
 }
 
@@ -123,7 +138,13 @@ impl SupabaseVerifier {
             hs256: config.jwt_secret.as_ref().map(|s| DecodingKey::from_secret(s.expose().as_bytes())),
             issuer,
             http: reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("HTTP client builds"),
-            jwks: tokio::sync::Mutex::new(JwksState { keys: HashMap::new(), fetched_at: None, last_attempt: None }),
+            jwks: std::sync::Mutex::new(JwksState {
+                keys: HashMap::new(),
+                fetched_at: None,
+                next_attempt: None,
+                failures: 0,
+            }),
+            fetching: tokio::sync::Mutex::new(()),
             min_refetch: JWKS_MIN_REFETCH,
         }
     }
@@ -151,30 +172,66 @@ impl SupabaseVerifier {
         }
     }
 
+    /// The key for `kid`. Keys younger than 10 min are used as they are. Older ones are still
+    /// used (up to a day) while one request refreshes the set — a slow or failing JWKS host
+    /// never stalls the others — and failures back off exponentially. An unknown `kid` makes
+    /// a request wait for a fetch, at most once a minute.
     async fn key_for(&self, kid: &str) -> Result<(DecodingKey, Algorithm), TokenError> {
         let Some(url) = &self.jwks_url else {
             return Err(TokenError::UnknownKey);
         };
-        let mut state = self.jwks.lock().await;
-        let fresh = state.fetched_at.is_some_and(|at| at.elapsed() < JWKS_MAX_AGE);
-        if fresh && let Some(found) = state.keys.get(kid) {
-            return Ok(found.clone());
+        let (known, fresh, may_fetch) = {
+            let state = self.jwks.lock().unwrap_or_else(|p| p.into_inner());
+            let age = state.fetched_at.map(|at| at.elapsed());
+            let known = state.keys.get(kid).cloned().filter(|_| age.is_some_and(|a| a < JWKS_MAX_STALE));
+            (known, age.is_some_and(|a| a < JWKS_MAX_AGE), state.may_fetch())
+        };
+        match known {
+            Some(found) if fresh => Ok(found),
+            Some(found) => {
+                // Stale: whoever gets the fetch lock first refreshes; the rest go on.
+                if may_fetch && let Ok(_guard) = self.fetching.try_lock() {
+                    self.refresh(url).await;
+                }
+                Ok(self.cached(kid).unwrap_or(found))
+            }
+            None if may_fetch => {
+                let _guard = self.fetching.lock().await;
+                // Another request may have fetched while this one waited.
+                if let Some(found) = self.cached(kid) {
+                    return Ok(found);
+                }
+                if self.jwks.lock().unwrap_or_else(|p| p.into_inner()).may_fetch() {
+                    self.refresh(url).await;
+                }
+                self.cached(kid).ok_or(TokenError::UnknownKey)
+            }
+            None => Err(TokenError::UnknownKey),
         }
-        // Stale cache: refresh. Unknown kid on a fresh cache: refresh at most once a minute.
-        let may_fetch = !fresh || state.last_attempt.is_none_or(|at| at.elapsed() >= self.min_refetch);
-        if may_fetch {
-            state.last_attempt = Some(Instant::now());
-            match self.fetch(url).await {
-                Ok(keys) => {
-                    state.keys = keys;
-                    state.fetched_at = Some(Instant::now());
-                }
-                Err(error) => {
-                    tracing::warn!(error = %format!("{error:#}"), "fetching the Supabase JWKS failed")
-                }
+    }
+
+    fn cached(&self, kid: &str) -> Option<(DecodingKey, Algorithm)> {
+        let state = self.jwks.lock().unwrap_or_else(|p| p.into_inner());
+        state.keys.get(kid).cloned().filter(|_| state.fetched_at.is_some_and(|at| at.elapsed() < JWKS_MAX_STALE))
+    }
+
+    async fn refresh(&self, url: &str) {
+        let fetched = self.fetch(url).await;
+        let mut state = self.jwks.lock().unwrap_or_else(|p| p.into_inner());
+        match fetched {
+            Ok(keys) => {
+                state.keys = keys;
+                state.fetched_at = Some(Instant::now());
+                state.failures = 0;
+                state.next_attempt = Some(Instant::now() + self.min_refetch);
+            }
+            Err(error) => {
+                state.failures = state.failures.saturating_add(1);
+                let backoff = JWKS_FIRST_BACKOFF.saturating_mul(1 << state.failures.min(10)) / 2;
+                state.next_attempt = Some(Instant::now() + backoff.min(JWKS_MAX_BACKOFF));
+                tracing::warn!(error = %format!("{error:#}"), failures = state.failures, "fetching the Supabase JWKS failed");
             }
         }
-        state.keys.get(kid).cloned().ok_or(TokenError::UnknownKey)
     }
 
     async fn fetch(&self, url: &str) -> anyhow::Result<HashMap<String, (DecodingKey, Algorithm)>> {
@@ -272,5 +329,70 @@ mod tests {
         // Known keys keep working from the cache.
         assert!(verifier.verify(&token(EC1, "k1", &issuer)).await.is_ok());
         assert_eq!(fetches.load(Ordering::SeqCst), 2);
+    }
+
+    /// A stale JWKS keeps serving while one request refreshes it: a slow host stalls only
+    /// that request, a failing one is retried with backoff rather than on every request.
+    #[tokio::test]
+    async fn a_slow_or_failing_jwks_host_stalls_no_one() {
+        let fetches = Arc::new(AtomicUsize::new(0));
+        // 0 = answer, 1 = fail with 500, 2 = answer after two seconds.
+        let mode = Arc::new(AtomicUsize::new(0));
+        let (counter, behaviour) = (fetches.clone(), mode.clone());
+        let app = axum::Router::new().route(
+            "/auth/v1/.well-known/jwks.json",
+            axum::routing::get(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let mode = behaviour.load(Ordering::SeqCst);
+                async move {
+                    if mode == 2 {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                    let status = if mode == 1 {
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        axum::http::StatusCode::OK
+                    };
+                    (status, axum::Json(JwkSet { keys: vec![jwk(EC1, "k1")] }))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let config = SupabaseAuth { url: Some(url.clone()), jwt_secret: None };
+        let verifier = Arc::new(SupabaseVerifier::new(&config, "unused"));
+        let issuer = format!("{url}/auth/v1");
+        let age = |verifier: &SupabaseVerifier| {
+            let mut state = verifier.jwks.lock().unwrap();
+            state.fetched_at = Instant::now().checked_sub(JWKS_MAX_AGE + Duration::from_secs(1));
+            state.next_attempt = None;
+        };
+
+        assert!(verifier.verify(&token(EC1, "k1", &issuer)).await.is_ok());
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+
+        // The host fails: every request still verifies; one fetch was tried, then backoff.
+        mode.store(1, Ordering::SeqCst);
+        age(&verifier);
+        for _ in 0..5 {
+            assert!(verifier.verify(&token(EC1, "k1", &issuer)).await.is_ok());
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+        assert!(verifier.jwks.lock().unwrap().next_attempt.is_some_and(|at| at > Instant::now()));
+
+        // The host is slow: the request that refreshes waits; another one does not.
+        mode.store(2, Ordering::SeqCst);
+        age(&verifier);
+        let refresher = {
+            let (verifier, token) = (verifier.clone(), token(EC1, "k1", &issuer));
+            tokio::spawn(async move { verifier.verify(&token).await.is_ok() })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(fetches.load(Ordering::SeqCst), 3, "the refresh is under way");
+        assert!(verifier.verify(&token(EC1, "k1", &issuer)).await.is_ok());
+        assert!(!refresher.is_finished(), "the other request did not wait for the slow host");
+        assert!(refresher.await.unwrap());
+        assert_eq!(fetches.load(Ordering::SeqCst), 3);
     }
 }
