@@ -33,9 +33,27 @@ impl RateLimiter {
 
     /// Counts one attempt for `key`. `Err(seconds)` when over the limit: retry after that long.
     pub fn check(&self, key: &str) -> Result<(), u64> {
+        self.with_window(key, true)
+    }
+
+    /// Whether `key` is over the limit, without counting (pair with [`Self::count`] to
+    /// limit only failures).
+    pub fn blocked(&self, key: &str) -> Result<(), u64> {
+        self.with_window(key, false)
+    }
+
+    /// Counts one event for `key` (e.g. a failed sign-in).
+    pub fn count(&self, key: &str) {
+        let _ = self.with_window(key, true);
+    }
+
+    fn with_window(&self, key: &str, count: bool) -> Result<(), u64> {
         let now = Instant::now();
         let key = hashed(key);
         let mut windows = self.windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !count && !windows.contains_key(&key) {
+            return Ok(());
+        }
         if windows.len() >= MAX_KEYS && !windows.contains_key(&key) {
             let window = self.window;
             windows.retain(|_, (started, _)| now.duration_since(*started) < window);
@@ -53,7 +71,9 @@ impl RateLimiter {
             let left = self.window.saturating_sub(now.duration_since(entry.0));
             return Err(left.as_secs().max(1));
         }
-        entry.1 += 1;
+        if count {
+            entry.1 += 1;
+        }
         Ok(())
     }
 }
@@ -90,5 +110,17 @@ mod tests {
         assert!(limiter.check("a").is_err());
         std::thread::sleep(Duration::from_millis(30));
         assert!(limiter.check("a").is_ok());
+    }
+
+    #[test]
+    fn blocked_peeks_and_count_counts() {
+        let limiter = RateLimiter::new(2, Duration::from_secs(60));
+        assert!(limiter.blocked("a").is_ok());
+        assert!(limiter.blocked("a").is_ok(), "peeking counts nothing");
+        limiter.count("a");
+        assert!(limiter.blocked("a").is_ok());
+        limiter.count("a");
+        assert!(limiter.blocked("a").is_err());
+        assert!(limiter.blocked("b").is_ok());
     }
 }

@@ -29,7 +29,17 @@ pub fn weakness(password: &str) -> Option<String> {
     None
 }
 
+/// At most this many argon2 computations run at once (19 MiB and ~25 ms of a core each);
+/// the rest queue, so a burst of sign-ins cannot take the machine's memory or every core.
+const CONCURRENT_HASHES: usize = 4;
+
+fn permits() -> &'static tokio::sync::Semaphore {
+    static PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(CONCURRENT_HASHES);
+    &PERMITS
+}
+
 pub async fn hash(password: String) -> anyhow::Result<String> {
+    let _permit = permits().acquire().await?;
     tokio::task::spawn_blocking(move || {
         let mut salt = [0u8; 16];
         getrandom::fill(&mut salt).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
@@ -46,6 +56,7 @@ pub async fn hash(password: String) -> anyhow::Result<String> {
 /// without a password) it still spends the same work on a dummy hash, so response timing does
 /// not reveal whether the account exists.
 pub async fn verify(password: String, stored: Option<String>) -> bool {
+    let Ok(_permit) = permits().acquire().await else { return false };
     tokio::task::spawn_blocking(move || {
         let (hash, real) = match stored {
             Some(hash) => (hash, true),

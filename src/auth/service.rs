@@ -36,7 +36,10 @@ pub struct Auth {
     pub access_ttl: Duration,
     pub signup: SignupPolicy,
     pub ip_limiter: RateLimiter,
+    /// Failed sign-ins per account and client; also reset emails per address.
     pub account_limiter: RateLimiter,
+    /// Failed sign-ins per account from anywhere (ten times looser).
+    pub account_limiter_overall: RateLimiter,
     cache: Mutex<HashMap<Uuid, (CurrentUser, Instant)>>,
     verified: Mutex<HashMap<[u8; 32], VerifiedToken>>,
 }
@@ -70,6 +73,10 @@ impl Auth {
             signup: settings.signup,
             ip_limiter: RateLimiter::new(settings.auth_rate_per_ip, Duration::from_secs(60)),
             account_limiter: RateLimiter::new(settings.auth_rate_per_account, Duration::from_secs(15 * 60)),
+            account_limiter_overall: RateLimiter::new(
+                settings.auth_rate_per_account.saturating_mul(10),
+                Duration::from_secs(15 * 60),
+            ),
             cache: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
         })

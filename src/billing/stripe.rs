@@ -200,7 +200,7 @@ async fn checkout(
     Path(id): Path<Uuid>,
     crate::http::Query(params): crate::http::Query<CheckoutParams>,
 ) -> ApiResult<Json<Checkout>> {
-    let mut tx = state.db.begin().await?;
+    let mut tx = state.db.begin_read().await?;
     let invoice = invoices::find_visible(&mut tx, &state, &user, id).await?;
     tx.rollback().await?;
     if user.role == Role::Teacher {

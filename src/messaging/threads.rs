@@ -120,10 +120,10 @@ async fn list_threads(
 #[utoipa::path(get, path = "/v1/threads/{id}", tag = "messaging", security(("bearer" = [])),
     responses((status = 200, body = Thread), (status = 401), (status = 404)))]
 async fn get_thread(State(state): State<AppState>, user: CurrentUser, Path(id): Path<Uuid>) -> ApiResult<Json<Thread>> {
-    let mut tx = state.db.begin().await?;
+    let mut tx = state.db.begin_read().await?;
     let mut thread = find_visible(&mut tx, &user, id).await?;
     thread.participants = Some(participants(&mut tx, id).await?);
-    tx.commit().await?;
+    tx.rollback().await?;
     Ok(Json(thread))
 }
 

@@ -48,7 +48,7 @@ fn enrollment_id(input: &Value) -> Option<Uuid> {
 async fn prepare(state: AppState, input: Value) -> Result<Subject, DomainError> {
     let id =
         enrollment_id(&input).ok_or_else(|| DomainError::invalid("input.enrollment_id", "must be an enrollment id"))?;
-    let mut tx = state.db.begin().await?;
+    let mut tx = state.db.begin_read().await?;
     let enrollment = people::load_enrollment(&mut tx, id).await?;
     tx.rollback().await?;
     let enrollment =
@@ -58,7 +58,7 @@ async fn prepare(state: AppState, input: Value) -> Result<Subject, DomainError> 
 
 async fn load(cx: &StepCtx) -> Result<Enrollment, StepError> {
     let id = enrollment_id(&cx.input).ok_or_else(|| StepError::Fatal("input has no enrollment_id".into()))?;
-    let mut tx = cx.state.db.begin().await?;
+    let mut tx = cx.state.db.begin_read().await?;
     let enrollment = people::load_enrollment(&mut tx, id).await.map_err(|e| StepError::Retry(e.to_string()))?;
     tx.rollback().await?;
     enrollment.ok_or_else(|| StepError::Fatal("the enrollment request no longer exists".into()))

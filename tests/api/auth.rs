@@ -370,29 +370,41 @@ async fn sign_in_is_rate_limited_per_ip(backend: Backend) {
     assert_gotrue_error(limited, 429, "over_request_rate_limit").await;
 }
 
+/// Only failed sign-ins count against an account, per client: a guesser is stopped (even
+/// with the right password, from their address), the owner signing in from elsewhere is not
+/// locked out, and successful sign-ins never use the budget up.
 async fn sign_in_is_rate_limited_per_account(backend: Backend) {
-    let app = spawn_app_with(backend, Router::new(), |s| s.auth_rate_per_account = 2).await;
+    let app = spawn_app_with(backend, Router::new(), |s| {
+        s.auth_rate_per_account = 2;
+        s.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
     sign_up(&app, "target@example.ca", "password-1").await;
-    for _ in 0..2 {
-        let r = app
-            .post_json(
-                "/auth/v1/token?grant_type=password",
-                &json!({"email": "target@example.ca", "password": "guess-1234"}),
-            )
-            .await;
-        assert_eq!(r.status(), 400);
+    let attempt = |from: &'static str, email: &'static str, password: &'static str| {
+        let app = &app;
+        async move {
+            app.client
+                .post(app.url("/auth/v1/token?grant_type=password"))
+                .header("x-forwarded-for", from)
+                .json(&json!({"email": email, "password": password}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for _ in 0..4 {
+        assert_eq!(attempt("198.51.100.7", "target@example.ca", "password-1").await.status(), 200);
     }
-    // Even the right password waits now: the account is under attack.
-    let limited = app
-        .post_json(
-            "/auth/v1/token?grant_type=password",
-            &json!({"email": "Target@example.ca", "password": "password-1"}),
-        )
-        .await;
+    for _ in 0..2 {
+        assert_eq!(attempt("203.0.113.9", "target@example.ca", "guess-1234").await.status(), 400);
+    }
+    // The guesser's address waits now, even with the right password.
+    let limited = attempt("203.0.113.9", "Target@example.ca", "password-1").await;
     assert_gotrue_error(limited, 429, "over_request_rate_limit").await;
-    // Other accounts are unaffected.
+    // The owner, elsewhere, is not locked out; other accounts are unaffected.
+    assert_eq!(attempt("198.51.100.7", "target@example.ca", "password-1").await.status(), 200);
     sign_up(&app, "bystander@example.ca", "password-1").await;
-    sign_in(&app, "bystander@example.ca", "password-1").await;
+    assert_eq!(attempt("203.0.113.9", "bystander@example.ca", "password-1").await.status(), 200);
 }
 
 async fn access_token_lifetime_is_configurable(backend: Backend) {

@@ -144,6 +144,8 @@ async fn update_user(
         ));
     }
     if input.password.is_some() {
+        // Each change costs argon2 work (two with re-authentication): a few per minute.
+        limit(&state.auth.ip_limiter, &format!("password-change:{}", user.id))?;
         reauthenticate(&state, &user, input.current_password.clone()).await?;
     }
     let hash = new_password_hash(input.password).await?;

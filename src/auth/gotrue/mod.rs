@@ -336,7 +336,11 @@ async fn password_grant(
         })?
         .as_str()
         .to_owned();
-    limit(&state.auth.account_limiter, &format!("signin:{email}"))?;
+    // Only failures count against an account, per client and (ten times looser) overall, so
+    // a stranger can neither guess at length nor lock the owner out from their own network.
+    let (here, anywhere) = (format!("signin-failed:{email}:{ip}"), format!("signin-failed:{email}"));
+    state.auth.account_limiter.blocked(&here).map_err(GoTrueError::rate_limited)?;
+    state.auth.account_limiter_overall.blocked(&anywhere).map_err(GoTrueError::rate_limited)?;
     let user = store::user_by_email(&state.db, &email).await?;
     // Same work and the same answer whether the account is unknown, disabled or the password
     // is wrong.
@@ -352,6 +356,8 @@ async fn password_grant(
                 Some(u) if !u.is_active() => "account_disabled",
                 Some(_) => "wrong_password",
             };
+            state.auth.account_limiter.count(&here);
+            state.auth.account_limiter_overall.count(&anywhere);
             let mut event = AuditEvent::new("auth.sign_in_failed")
                 .ip(Some(ip.to_owned()))
                 .details(json!({"email": email, "reason": reason}));
@@ -365,6 +371,8 @@ async fn password_grant(
 }
 
 async fn refresh_grant(state: &AppState, ip: &str, input: RefreshInput) -> GoTrueResult<TokenResponse> {
+    // A client refreshes about hourly; the per-IP sign-in budget leaves plenty for a whole office.
+    limit(&state.auth.ip_limiter, &format!("refresh:{ip}"))?;
     let mut tx = state.db.begin().await?;
     let outcome = store::rotate_refresh_token(&mut tx, input.refresh_token.trim()).await?;
     match outcome {
