@@ -24,11 +24,57 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(request, state).await {
+        if !is_json(request.headers()) {
+            return Err(ApiError::UnsupportedMediaType(
+                "Expected a request body with Content-Type: application/json".into(),
+            ));
+        }
+        let body = axum::body::Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::BadRequest(rejection.body_text())
+            }
+        })?;
+        reject_far_dates(&String::from_utf8_lossy(&body))?;
+        match axum::Json::<T>::from_bytes(&body) {
             Ok(axum::Json(value)) => Ok(Self(value)),
             Err(rejection) => Err(json_rejection(rejection)),
         }
     }
+}
+
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(content_type) = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Dates are for a school's calendar: a year written with five or more digits (chrono
+/// accepts ±262,142) is refused before any arithmetic could overflow on it. Looks for
+/// `YYYYY-MM` (and longer years) standing alone — not inside a UUID, whose second group has
+/// four characters.
+fn reject_far_dates(text: &str) -> Result<(), ApiError> {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let digits = bytes[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 {
+            i += 1;
+            continue;
+        }
+        let standalone = i == 0 || !bytes[i - 1].is_ascii_alphanumeric();
+        let rest = &bytes[i + digits..];
+        let month = rest.len() >= 3 && rest[0] == b'-' && rest[1].is_ascii_digit() && rest[2].is_ascii_digit();
+        let month_ends = rest.get(3).is_none_or(|b| !b.is_ascii_alphanumeric());
+        if digits >= 5 && standalone && month && month_ends {
+            return Err(ApiError::invalid("body", "dates must have a four-digit year"));
+        }
+        i += digits;
+    }
+    Ok(())
 }
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
@@ -72,6 +118,8 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default().replace("%2B", "+").replace("%2b", "+");
+        reject_far_dates(&query).map_err(|_| ApiError::BadRequest("Dates must have a four-digit year".into()))?;
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(Self(value)),
             Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
@@ -88,4 +136,31 @@ pub fn nullable<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reject_far_dates;
+
+    #[test]
+    fn far_years_are_refused_and_uuids_are_not_dates() {
+        for far in [
+            "\"+262142-12-31T23:59:59Z\"",
+            "\"-262143-01-01\"",
+            "month=%2B262142-12".replace("%2B", "+").as_str(),
+            "\"12345-06\"",
+        ] {
+            assert!(reject_far_dates(far).is_err(), "{far}");
+        }
+        for fine in [
+            "\"2027-03-01T21:00:00Z\"",
+            "\"01922840-3064-7700-a161-f427be6a9961\"",
+            "\"99999999-1234-7000-8000-000000000000\"",
+            "\"+1 613-555-0199\"",
+            "\"amount_cents\": 123456",
+            "\"2027-03\"",
+        ] {
+            assert!(reject_far_dates(fine).is_ok(), "{fine}");
+        }
+    }
 }

@@ -293,7 +293,11 @@ async fn create_lessons(
     let mut errors = Errors::default();
     let ends_at = match (input.ends_at, input.duration_minutes) {
         (Some(end), None) => end,
-        (None, Some(minutes)) => input.starts_at + Duration::minutes(minutes),
+        (None, Some(minutes)) if (1..=24 * 60).contains(&minutes) => input.starts_at + Duration::minutes(minutes),
+        (None, Some(_)) => {
+            errors.add("duration_minutes", "a lesson lasts 15 minutes to 4 hours");
+            input.starts_at
+        }
         _ => {
             errors.add("ends_at", "give ends_at or duration_minutes");
             input.starts_at

@@ -12,6 +12,7 @@ mod booking;
 mod cli;
 mod enrollment_workflow;
 mod enrollments;
+mod extremes;
 mod fakes;
 mod http_stack;
 mod idempotency;
