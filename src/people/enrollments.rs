@@ -297,7 +297,11 @@ pub async fn ensure_student(
     teacher: Option<Uuid>,
     start_date: Option<NaiveDate>,
 ) -> crate::error::DomainResult<Uuid> {
-    if let Some(id) = enrollment.student_id {
+    // Read again in `tx` (after the caller's transition, which holds the row): a decision
+    // that committed meanwhile (waitlisting, then approval) may already have made the
+    // student, and a caller's earlier copy would create a second one.
+    let current = load(tx, enrollment.id).await?;
+    if let Some(id) = current.and_then(|e| e.student_id).or(enrollment.student_id) {
         return Ok(id);
     }
     let details = enrollment

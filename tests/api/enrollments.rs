@@ -354,6 +354,34 @@ async fn concurrent_approvals_decide_once(backend: Backend) {
     assert_eq!(family_students["items"].as_array().unwrap().len(), 2, "one student created, not six");
 }
 
+/// Waitlisting and approving one request at the same moment (both allowed from `submitted`,
+/// and approval also from `waitlisted`) makes one student, never two.
+async fn approve_and_waitlist_at_once_make_one_student(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let s = school(&app).await;
+    let count = || async {
+        let page = json_ok(
+            send(&app, "GET", &format!("/v1/students?family_id={}&limit=200", s.family_a), &s.admin, None).await,
+            200,
+        )
+        .await;
+        page["items"].as_array().unwrap().len()
+    };
+    let before = count().await;
+    for round in 0..6 {
+        let body = request(json!({"student": {"first_name": format!("Twin{round}"), "last_name": "Côté"}}));
+        let created = json_ok(send(&app, "POST", "/v1/enrollments", &s.parent_a, Some(body)).await, 201).await;
+        let id = created["id"].as_str().unwrap();
+        let (approve_path, waitlist_path) =
+            (format!("/v1/enrollments/{id}/approve"), format!("/v1/enrollments/{id}/waitlist"));
+        let approve = send(&app, "POST", &approve_path, &s.admin, Some(json!({"teacher_id": s.teacher1_id})));
+        let waitlist = send(&app, "POST", &waitlist_path, &s.admin, Some(json!({})));
+        let (a, w) = tokio::join!(approve, waitlist);
+        assert!(a.status().is_success() || w.status().is_success(), "{} {}", a.status(), w.status());
+        assert_eq!(count().await, before + round + 1, "round {round}: one student per request");
+    }
+}
+
 async fn a_retried_submission_creates_one_request_and_one_job(backend: Backend) {
     let app = spawn_app(backend).await;
     let s = school(&app).await;
@@ -388,4 +416,5 @@ backend_tests!(
     existing_student_is_activated_on_approval,
     decline_and_waitlist,
     concurrent_approvals_decide_once,
+    approve_and_waitlist_at_once_make_one_student,
 );
