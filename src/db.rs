@@ -218,6 +218,17 @@ impl Tx {
         }
     }
 
+    /// Locks one row until the transaction ends, so a check-then-write (a balance, what is
+    /// left to refund) cannot interleave with another. PostgreSQL: `SELECT … FOR UPDATE`;
+    /// SQLite: nothing to do, a write transaction (`begin`) already excludes other writers.
+    pub async fn lock_row(&mut self, table: &'static str, id: uuid::Uuid) -> Result<(), sqlx::Error> {
+        if let TxConn::Postgres(conn) = &mut self.conn {
+            let sql = format!("SELECT 1 FROM {table} WHERE id = $1 FOR UPDATE");
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut **conn).await?;
+        }
+        Ok(())
+    }
+
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
         match self.conn {
             TxConn::Sqlite(tx) => tx.rollback().await,

@@ -169,6 +169,8 @@ async fn create_payment(
         errors.add("amount_cents", "must be positive");
     }
     let mut tx = state.db.begin().await?;
+    // Two payments recorded at once must not both fit in one balance.
+    tx.lock_row("invoices", input.invoice_id).await?;
     let invoice = invoices::find_visible(&mut tx, &state, &admin, input.invoice_id)
         .await
         .map_err(|_| ApiError::invalid("invoice_id", "No such invoice"))?;
@@ -292,6 +294,17 @@ async fn refund_payment(
             tx.commit().await?;
             return Ok((StatusCode::CREATED, Json(refund)));
         }
+    }
+    // Checked again under the payment's lock: two refunds at once cannot both take what is
+    // left. (A Stripe refund already made is recorded whatever happens: the money moved.)
+    tx.lock_row("payments", id).await?;
+    let refunded_now: Cents =
+        on_tx!(&mut tx, conn => sqlx::query_scalar(REFUNDED).bind(id).fetch_one(&mut **conn).await)?;
+    if stripe_refund.is_none() && amount > payment.amount_cents - refunded_now {
+        return Err(ApiError::conflict(format!(
+            "Another refund was recorded meanwhile; {} is left to refund",
+            (payment.amount_cents - refunded_now).format_cad()
+        )));
     }
     let reason = input.reason.as_deref().map(str::trim).filter(|r| !r.is_empty());
     let refund_id = record(

@@ -570,7 +570,43 @@ backend_tests!(
     stripe_checkout_and_webhooks_apply_each_event_once,
     late_fees_apply_once_and_reminders_go_out,
     a_missing_rate_skips_one_family_not_the_run,
+    concurrent_payments_and_refunds_respect_the_balance,
 );
+
+/// Payments recorded at the same moment cannot together exceed the balance, and refunds at
+/// the same moment cannot together exceed the payment.
+async fn concurrent_payments_and_refunds_respect_the_balance(backend: Backend) {
+    let (app, s) = billing_app(backend, None, |_| {}).await;
+    let (a, _) = run_december(&app, &s).await;
+    let id = a["id"].as_str().unwrap().to_owned();
+    let due = a["amount_due_cents"].as_i64().unwrap();
+    let pay = || {
+        send(
+            &app,
+            "POST",
+            "/v1/payments",
+            &s.admin,
+            Some(json!({"invoice_id": id, "amount_cents": due, "method": "cash"})),
+        )
+    };
+    let statuses: Vec<u16> =
+        futures_util::future::join_all((0..4).map(|_| pay())).await.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
+    let invoice = json_ok(send(&app, "GET", &format!("/v1/invoices/{id}"), &s.admin, None).await, 200).await;
+    assert_eq!(invoice["amount_paid_cents"].as_i64(), Some(due));
+
+    let payments =
+        json_ok(send(&app, "GET", &format!("/v1/payments?invoice_id={id}"), &s.admin, None).await, 200).await;
+    let pid = payments["items"][0]["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/payments/{pid}/refund");
+    let refund = || send(&app, "POST", &path, &s.admin, Some(json!({"amount_cents": due})));
+    let statuses: Vec<u16> =
+        futures_util::future::join_all((0..4).map(|_| refund())).await.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|s| matches!(s, 201 | 409 | 422)), "{statuses:?}");
+    let invoice = json_ok(send(&app, "GET", &format!("/v1/invoices/{id}"), &s.admin, None).await, 200).await;
+    assert_eq!(invoice["amount_paid_cents"].as_i64(), Some(0));
+}
 
 /// A lesson length without a tuition rate stops that family's invoice, not everyone's; once
 /// the rate exists, running the period again bills the family.
