@@ -3,6 +3,7 @@
 pub mod idempotency;
 pub mod jobs;
 mod middleware;
+mod openapi;
 pub mod ratelimit;
 
 use std::net::SocketAddr;
@@ -174,7 +175,9 @@ pub(crate) fn api_router() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document, generated from the route annotations.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().split_for_parts().1
+    let mut api = api_router().split_for_parts().1;
+    openapi::document_common_answers(&mut api);
+    api
 }
 
 /// The complete HTTP application.
@@ -185,7 +188,8 @@ pub fn router(state: AppState) -> Router {
 /// The application plus `extra` routes, which get the same middleware stack (used by tests
 /// to exercise the plumbing with probe handlers).
 pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
-    let (routes, api) = api_router().split_for_parts();
+    let (routes, mut api) = api_router().split_for_parts();
+    openapi::document_common_answers(&mut api);
     let body_limit = state.settings.body_limit_bytes;
     let routes = routes
         .merge(extra)

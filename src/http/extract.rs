@@ -36,6 +36,9 @@ where
                 ApiError::BadRequest(rejection.body_text())
             }
         })?;
+        if super::contains_escaped_nul(&body) {
+            return Err(ApiError::invalid("body", "must not contain NUL characters"));
+        }
         reject_far_dates(&String::from_utf8_lossy(&body))?;
         match axum::Json::<T>::from_bytes(&body) {
             Ok(axum::Json(value)) => Ok(Self(value)),

@@ -11,3 +11,9 @@ pub mod validate;
 
 pub use email::Email;
 pub use extract::{Json, Query, nullable};
+
+/// Whether a JSON text holds an escaped NUL (`\u0000`): PostgreSQL cannot store one in text,
+/// so it is refused as input rather than failing at the database.
+pub fn contains_escaped_nul(json: &[u8]) -> bool {
+    json.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000"))
+}

@@ -119,6 +119,27 @@ fn openapi_command_prints_the_document() {
     assert!(output.status.success());
     let spec: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert!(spec["paths"]["/ready"].is_object());
+    // Every operation declares its path parameters and the answers the shared plumbing gives.
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        let names: Vec<&str> = path.split('/').filter_map(|s| s.strip_prefix('{')?.strip_suffix('}')).collect();
+        for (method, operation) in item.as_object().unwrap() {
+            let declared: Vec<&str> = operation["parameters"]
+                .as_array()
+                .map(|ps| ps.iter().filter(|p| p["in"] == "path").filter_map(|p| p["name"].as_str()).collect())
+                .unwrap_or_default();
+            for name in &names {
+                assert!(declared.contains(name), "{method} {path} does not declare {{{name}}}");
+            }
+            for status in ["400", "429"] {
+                assert!(operation["responses"][status].is_object(), "{method} {path} does not document {status}");
+            }
+            if operation["requestBody"].is_object() {
+                assert!(operation["responses"]["422"].is_object(), "{method} {path} does not document 422");
+            }
+        }
+    }
+    // Text enums are documented by their wire values.
+    assert_eq!(spec["components"]["schemas"]["Language"]["enum"], serde_json::json!(["en", "fr"]));
 }
 
 fn free_port() -> u16 {

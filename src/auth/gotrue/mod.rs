@@ -132,6 +132,13 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> GoTrueResult<T> {
     if body.is_empty() {
         return Err(GoTrueError::new(StatusCode::BAD_REQUEST, "bad_json", "A JSON request body is required"));
     }
+    if crate::http::contains_escaped_nul(body) {
+        return Err(GoTrueError::new(
+            StatusCode::BAD_REQUEST,
+            "validation_failed",
+            "Text must not contain NUL characters",
+        ));
+    }
     serde_json::from_slice(body).map_err(|e| {
         GoTrueError::new(StatusCode::BAD_REQUEST, "bad_json", format!("Could not parse request body as JSON: {e}"))
     })
