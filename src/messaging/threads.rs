@@ -69,12 +69,19 @@ pub struct Message {
     created_at: DateTime<Utc>,
 }
 
-/// `$1` = the caller, `$2` = whether they see every thread (admins).
+/// Threads user `$1` may read (`$2`: an admin reads all). A participant stops reading a
+/// family's thread once they no longer belong to the family (a removed guardian), and a
+/// student's thread once they no longer teach the student (a former teacher).
 const SELECT: &str = "SELECT t.id, t.subject, t.family_id, t.student_id, t.created_by, t.created_at, t.last_message_at, \
     (SELECT COUNT(*) FROM messages m WHERE m.thread_id = t.id AND (m.author_id IS NULL OR m.author_id <> $1) \
       AND (p.last_read_at IS NULL OR m.created_at > p.last_read_at)) AS unread_count \
     FROM threads t LEFT JOIN thread_participants p ON p.thread_id = t.id AND p.user_id = $1 \
-    WHERE ($2 OR p.user_id IS NOT NULL)";
+    WHERE ($2 OR (p.user_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = $1 AND ( \
+      (u.role = 'parent' AND t.family_id IS NOT NULL AND (u.family_id IS NULL OR u.family_id <> t.family_id)) \
+      OR (u.role = 'teacher' AND t.student_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM students s \
+        WHERE s.id = t.student_id AND (s.teacher_id = u.teacher_id OR EXISTS (SELECT 1 FROM lessons l \
+        WHERE l.student_id = s.id AND l.teacher_id = u.teacher_id AND l.status = 'scheduled' \
+        AND l.attendance IS NULL))))))))";
 
 async fn find_visible(tx: &mut Tx, user: &CurrentUser, id: Uuid) -> ApiResult<Thread> {
     let sql = sqlx::AssertSqlSafe(format!("{SELECT} AND t.id = $3"));

@@ -58,9 +58,11 @@ const COLUMNS: &str = "f.id, f.name, f.email, f.phone, f.preferred_language, f.p
     ORDER BY c.recorded_at DESC, c.id DESC LIMIT 1), FALSE) AS ai_consent, f.calendar_token, f.created_at, f.updated_at";
 
 /// Which families a scope may see: its own (parent) or those of its students (teacher).
-const VISIBLE: &str = "($1 IS NULL OR f.id = $1) AND ($2 IS NULL OR EXISTS (SELECT 1 FROM students s \
-    WHERE s.family_id = f.id AND (s.teacher_id = $2 OR EXISTS (SELECT 1 FROM enrollments e \
-    WHERE e.student_id = s.id AND e.assigned_teacher_id = $2))))";
+const VISIBLE: &str = concat!(
+    "($1 IS NULL OR f.id = $1) AND ($2 IS NULL OR EXISTS (SELECT 1 FROM students s WHERE s.family_id = f.id AND ",
+    super::students::taught_by_2!(),
+    "))"
+);
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Guardian {

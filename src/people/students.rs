@@ -68,8 +68,18 @@ pub(crate) const COLUMNS: &str = "s.id, s.family_id, s.first_name, s.last_name, 
 
 /// The students a scope may see: `$1` family (parents), `$2` teacher (their students and those
 /// assigned to them by an enrollment).
-pub(crate) const VISIBLE: &str = "($1 IS NULL OR s.family_id = $1) AND ($2 IS NULL OR s.teacher_id = $2 \
-    OR EXISTS (SELECT 1 FROM enrollments e WHERE e.student_id = s.id AND e.assigned_teacher_id = $2))";
+/// SQL: the student `s` is taught now by teacher `$2` — as main teacher, or with a lesson of
+/// theirs still to be given (a substitute's, a second instrument's). A former teacher (main
+/// teacher changed, no unmarked lesson left) no longer sees the student or the family.
+macro_rules! taught_by_2 {
+    () => {
+        "(s.teacher_id = $2 OR EXISTS (SELECT 1 FROM lessons l WHERE l.student_id = s.id AND l.teacher_id = $2 \
+         AND l.status = 'scheduled' AND l.attendance IS NULL))"
+    };
+}
+pub(crate) use taught_by_2;
+
+pub(crate) const VISIBLE: &str = concat!("($1 IS NULL OR s.family_id = $1) AND ($2 IS NULL OR ", taught_by_2!(), ")");
 
 /// A student the user may see, or 404.
 pub(crate) async fn find_visible(db: &Db, user: &CurrentUser, id: Uuid) -> ApiResult<Student> {

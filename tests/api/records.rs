@@ -294,6 +294,47 @@ async fn families_follow_ownership(backend: Backend) {
     assert_problem(send(&app, "POST", "/v1/families", &s.teacher1, Some(json!({"name": "Teachers"}))).await, 403).await;
 }
 
+/// A guardian removed from a family and a teacher who no longer teaches a student lose what
+/// came with it: the family's threads, the student, the family.
+async fn removed_guardians_and_former_teachers_lose_access(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let s = school(&app).await;
+    let office = app.as_user(&s.admin);
+    let (g2, g2_token) = crate::common::user_with_role(&app, &s.admin, "second@example.ca", "parent").await;
+    let family = office.get(&format!("/v1/families/{}", s.family_b)).await.expect(200);
+    let b_id = family["guardians"][0]["id"].clone();
+    office.patch(&format!("/v1/families/{}", s.family_b), json!({"guardian_ids": [b_id, g2]})).await.expect(200);
+    let zoe = s.students[1].clone();
+    let thread = office
+        .post(
+            "/v1/threads",
+            json!({"subject": "Recital", "body": "Zoë plays on Friday", "family_id": s.family_b,
+            "student_id": zoe}),
+        )
+        .await
+        .expect(201);
+    let thread_path = format!("/v1/threads/{}", thread["id"].as_str().unwrap());
+    let second = app.as_user(&g2_token);
+    second.get(&thread_path).await.expect(200);
+    second.get(&format!("/v1/students/{zoe}")).await.expect(200);
+    let teacher2 = app.as_user(&s.teacher2);
+    teacher2.get(&thread_path).await.expect(200);
+    teacher2.get(&format!("/v1/students/{zoe}")).await.expect(200);
+
+    // The office removes the second guardian and gives Zoë another teacher.
+    office.patch(&format!("/v1/families/{}", s.family_b), json!({"guardian_ids": [b_id]})).await.expect(200);
+    office.patch(&format!("/v1/students/{zoe}"), json!({"teacher_id": s.teacher1_id})).await.expect(200);
+    second.get(&thread_path).await.expect(404);
+    second.get(&format!("/v1/students/{zoe}")).await.expect(404);
+    assert_eq!(second.get("/v1/threads").await.expect(200)["items"].as_array().unwrap().len(), 0);
+    teacher2.get(&thread_path).await.expect(404);
+    teacher2.get(&format!("/v1/students/{zoe}")).await.expect(404);
+    teacher2.get(&format!("/v1/families/{}", s.family_b)).await.expect(404);
+    // The new teacher and the remaining guardian keep theirs.
+    app.as_user(&s.teacher1).get(&format!("/v1/students/{zoe}")).await.expect(200);
+    app.as_user(&s.parent_b).get(&thread_path).await.expect(200);
+}
+
 async fn admin_manages_families_and_guardians(backend: Backend) {
     let app = spawn_app(backend).await;
     let s = school(&app).await;
@@ -612,6 +653,7 @@ backend_tests!(
     progress_notes_follow_ownership,
     families_follow_ownership,
     admin_manages_families_and_guardians,
+    removed_guardians_and_former_teachers_lose_access,
     teachers_roster_and_validation,
     rooms_crud_and_validation,
     student_validation_and_unknown_ids,
