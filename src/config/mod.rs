@@ -256,6 +256,8 @@ pub struct AiSettings {
     /// Millionths of a Canadian dollar per calendar month (school time zone).
     pub monthly_budget_micros: i64,
     pub run_token_cap: i64,
+    /// Most the runs about one family may spend per month (millionths of CAD).
+    pub family_monthly_micros: i64,
     /// CAD per million tokens: (model, input, output).
     pub prices: Vec<(String, f64, f64)>,
 }

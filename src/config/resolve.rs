@@ -251,6 +251,10 @@ fn resolve_ai(raw: &Raw) -> Result<AiSettings, ConfigError> {
         max_retries: raw.ai_max_retries.number(2, 0, 10)? as u32,
         monthly_budget_micros,
         run_token_cap: raw.ai_run_token_cap.number(20_000, 0, 10_000_000)? as i64,
+        family_monthly_micros: (i128::from(monthly_budget_micros)
+            * i128::from(raw.ai_family_share_percent.number(10, 1, 100)?)
+            / 100)
+            .max(1) as i64,
         prices,
     })
 }

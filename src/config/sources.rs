@@ -226,6 +226,10 @@ settings! {
     ai_monthly_budget_cad => "CEDAR_AI_MONTHLY_BUDGET_CAD", "CAD";
     /// Most AI tokens (input + output) one workflow run may use [default: 20000].
     ai_run_token_cap => "CEDAR_AI_RUN_TOKEN_CAP", "TOKENS";
+    /// Largest share of the monthly AI budget the runs about one family may spend, in percent;
+    /// past it that family's runs use the offline provider, so no one family's requests can
+    /// spend the school's budget [default: 10].
+    ai_family_share_percent => "CEDAR_AI_FAMILY_SHARE_PERCENT", "PERCENT";
     /// Prices in CAD per million tokens, `model=input/output` comma-separated; a model not
     /// listed is charged at the dearest listed price
     /// [default: gpt-4o-mini=0.21/0.84,claude-haiku-4-5=1.40/7.00].

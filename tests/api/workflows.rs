@@ -691,7 +691,27 @@ async fn a_run_over_its_token_cap_stays_offline(backend: Backend) {
     assert!(review["context"]["fallback_reason"].as_str().unwrap().contains("AI tokens"), "{review:#}");
 }
 
+/// One family's runs may spend only their share of the monthly budget: past it, that family's
+/// runs are drafted offline (and say why) while the school's budget is left for the others.
+async fn one_family_cannot_spend_the_schools_ai_budget(backend: Backend) {
+    let fake = AiFake::start(plan(25)).await;
+    let (app, s) = practice_app(backend, Some(&fake), |settings| settings.ai.family_monthly_micros = 1).await;
+    consent(&app, &s, true).await;
+    let worker = start_worker(&app.state, Duration::from_secs(30));
+    let first = start_plan(&app, &s).await;
+    wait_for_run(&app, &s.admin, &first, "waiting_for_review").await;
+    let second = start_plan(&app, &s).await;
+    wait_for_run(&app, &s.admin, &second, "waiting_for_review").await;
+    stop_worker(worker).await;
+    assert_eq!(fake.requests("openai").len(), 1, "the family's share was spent by the first run");
+    let review = pending_review(&app, &s.admin, &second).await;
+    assert!(review["context"]["fallback_reason"].as_str().unwrap().contains("family's share"), "{review:#}");
+    let usage = json_ok(send(&app, "GET", "/v1/ai/usage", &s.admin, None).await, 200).await;
+    assert_eq!(usage["exhausted"], false, "the school's budget is not spent: {usage}");
+}
+
 backend_tests!(
+    one_family_cannot_spend_the_schools_ai_budget,
     a_run_resumes_after_its_worker_dies_without_repeating_finished_steps,
     a_failing_step_is_retried_with_backoff_then_falls_back,
     a_step_that_times_out_counts_as_a_failed_attempt,

@@ -234,6 +234,15 @@ impl Gateway {
                 self.settings.monthly_budget_micros as f64 / 1e6
             )));
         }
+        if let Some(family) = caller.family_id {
+            let spent = self.family_month_spend(state, family).await?;
+            if spent >= self.settings.family_monthly_micros {
+                return Ok(Some(format!(
+                    "this family's share of the monthly AI budget (CAD {:.2}) is spent",
+                    self.settings.family_monthly_micros as f64 / 1e6
+                )));
+            }
+        }
         if let Some(run) = caller.run_id {
             let used = run_tokens(state, run).await?;
             if used >= self.settings.run_token_cap {
@@ -248,6 +257,16 @@ impl Gateway {
         const SQL: &str = "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) FROM ai_calls WHERE created_at >= $1";
         let since = month_start(Utc::now(), state.settings.timezone);
         let spent: i64 = on_db!(&state.db, pool => sqlx::query_scalar(SQL).bind(since).fetch_one(pool).await)?;
+        Ok(spent)
+    }
+
+    /// What the runs about `family` spent on external AI this month.
+    async fn family_month_spend(&self, state: &AppState, family: Uuid) -> anyhow::Result<i64> {
+        const SQL: &str = "SELECT CAST(COALESCE(SUM(c.cost_micros), 0) AS BIGINT) FROM ai_calls c \
+            JOIN workflow_runs r ON r.id = c.run_id WHERE c.created_at >= $1 AND r.family_id = $2";
+        let since = month_start(Utc::now(), state.settings.timezone);
+        let spent: i64 =
+            on_db!(&state.db, pool => sqlx::query_scalar(SQL).bind(since).bind(family).fetch_one(pool).await)?;
         Ok(spent)
     }
 
