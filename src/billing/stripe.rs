@@ -189,7 +189,8 @@ pub struct CheckoutParams {
 }
 
 /// Starts a card payment of the invoice's balance: a Stripe PaymentIntent (admins, or the
-/// family's parents). The same balance always maps to the same PaymentIntent. With
+/// family's parents). The same balance and choice map to the same PaymentIntent, and an invoice
+/// has one payable PaymentIntent at a time (a new one cancels the last; one being paid → 409). With
 /// `?autopay=true` the card is saved (`setup_future_usage=off_session`) and, once the payment
 /// succeeds, charged for later invoices on their due date.
 #[utoipa::path(post, path = "/v1/invoices/{id}/checkout", tag = "billing", params(CheckoutParams), security(("bearer" = [])),
@@ -224,21 +225,62 @@ async fn checkout(
         form.push(("setup_future_usage", "off_session".to_owned()));
         form.push(("metadata[autopay]", "true".to_owned()));
     }
-    // Paid so far is part of the key: a new balance is a new PaymentIntent.
+    // Paid so far is part of the key: a new balance is a new PaymentIntent. The same checkout
+    // again gets the live one back; after a different one it gets a fresh key (Stripe would
+    // otherwise replay the cancelled intent for a day).
     let autopay = if params.autopay { "-autopay" } else { "" };
-    let key = format!("cedar-invoice-{}-paid-{}{autopay}", invoice.id, invoice.amount_paid_cents);
+    let base = format!("cedar-invoice-{}-paid-{}{autopay}", invoice.id, invoice.amount_paid_cents);
+    let live = live_intent(&state, id).await?;
+    let key = match &live {
+        Some((_, key)) if *key == base || key.starts_with(&format!("{base}-after-")) => key.clone(),
+        Some((previous, _)) => format!("{base}-after-{previous}"),
+        None => base,
+    };
     let intent = stripe.post("/v1/payment_intents", &form, &key).await?;
     let (Some(intent_id), Some(secret)) = (intent["id"].as_str(), intent["client_secret"].as_str()) else {
         return Err(ApiError::Upstream("Stripe returned no PaymentIntent".into()));
     };
-    const SAVE: &str = "UPDATE invoices SET stripe_payment_intent_id = $2, updated_at = $3 WHERE id = $1";
-    on_db!(&state.db, pool => sqlx::query(SAVE).bind(id).bind(intent_id).bind(Utc::now()).execute(pool).await.map(|_| ()))?;
+    // One live PaymentIntent per invoice: the one this replaces (a checkout with the other
+    // autopay choice, an earlier balance) is cancelled first, so two cannot both be paid.
+    if let Some((previous, _)) = live.filter(|(p, _)| p != intent_id)
+        && let Err(error) = cancel_intent(&stripe, &previous).await
+    {
+        // It could not be cancelled: it is being paid or was paid. Withdraw the new one.
+        cancel_intent(&stripe, intent_id).await.ok();
+        tracing::warn!(invoice = %id, error = %error, "an earlier PaymentIntent could not be cancelled");
+        return Err(ApiError::conflict("A card payment of this invoice is already under way"));
+    }
+    save_intent(&state, id, intent_id, &key).await?;
     Ok(Json(Checkout {
         client_secret: secret.to_owned(),
         payment_intent_id: intent_id.to_owned(),
         amount_cents: invoice.amount_due_cents,
         currency: "CAD",
     }))
+}
+
+/// The PaymentIntent last started for the invoice and the key it was created with, if any.
+async fn live_intent(state: &AppState, invoice: Uuid) -> ApiResult<Option<(String, String)>> {
+    const SQL: &str = "SELECT stripe_payment_intent_id, COALESCE(stripe_payment_intent_key, '') FROM invoices \
+        WHERE id = $1 AND stripe_payment_intent_id IS NOT NULL";
+    Ok(on_db!(&state.db, pool => sqlx::query_as(SQL).bind(invoice).fetch_optional(pool).await)?)
+}
+
+async fn save_intent(state: &AppState, invoice: Uuid, intent: &str, key: &str) -> ApiResult<()> {
+    const SAVE: &str = "UPDATE invoices SET stripe_payment_intent_id = $2, stripe_payment_intent_key = $3, \
+        updated_at = $4 WHERE id = $1";
+    on_db!(&state.db, pool => sqlx::query(SAVE).bind(invoice).bind(intent).bind(key).bind(Utc::now())
+        .execute(pool).await.map(|_| ()))?;
+    Ok(())
+}
+
+/// Cancels a PaymentIntent (already cancelled is fine; paid or processing is an error).
+async fn cancel_intent(stripe: &Stripe, intent: &str) -> ApiResult<()> {
+    let form = [("cancellation_reason", "duplicate".to_owned())];
+    match stripe.post(&format!("/v1/payment_intents/{intent}/cancel"), &form, &format!("cedar-cancel-{intent}")).await {
+        Ok(_) => Ok(()),
+        Err(error) => Err(error),
+    }
 }
 
 /// Receives Stripe events. A bad, missing or stale signature → 400 and nothing is stored;
@@ -312,6 +354,11 @@ fn invoice_of(object: &Value) -> Option<Uuid> {
 async fn intent_succeeded(tx: &mut crate::db::Tx, state: &AppState, intent: &Value) -> Result<(), JobError> {
     let Some(invoice_id) = invoice_of(intent) else { return Ok(()) };
     let intent_id = intent["id"].as_str().unwrap_or_default();
+    // Paid: no longer the invoice's live PaymentIntent (the next balance gets a new one).
+    const SETTLED: &str = "UPDATE invoices SET stripe_payment_intent_id = NULL, stripe_payment_intent_key = NULL \
+        WHERE id = $1 AND stripe_payment_intent_id = $2";
+    on_tx!(tx, conn => sqlx::query(SETTLED).bind(invoice_id).bind(intent_id).execute(&mut **conn).await.map(|_| ()))
+        .map_err(retry)?;
     if payments::by_intent(tx, intent_id).await.map_err(retry)?.is_some() {
         return Ok(());
     }
@@ -422,8 +469,22 @@ pub async fn autopay(state: &AppState) -> anyhow::Result<usize> {
             ("metadata[invoice_id]", invoice.to_string()),
             ("metadata[family_id]", family.to_string()),
         ];
-        match stripe.post("/v1/payment_intents", &form, &format!("cedar-autopay-{invoice}-paid-{paid}")).await {
-            Ok(_) => charged += 1,
+        // A checkout left open for this invoice is cancelled first: the family cannot then
+        // pay it by hand while the saved card is charged. If it cannot be, it is being paid.
+        if let Some((previous, _)) = live_intent(state, invoice).await.map_err(|e| anyhow::anyhow!("{e}"))?
+            && let Err(error) = cancel_intent(&stripe, &previous).await
+        {
+            tracing::warn!(invoice = %invoice, error = %error, "autopay skipped: a card payment is under way");
+            continue;
+        }
+        let key = format!("cedar-autopay-{invoice}-paid-{paid}");
+        match stripe.post("/v1/payment_intents", &form, &key).await {
+            Ok(intent) => {
+                if let Some(intent_id) = intent["id"].as_str() {
+                    save_intent(state, invoice, intent_id, &key).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                }
+                charged += 1;
+            }
             // A declined card also arrives as payment_intent.payment_failed.
             Err(error) => tracing::warn!(invoice = %invoice, error = %error, "autopay charge failed"),
         }

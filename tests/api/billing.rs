@@ -454,13 +454,12 @@ async fn autopay_charges_the_saved_card_once_on_the_due_date(backend: Backend) {
     cedar::on_db!(&app.state.db, pool => sqlx::query("UPDATE invoices SET due_date = $2 WHERE id = $1")
         .bind(invoice).bind(today).execute(pool).await.map(|_| ()))
     .unwrap();
-    for _ in 0..2 {
-        assert_eq!(cedar::billing::runs::daily(&app.state).await.unwrap().0, 1);
-    }
+    assert_eq!(cedar::billing::runs::daily(&app.state).await.unwrap().0, 1);
+    // Run again before Stripe's webhook arrives: the charge is under way, nothing more is sent.
+    assert_eq!(cedar::billing::runs::daily(&app.state).await.unwrap().0, 0);
     let charges: Vec<_> =
         stripe.calls("/v1/payment_intents").into_iter().filter(|c| c.form.contains_key("off_session")).collect();
-    assert_eq!(charges.len(), 2);
-    assert_eq!(charges[0].idempotency_key, charges[1].idempotency_key, "the same charge both times");
+    assert_eq!(charges.len(), 1);
     assert_eq!(charges[0].form["amount"], "13840");
     assert_eq!(charges[0].form["payment_method"], "pm_card_visa");
     assert_eq!(charges[0].form["confirm"], "true");
@@ -571,7 +570,62 @@ backend_tests!(
     late_fees_apply_once_and_reminders_go_out,
     a_missing_rate_skips_one_family_not_the_run,
     concurrent_payments_and_refunds_respect_the_balance,
+    one_balance_has_one_live_payment_intent,
 );
+
+/// Checkout, checkout with autopay and the autopay job never leave two payable PaymentIntents
+/// for one balance: each new one cancels the last, and one being paid blocks the others.
+async fn one_balance_has_one_live_payment_intent(backend: Backend) {
+    let stripe = StripeFake::start().await;
+    let (app, s) = billing_app(backend, Some(&stripe), |_| {}).await;
+    let (_, b) = run_december(&app, &s).await;
+    let id_b = b["id"].as_str().unwrap().to_owned();
+    let checkout = |autopay: bool| {
+        let path = format!("/v1/invoices/{id_b}/checkout{}", if autopay { "?autopay=true" } else { "" });
+        let app = &app;
+        let parent = s.parent_b.clone();
+        async move { send(app, "POST", &path, &parent, None).await }
+    };
+    let plain = json_ok(checkout(false).await, 200).await;
+    let plain_id = plain["payment_intent_id"].as_str().unwrap().to_owned();
+    // The same request again: the same intent, nothing cancelled.
+    assert_eq!(json_ok(checkout(false).await, 200).await["payment_intent_id"], plain_id);
+    assert_eq!(stripe.intent_status(&plain_id).as_deref(), Some("requires_payment_method"));
+    // With autopay: a new intent, and the plain one can no longer be paid.
+    let saving = json_ok(checkout(true).await, 200).await;
+    let saving_id = saving["payment_intent_id"].as_str().unwrap().to_owned();
+    assert_ne!(saving_id, plain_id);
+    assert_eq!(stripe.intent_status(&plain_id).as_deref(), Some("canceled"));
+
+    // Back to a plain payment: a fresh intent (not the cancelled one), and the saving one goes.
+    let again = json_ok(checkout(false).await, 200).await;
+    let again_id = again["payment_intent_id"].as_str().unwrap().to_owned();
+    assert!(again_id != plain_id && again_id != saving_id);
+    assert_eq!(stripe.intent_status(&saving_id).as_deref(), Some("canceled"));
+    let saving = json_ok(checkout(true).await, 200).await;
+    let saving_id = saving["payment_intent_id"].as_str().unwrap().to_owned();
+    assert_eq!(stripe.intent_status(&again_id).as_deref(), Some("canceled"));
+    // The family is paying it in the browser: another checkout is refused, not doubled.
+    stripe.set_intent_status(&saving_id, "processing");
+    assert_problem(checkout(false).await, 409).await;
+
+    // The autopay job leaves an invoice alone while a card payment is under way.
+    let today = chrono::Utc::now().with_timezone(&app.state.settings.timezone).date_naive();
+    let invoice = uuid::Uuid::parse_str(&id_b).unwrap();
+    cedar::on_db!(&app.state.db, pool => sqlx::query("UPDATE invoices SET due_date = $2 WHERE id = $1")
+        .bind(invoice).bind(today).execute(pool).await.map(|_| ()))
+    .unwrap();
+    cedar::on_db!(&app.state.db, pool => sqlx::query("UPDATE families SET stripe_autopay_method = 'pm_card_visa', \
+        stripe_customer_id = COALESCE(stripe_customer_id, 'cus_x') WHERE id = $1")
+        .bind(uuid::Uuid::parse_str(&s.family_b).unwrap()).execute(pool).await.map(|_| ()))
+    .unwrap();
+    assert_eq!(cedar::billing::runs::daily(&app.state).await.unwrap().0, 0);
+    assert!(stripe.calls("/v1/payment_intents").iter().all(|c| !c.form.contains_key("off_session")));
+    // Once that attempt fails (the intent can be cancelled again), autopay charges the card.
+    stripe.set_intent_status(&saving_id, "requires_payment_method");
+    assert_eq!(cedar::billing::runs::daily(&app.state).await.unwrap().0, 1);
+    assert_eq!(stripe.intent_status(&saving_id).as_deref(), Some("canceled"));
+}
 
 /// Payments recorded at the same moment cannot together exceed the balance, and refunds at
 /// the same moment cannot together exceed the payment.

@@ -1,5 +1,5 @@
 //! An HTTP fake of the Stripe endpoints Cedar calls (`/v1/customers`, `/v1/payment_intents`,
-//! `/v1/refunds`): it insists on the secret key as a bearer token, form-encoded bodies and an
+//! `/v1/payment_intents/{id}/cancel`, `/v1/refunds`): it insists on the secret key as a bearer token, form-encoded bodies and an
 //! `Idempotency-Key`, and, like Stripe, answers a repeated key with the first response.
 
 use std::collections::HashMap;
@@ -27,6 +27,8 @@ struct Inner {
     by_key: HashMap<String, (HashMap<String, String>, Value)>,
     fail_next: Vec<u16>,
     counter: u32,
+    /// PaymentIntent id → status.
+    intents: HashMap<String, String>,
 }
 
 #[derive(Clone, Default)]
@@ -38,7 +40,10 @@ pub struct StripeFake {
 impl StripeFake {
     pub async fn start() -> Self {
         let fake = Self::default();
-        let app = Router::new().route("/v1/{object}", post(create)).with_state(fake.clone());
+        let app = Router::new()
+            .route("/v1/{object}", post(create))
+            .route("/v1/payment_intents/{id}/cancel", post(cancel))
+            .with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -48,6 +53,15 @@ impl StripeFake {
     /// Calls that reached the handler (after the header checks), in order.
     pub fn calls(&self, path: &str) -> Vec<Call> {
         self.inner.lock().unwrap().calls.iter().filter(|c| c.path == path).cloned().collect()
+    }
+
+    /// What the customer did with a PaymentIntent (e.g. `succeeded`: paid in the browser).
+    pub fn set_intent_status(&self, id: &str, status: &str) {
+        self.inner.lock().unwrap().intents.insert(id.to_owned(), status.to_owned());
+    }
+
+    pub fn intent_status(&self, id: &str) -> Option<String> {
+        self.inner.lock().unwrap().intents.get(id).cloned()
     }
 
     /// The next calls answer these statuses first.
@@ -111,14 +125,57 @@ async fn create(
             let Some(amount) = amount.filter(|a| *a >= 50) else {
                 return error(StatusCode::BAD_REQUEST, "invalid_request_error", "Amount must be at least 50 cents");
             };
+            // Confirmed with a saved card (autopay), the fake card is accepted at once.
+            let status = if form.get("confirm").map(String::as_str) == Some("true") {
+                "succeeded"
+            } else {
+                "requires_payment_method"
+            };
+            inner.intents.insert(format!("pi_{n}"), status.to_owned());
             json!({"id": format!("pi_{n}"), "object": "payment_intent", "amount": amount, "currency": form.get("currency"),
-                "client_secret": format!("pi_{n}_secret_test"), "status": "requires_payment_method",
+                "client_secret": format!("pi_{n}_secret_test"), "status": status,
                 "customer": form.get("customer"), "metadata": metadata})
         }
         "refunds" => json!({"id": format!("re_{n}"), "object": "refund", "amount": amount,
             "payment_intent": form.get("payment_intent"), "status": "succeeded", "metadata": metadata}),
         _ => return error(StatusCode::NOT_FOUND, "invalid_request_error", "Unrecognized request URL"),
     };
+    inner.by_key.insert(key, (form, response.clone()));
+    axum::Json(response).into_response()
+}
+
+/// `POST /v1/payment_intents/{id}/cancel`: like Stripe, a paid or processing intent cannot be
+/// cancelled (400 `payment_intent_unexpected_state`); a repeated key gets the first answer.
+async fn cancel(State(fake): State<StripeFake>, Path(id): Path<String>, headers: HeaderMap, body: String) -> Response {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    if header("authorization") != Some(format!("Bearer {STRIPE_KEY}")) {
+        return error(StatusCode::UNAUTHORIZED, "invalid_request_error", "Invalid API Key provided");
+    }
+    let Some(key) = header("idempotency-key") else {
+        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "this fake insists on an Idempotency-Key");
+    };
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+    let mut inner = fake.inner.lock().unwrap();
+    let path = format!("/v1/payment_intents/{id}/cancel");
+    inner.calls.push(Call { path, idempotency_key: key.clone(), form: form.clone() });
+    if let Some((_, response)) = inner.by_key.get(&key) {
+        return axum::Json(response.clone()).into_response();
+    }
+    let Some(status) = inner.intents.get(&id).cloned() else {
+        return error(StatusCode::NOT_FOUND, "invalid_request_error", "No such payment_intent");
+    };
+    if matches!(status.as_str(), "succeeded" | "processing" | "canceled") {
+        let message = format!("You cannot cancel this PaymentIntent because it has a status of {status}.");
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": {"type": "invalid_request_error", "code": "payment_intent_unexpected_state",
+                "message": message}})),
+        )
+            .into_response();
+    }
+    inner.intents.insert(id.clone(), "canceled".to_owned());
+    let response = json!({"id": id, "object": "payment_intent", "status": "canceled",
+        "cancellation_reason": form.get("cancellation_reason")});
     inner.by_key.insert(key, (form, response.clone()));
     axum::Json(response).into_response()
 }
