@@ -46,9 +46,11 @@ pub fn trace_layer() -> TraceLayer<SharedClassifier<ServerErrorsAsFailures>, Mak
     fn make_span(request: &Request) -> Span {
         let request_id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
         let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or("-");
-        // Secret calendar tokens live in their paths: the route template stands in for them.
+        // Secret tokens live in these paths (calendar feeds, unsubscribe links): the route
+        // template stands in for them. Query strings (one-time links) are never logged.
         let path = request.uri().path();
-        let path = if path.starts_with("/v1/calendars/") { route } else { path };
+        let secret = path.starts_with("/v1/calendars/") || path.starts_with("/v1/unsubscribe/");
+        let path = if secret { route } else { path };
         tracing::info_span!("request", request_id, method = %request.method(), route, path = %path)
     }
     fn on_response(response: &Response, latency: Duration, _span: &Span) {
