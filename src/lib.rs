@@ -13,6 +13,7 @@ pub mod http;
 pub mod jobs;
 pub mod messaging;
 pub mod ops;
+pub mod optimize;
 pub mod people;
 pub mod privacy;
 pub mod scheduling;
@@ -24,6 +25,10 @@ use config::{AdminCommand, Cli, Command, LogFormat, Settings};
 
 /// Runs one command of the `cedar` binary.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Optimize(args) = &cli.command {
+        // No settings, no database: a file in, a file out.
+        return optimize_file(args);
+    }
     let addr = match &cli.command {
         Command::Serve(args) => args.addr.as_deref(),
         _ => None,
@@ -91,7 +96,47 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", app::openapi().to_pretty_json()?);
             Ok(())
         }
+        Command::Optimize(args) => optimize_file(&args),
     }
+}
+
+fn optimize_file(args: &config::OptimizeArgs) -> anyhow::Result<()> {
+    let fail = |message: String| -> ! {
+        eprintln!("cedar optimize: {message}");
+        std::process::exit(2);
+    };
+    let text = std::fs::read_to_string(&args.instance)
+        .unwrap_or_else(|e| fail(format!("cannot read {}: {e}", args.instance.display())));
+    let model = optimize::Model::from_json(&text).unwrap_or_else(|e| fail(e.to_string()));
+    if !(args.time_limit > 0.0 && args.time_limit <= 86_400.0) || args.threads == 0 || args.threads > 64 {
+        fail("--time-limit must be 0–86400 seconds and --threads 1–64".into());
+    }
+    let options = optimize::Options {
+        time_limit: std::time::Duration::from_secs_f64(args.time_limit),
+        seed: args.seed,
+        max_moves: args.max_moves,
+        threads: args.threads,
+        iterations: args.iterations,
+    };
+    let outcome = optimize::optimize(&model, &options, &std::sync::atomic::AtomicBool::new(false));
+    println!("{}", serde_json::to_string_pretty(&outcome.solution)?);
+    let (b, a) = (&outcome.before, &outcome.after);
+    eprintln!(
+        "{}: objective {} → {} (+{}); utilization {:.1}% → {:.1}%; gap {} → {} min; waitlist seated {}; moved {}{}; {:.2} s",
+        model.name,
+        b.objective,
+        a.objective,
+        a.objective - b.objective,
+        b.utilization_pct,
+        a.utilization_pct,
+        b.gap_minutes,
+        a.gap_minutes,
+        a.waitlisted_placed,
+        a.moved,
+        args.max_moves.map(|m| format!(" of {m}")).unwrap_or_default(),
+        outcome.wall.as_secs_f64()
+    );
+    Ok(())
 }
 
 fn init_logging(settings: &Settings) {

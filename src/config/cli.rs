@@ -37,6 +37,30 @@ pub enum Command {
     /// Administration tasks.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Optimize a weekly timetable (schedule-opt format v1): the solution JSON on stdout, a
+    /// one-line summary on stderr; bad input exits with status 2.
+    Optimize(OptimizeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OptimizeArgs {
+    /// The instance file (`cedar-schedule-opt/1`, see docs/optimizer.md).
+    pub instance: std::path::PathBuf,
+    /// Wall-clock cap in seconds (the iteration budget normally ends the search first).
+    #[arg(long, default_value_t = 20.0)]
+    pub time_limit: f64,
+    /// Seed of the search: the same seed, limits and threads give the same solution.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Most active students whose weekday, start or teacher may change (room changes are free).
+    #[arg(long)]
+    pub max_moves: Option<usize>,
+    /// Searches run side by side, one core each.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Search steps per thread.
+    #[arg(long, default_value_t = 3_000_000)]
+    pub iterations: u64,
 }
 
 #[derive(Debug, Subcommand)]

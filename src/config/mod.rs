@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 
-pub use cli::{AdminCommand, AdminCreateArgs, Cli, Command, ServeArgs};
+pub use cli::{AdminCommand, AdminCreateArgs, Cli, Command, OptimizeArgs, ServeArgs};
 pub use sources::{RawValue, SettingsArgs};
 
 /// A start-up error: always names the setting.

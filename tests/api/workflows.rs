@@ -135,8 +135,12 @@ async fn start_test_run(app: &TestApp, admin: &str) -> String {
         201,
     )
     .await;
-    assert_eq!(run["status"], "pending");
-    assert_eq!(run["current_step"], "first");
+    // A worker already running may have picked the run up before the answer was read.
+    match run["status"].as_str() {
+        Some("pending") => assert_eq!(run["current_step"], "first"),
+        Some("running") => {}
+        other => panic!("a new run is {other:?}"),
+    }
     run["id"].as_str().unwrap().to_owned()
 }
 
