@@ -47,7 +47,7 @@ pub struct OptimizeArgs {
     /// The instance file (`cedar-schedule-opt/1`, see docs/optimizer.md).
     pub instance: std::path::PathBuf,
     /// Wall-clock cap in seconds (the iteration budget normally ends the search first).
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, default_value_t = 30.0)]
     pub time_limit: f64,
     /// Seed of the search: the same seed, limits and threads give the same solution.
     #[arg(long, default_value_t = 1)]
@@ -58,8 +58,8 @@ pub struct OptimizeArgs {
     /// Searches run side by side, one core each.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// Search steps per thread.
-    #[arg(long, default_value_t = 3_000_000)]
+    /// Search steps per thread (about 5 million a second on one core of a small server).
+    #[arg(long, default_value_t = 100_000_000)]
     pub iterations: u64,
 }
 

@@ -272,21 +272,31 @@ pub fn search(
     }
     let (t0, t1) = (40.0f64, 0.3f64);
     let mut temperature = t0;
-    let cooling = (t1 / t0).powf(1.0 / limits.iterations.max(1) as f64);
+    let started = std::time::Instant::now();
     for iteration in 0..limits.iterations {
-        if iteration % 4096 == 0
-            && (cancel.load(std::sync::atomic::Ordering::Relaxed)
-                || limits.deadline.is_some_and(|d| std::time::Instant::now() >= d))
-        {
-            break;
+        if iteration % 4096 == 0 {
+            let now = std::time::Instant::now();
+            if cancel.load(std::sync::atomic::Ordering::Relaxed) || limits.deadline.is_some_and(|d| now >= d) {
+                break;
+            }
+            // Cool along the iteration budget; when the wall-clock cap binds first, along
+            // the time instead, so a cut-short search still ends cold (then the result
+            // depends on the machine's speed, which only the cap can cause).
+            let by_steps = iteration as f64 / limits.iterations as f64;
+            let by_time = limits.deadline.map_or(0.0, |d| {
+                let total = d.saturating_duration_since(started).as_secs_f64();
+                if total > 0.0 { now.duration_since(started).as_secs_f64() / total } else { 1.0 }
+            });
+            temperature = t0 * (t1 / t0).powf(by_steps.max(by_time).min(1.0));
         }
-        temperature *= cooling;
         let i = rng.random_range(0..n);
         let roll: f64 = rng.random();
-        let delta = if roll < 0.55 {
+        let delta = if roll < 0.4 {
             random_move(&mut state, &mut rng, i)
-        } else if roll < 0.8 {
+        } else if roll < 0.6 {
             shift(&mut state, &mut rng, i)
+        } else if roll < 0.8 {
+            snap(&mut state, &mut rng, i)
         } else if roll < 0.9 {
             back_home(&mut state, i)
         } else {
@@ -373,6 +383,42 @@ fn shift(state: &mut State, rng: &mut ChaCha8Rng, i: usize) -> Option<(i64, Undo
         state.with_kind(i, p.teacher, p.day, start)
     };
     state.insert(i, p);
+    try_move(state, i, to?)
+}
+
+/// Puts the lesson right before or after another lesson of its teacher (any day they teach),
+/// or right after a sibling's: what closes a gap or lines siblings up.
+fn snap(state: &mut State, rng: &mut ChaCha8Rng, i: usize) -> Option<(i64, Undo)> {
+    let m = state.m;
+    let teacher = state.pos[i].map(|p| p.teacher).or(m.current[i].map(|c| c.teacher as u16))?;
+    let minutes = m.students[i].minutes;
+    let family = &m.families[m.students[i].family];
+    let (day, start) = if family.len() > 1 && rng.random::<f64>() < 0.3 {
+        let sibling = family[rng.random_range(0..family.len())];
+        let p = state.pos[sibling].filter(|_| sibling != i)?;
+        let end = p.start + m.students[sibling].minutes;
+        if rng.random::<bool>() { (p.day, end) } else { (p.day, p.start.checked_sub(minutes)?) }
+    } else {
+        let day = match state.pos[i] {
+            Some(p) if rng.random::<f64>() < 0.7 => p.day,
+            _ => rng.random_range(0..7u8),
+        };
+        let lessons = &state.days[usize::from(teacher)][usize::from(day)];
+        let others: Vec<&(u16, u16, u32)> = lessons.iter().filter(|l| l.2 as usize != i).collect();
+        if others.is_empty() {
+            return None;
+        }
+        let &&(a, b, _) = others.get(rng.random_range(0..others.len()))?;
+        if rng.random::<bool>() { (day, b) } else { (day, a.checked_sub(minutes)?) }
+    };
+    if m.students[i].slots.binary_search(&(day, start)).is_err() {
+        return None;
+    }
+    let from = state.remove(i);
+    let to = state.with_kind(i, teacher, day, start);
+    if let Some(p) = from {
+        state.insert(i, p);
+    }
     try_move(state, i, to?)
 }
 

@@ -19,6 +19,7 @@ mod idempotency;
 mod mail;
 mod messaging;
 mod ops;
+mod optimizer;
 mod payment_issue;
 mod privacy;
 mod progress_report;
