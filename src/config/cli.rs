@@ -58,9 +58,10 @@ pub struct OptimizeArgs {
     /// Searches run side by side, one core each.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// Search steps per thread (about 5 million a second on one core of a small server).
-    #[arg(long, default_value_t = 100_000_000)]
-    pub iterations: u64,
+    /// Search steps per thread (about 5 million a second on one core of a small server)
+    /// [default: 180 × students^2.5, between 2 and 140 million].
+    #[arg(long)]
+    pub iterations: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]

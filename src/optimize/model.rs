@@ -203,7 +203,16 @@ impl Model {
         }
         let file: InstanceFile =
             serde_json::from_value(value).map_err(|e| bad(format!("the instance does not follow {FORMAT}: {e}")))?;
-        let model = Self::compile(&file)?;
+        Self::from_instance(&file)
+    }
+
+    /// Builds a model from an instance assembled in memory (the schedule review fills one from
+    /// Cedar's own teachers, rooms, students and weekly series); validated like a file.
+    pub fn from_instance(file: &InstanceFile) -> Result<Self, BadInstance> {
+        if file.format != FORMAT {
+            return Err(bad(format!("the instance format is {:?}; this optimizer reads {FORMAT:?}", file.format)));
+        }
+        let model = Self::compile(file)?;
         let current: Vec<Lesson> = model.current.iter().flatten().copied().collect();
         let report = super::check::evaluate(&model, &current, false);
         if let Some(first) = report.violations.first() {

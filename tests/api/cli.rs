@@ -52,7 +52,7 @@ fn help_documents_every_setting() {
         assert!(help.contains(setting), "serve --help does not mention {setting}");
     }
     let top = String::from_utf8(cedar().arg("--help").output().unwrap().stdout).unwrap();
-    for command in ["serve", "migrate", "openapi", "admin", "demo", "worker"] {
+    for command in ["serve", "migrate", "openapi", "admin", "demo", "worker", "optimize"] {
         assert!(top.contains(command));
     }
 }

@@ -21,7 +21,7 @@ fn instance(name: &str) -> PathBuf {
 }
 
 fn quick(max_moves: Option<usize>) -> Options {
-    Options { time_limit: Duration::from_secs(60), seed: 7, max_moves, threads: 2, iterations: 60_000 }
+    Options { time_limit: Duration::from_secs(60), seed: 7, max_moves, threads: 2, iterations: Some(60_000) }
 }
 
 fn evaluate_py(instance: &PathBuf, solution: &str) -> Value {
@@ -64,7 +64,7 @@ fn a_seed_reproduces_its_solution_and_the_budget_holds() {
     let none = optimize(&model, &quick(Some(0)), &AtomicBool::new(false));
     assert_eq!(none.after.moved, 0, "a budget of 0 moves nobody enrolled");
     assert!(none.after.feasible());
-    let cancelled = optimize(&model, &Options { iterations: u64::MAX, ..quick(None) }, &AtomicBool::new(true));
+    let cancelled = optimize(&model, &Options { iterations: Some(u64::MAX), ..quick(None) }, &AtomicBool::new(true));
     assert!(cancelled.after.feasible(), "a cancelled search still answers with a feasible timetable");
     assert!(cancelled.wall < Duration::from_secs(5));
 }
