@@ -295,8 +295,10 @@ pub fn search(
             random_move(&mut state, &mut rng, i)
         } else if roll < 0.6 {
             shift(&mut state, &mut rng, i)
-        } else if roll < 0.8 {
+        } else if roll < 0.75 {
             snap(&mut state, &mut rng, i)
+        } else if roll < 0.8 {
+            close_gap(&mut state, &mut rng, i)
         } else if roll < 0.9 {
             back_home(&mut state, i)
         } else {
@@ -420,6 +422,47 @@ fn snap(state: &mut State, rng: &mut ChaCha8Rng, i: usize) -> Option<(i64, Undo)
         state.insert(i, p);
     }
     try_move(state, i, to?)
+}
+
+/// Closes the gap before (or after) `i`'s lesson in its teacher's day by sliding the whole
+/// block of lessons on that side across it: a day laid back to back in one move.
+fn close_gap(state: &mut State, rng: &mut ChaCha8Rng, i: usize) -> Option<(i64, Undo)> {
+    let p = state.pos[i]?;
+    let lessons = state.days[usize::from(p.teacher)][usize::from(p.day)].clone();
+    let k = lessons.iter().position(|l| l.2 as usize == i)?;
+    // Later lessons move earlier (ascending), or earlier lessons move later (descending).
+    let (block, shift): (Vec<usize>, i32) = if rng.random::<bool>() {
+        let gap = i32::from(p.start) - i32::from(lessons.get(k.checked_sub(1)?)?.1);
+        (lessons[k..].iter().map(|l| l.2 as usize).collect(), -gap)
+    } else {
+        let end = state.end(i, &p);
+        let gap = i32::from(lessons.get(k + 1)?.0) - i32::from(end);
+        (lessons[..=k].iter().rev().map(|l| l.2 as usize).collect(), gap)
+    };
+    if shift == 0 {
+        return None;
+    }
+    let mut undo: Undo = Vec::with_capacity(block.len());
+    let mut delta = 0;
+    for &s in &block {
+        let from = state.pos[s].expect("in the teacher's day");
+        let start = u16::try_from(i32::from(from.start) + shift).ok();
+        let to = start.filter(|&st| state.m.students[s].slots.binary_search(&(from.day, st)).is_ok()).and_then(|st| {
+            state.remove(s);
+            let to = state.with_kind(s, from.teacher, from.day, st);
+            state.insert(s, from);
+            to
+        });
+        let Some(to) = to else {
+            for (student, place) in undo.into_iter().rev() {
+                state.relocate(student, place);
+            }
+            return None;
+        };
+        delta += state.relocate(s, Some(to));
+        undo.push((s, Some(from)));
+    }
+    Some((delta, undo))
 }
 
 /// Puts a moved active student back where they were (gives back move budget).
