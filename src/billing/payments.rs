@@ -16,7 +16,7 @@ use super::invoices;
 use super::money::Cents;
 use crate::app::AppState;
 use crate::auth::{AdminUser, CurrentUser, Role};
-use crate::db::Tx;
+use crate::db::{CommitMark, Tx};
 use crate::error::{ApiError, ApiResult};
 use crate::http::pagination::{Page, PageParams};
 use crate::http::validate::Errors;
@@ -202,6 +202,7 @@ async fn create_payment(
         .await?;
     received_email(&mut tx, &state, invoice.family_id, &invoice.number, input.amount_cents, id).await?;
     let payment = find(&mut tx, id).await?;
+    CommitMark::answer_with_json(201, &payment);
     tx.commit().await?;
     state.job_wakeup.notify_one();
     Ok((StatusCode::CREATED, Json(payment)))

@@ -17,7 +17,7 @@ use super::outbox::{self, Email};
 use crate::app::AppState;
 use crate::auth::{CurrentUser, Role};
 use crate::config::Settings;
-use crate::db::Tx;
+use crate::db::{CommitMark, Tx};
 use crate::error::{ApiError, ApiResult};
 use crate::http::pagination::{Page, PageParams};
 use crate::http::validate::Errors;
@@ -232,6 +232,7 @@ async fn create_thread(
     add_message(&mut tx, &state, &user, id, &body).await?;
     let mut thread = find_visible(&mut tx, &user, id).await?;
     thread.participants = Some(participants(&mut tx, id).await?);
+    CommitMark::answer_with_json(201, &thread);
     tx.commit().await?;
     state.job_wakeup.notify_one();
     Ok((StatusCode::CREATED, Json(thread)))
@@ -390,6 +391,7 @@ async fn post_message(
     find_visible(&mut tx, &user, id).await?;
     errors.into_result()?;
     let message = add_message(&mut tx, &state, &user, id, &body).await?;
+    CommitMark::answer_with_json(201, &message);
     tx.commit().await?;
     state.job_wakeup.notify_one();
     Ok((StatusCode::CREATED, Json(message)))
