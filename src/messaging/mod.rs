@@ -79,18 +79,7 @@ pub async fn email_user(
     vars: Value,
     dedupe_key: Option<String>,
 ) -> ApiResult<Option<Uuid>> {
-    let Some(recipient) = recipient(tx, user).await? else { return Ok(None) };
-    let email = Email {
-        template,
-        to_address: recipient.email,
-        to_name: recipient.name,
-        user_id: Some(user),
-        language: recipient.language,
-        vars,
-        dedupe_key,
-        secret_link: None,
-    };
-    outbox::queue(tx, settings, email).await
+    email_one(tx, settings, user, template, vars, dedupe_key, None).await
 }
 
 /// Like [`email_user`] for an email whose `{{ link }}` carries a one-time token: the link
@@ -103,8 +92,20 @@ pub async fn email_user_with_link(
     mut vars: Value,
     link: String,
 ) -> ApiResult<Option<Uuid>> {
-    let Some(recipient) = recipient(tx, user).await? else { return Ok(None) };
     vars["link"] = Value::from(outbox::SECRET_LINK);
+    email_one(tx, settings, user, template, vars, None, Some(link)).await
+}
+
+async fn email_one(
+    tx: &mut Tx,
+    settings: &Settings,
+    user: Uuid,
+    template: &'static str,
+    vars: Value,
+    dedupe_key: Option<String>,
+    secret_link: Option<String>,
+) -> ApiResult<Option<Uuid>> {
+    let Some(recipient) = recipient(tx, user).await? else { return Ok(None) };
     let email = Email {
         template,
         to_address: recipient.email,
@@ -112,8 +113,8 @@ pub async fn email_user_with_link(
         user_id: Some(user),
         language: recipient.language,
         vars,
-        dedupe_key: None,
-        secret_link: Some(link),
+        dedupe_key,
+        secret_link,
     };
     outbox::queue(tx, settings, email).await
 }

@@ -24,7 +24,8 @@ use crate::http::Query;
 use crate::privacy::audit::{self, AuditEvent};
 
 use super::{
-    GoTrueError, GoTrueResult, TokenResponse, built_in, gotrue_user, limit, new_password_hash, parse, start_session,
+    GoTrueError, GoTrueResult, TokenResponse, admit, built_in, gotrue_user, limit, new_password_hash, parse,
+    start_session,
 };
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -217,9 +218,7 @@ async fn verify(
     headers: HeaderMap,
     body: Bytes,
 ) -> GoTrueResult<axum::Json<TokenResponse>> {
-    built_in(&state.auth)?;
-    let ip = crate::http::client::client_key(peer, &headers, &state.settings.trusted_proxies);
-    limit(&state.auth.ip_limiter, &format!("verify:{ip}"))?;
+    let ip = admit(&state, peer, &headers, "verify")?;
     let input: VerifyInput = parse(&body)?;
     let purpose = purpose_of(&input.kind)?;
     let Some(token) = input.token.or(input.token_hash).filter(|t| !t.is_empty()) else {
@@ -286,9 +285,7 @@ async fn verify_link(
     headers: HeaderMap,
     Query(link): Query<VerifyLink>,
 ) -> GoTrueResult<Response> {
-    built_in(&state.auth)?;
-    let ip = crate::http::client::client_key(peer, &headers, &state.settings.trusted_proxies);
-    limit(&state.auth.ip_limiter, &format!("verify:{ip}"))?;
+    let ip = admit(&state, peer, &headers, "verify")?;
     if purpose_of(&link.kind)? != OneTimePurpose::Signup {
         return Err(GoTrueError::new(
             StatusCode::BAD_REQUEST,
@@ -301,7 +298,7 @@ async fn verify_link(
         return Err(GoTrueError::new(StatusCode::FORBIDDEN, "otp_expired", "Token has expired or is invalid"));
     };
     store::confirm_email(&mut tx, user_id).await?;
-    audit::record_tx(&mut tx, AuditEvent::new("auth.email_confirmed").subject("user", user_id)).await?;
+    audit::record_tx(&mut tx, AuditEvent::new("auth.email_confirmed").subject("user", user_id).ip(Some(ip))).await?;
     tx.commit().await?;
     let school = crate::messaging::templates::SCHOOL;
     let page = format!(
@@ -327,9 +324,7 @@ async fn recover(
     headers: HeaderMap,
     body: Bytes,
 ) -> GoTrueResult<axum::Json<Value>> {
-    built_in(&state.auth)?;
-    let ip = crate::http::client::client_key(peer, &headers, &state.settings.trusted_proxies);
-    limit(&state.auth.ip_limiter, &format!("recover:{ip}"))?;
+    let ip = admit(&state, peer, &headers, "recover")?;
     let input: RecoverInput = parse(&body)?;
     let email = Email::parse(&input.email).map_err(|why| {
         GoTrueError::new(

@@ -155,6 +155,15 @@ fn built_in(auth: &Auth) -> GoTrueResult<()> {
     }
 }
 
+/// The opening of every public GoTrue call: built-in mode only, then `action`'s budget per
+/// client IP. Returns the client's key (also what audits record).
+fn admit(state: &AppState, peer: SocketAddr, headers: &HeaderMap, action: &str) -> GoTrueResult<String> {
+    built_in(&state.auth)?;
+    let ip = crate::http::client::client_key(peer, headers, &state.settings.trusted_proxies);
+    limit(&state.auth.ip_limiter, &format!("{action}:{ip}"))?;
+    Ok(ip)
+}
+
 fn user_agent(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok())
 }
@@ -217,9 +226,7 @@ async fn signup(
     headers: HeaderMap,
     body: Bytes,
 ) -> GoTrueResult<axum::Json<TokenResponse>> {
-    built_in(&state.auth)?;
-    let ip = crate::http::client::client_key(peer, &headers, &state.settings.trusted_proxies);
-    limit(&state.auth.ip_limiter, &format!("signup:{ip}"))?;
+    let ip = admit(&state, peer, &headers, "signup")?;
     if state.auth.signup == SignupPolicy::Invite {
         return Err(GoTrueError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
