@@ -88,7 +88,7 @@ pub fn optimize(model: &Model, options: &Options, cancel: &AtomicBool) -> Outcom
         .max_by_key(|(k, (_, objective))| (*objective, -(*k as i64)))
         .map(|(_, r)| r)
         .expect("one thread at least");
-    let lessons = search::state_of(model, &best, options.max_moves).lessons();
+    let lessons = search::State::with_places(model, &best, options.max_moves).lessons();
     let mut after = check::evaluate(model, &lessons, true);
     let within_budget = options.max_moves.is_none_or(|budget| after.moved <= budget);
     let lessons = if after.feasible() && within_budget {

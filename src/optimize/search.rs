@@ -27,6 +27,18 @@ pub struct State<'m> {
 impl<'m> State<'m> {
     /// The current timetable (rooms as their kinds), waitlisted students out.
     pub fn from_current(m: &'m Model, budget: Option<usize>) -> Self {
+        let current: Vec<Option<Place>> = m
+            .current
+            .iter()
+            .map(|c| {
+                c.map(|l| Place { teacher: l.teacher as u16, kind: m.room_kind[l.room], day: l.day, start: l.start })
+            })
+            .collect();
+        Self::with_places(m, &current, budget)
+    }
+
+    /// A state holding exactly `places`.
+    pub fn with_places(m: &'m Model, places: &[Option<Place>], budget: Option<usize>) -> Self {
         let units_per_day = 1440 / usize::from(m.grid);
         let mut state = Self {
             m,
@@ -39,10 +51,9 @@ impl<'m> State<'m> {
             budget,
             objective: 0,
         };
-        for (i, current) in m.current.iter().enumerate() {
-            if let Some(l) = current {
-                let place = Place { teacher: l.teacher as u16, kind: m.room_kind[l.room], day: l.day, start: l.start };
-                state.insert(i, place);
+        for (i, place) in places.iter().enumerate() {
+            if let Some(p) = place {
+                state.insert(i, *p);
             }
         }
         state.objective = state.full_objective();
@@ -128,6 +139,17 @@ impl<'m> State<'m> {
     /// The first kind (least versatile first) with room for `i` at teacher/day/start.
     fn with_kind(&self, i: usize, teacher: u16, day: u8, start: u16) -> Option<Place> {
         self.m.students[i].kinds.iter().map(|&kind| Place { teacher, kind, day, start }).find(|p| self.fits(i, p))
+    }
+
+    /// Where `i` would fit at teacher/day/start once its own lesson is out of the way (it
+    /// stays where it is).
+    fn place_lifted(&mut self, i: usize, teacher: u16, day: u8, start: u16) -> Option<Place> {
+        let from = self.remove(i);
+        let to = self.with_kind(i, teacher, day, start);
+        if let Some(p) = from {
+            self.insert(i, p);
+        }
+        to
     }
 
     fn day_gap(&self, teacher: u16, day: u8) -> i64 {
@@ -319,21 +341,10 @@ pub fn search(
 
 type Undo = Vec<(usize, Option<Place>)>;
 
-/// Places `i` at `to` (after lifting it); `None` when it does not fit.
-fn try_move(state: &mut State, i: usize, to: Place) -> Option<(i64, Undo)> {
+/// Moves `i` to `to`, a place found to fit with `i` lifted; `None` when it is already there.
+fn apply(state: &mut State, i: usize, to: Place) -> Option<(i64, Undo)> {
     let from = state.pos[i];
-    if from == Some(to) {
-        return None;
-    }
-    state.remove(i);
-    let fits = state.fits(i, &to);
-    if let Some(p) = from {
-        state.insert(i, p);
-    }
-    if !fits {
-        return None;
-    }
-    Some((state.relocate(i, Some(to)), vec![(i, from)]))
+    (from != Some(to)).then(|| (state.relocate(i, Some(to)), vec![(i, from)]))
 }
 
 fn pick_teacher(state: &State, rng: &mut ChaCha8Rng, i: usize) -> Option<u16> {
@@ -354,12 +365,8 @@ fn random_move(state: &mut State, rng: &mut ChaCha8Rng, i: usize) -> Option<(i64
     }
     let (day, start) = s.slots[rng.random_range(0..s.slots.len())];
     let teacher = pick_teacher(state, rng, i)?;
-    let from = state.remove(i);
-    let to = state.with_kind(i, teacher, day, start);
-    if let Some(p) = from {
-        state.insert(i, p);
-    }
-    try_move(state, i, to?)
+    let to = state.place_lifted(i, teacher, day, start)?;
+    apply(state, i, to)
 }
 
 /// Slides a lesson a little within its teacher's day (closes gaps), or changes only its room
@@ -385,7 +392,7 @@ fn shift(state: &mut State, rng: &mut ChaCha8Rng, i: usize) -> Option<(i64, Undo
         state.with_kind(i, p.teacher, p.day, start)
     };
     state.insert(i, p);
-    try_move(state, i, to?)
+    apply(state, i, to?)
 }
 
 /// Puts the lesson right before or after another lesson of its teacher (any day they teach),
@@ -416,12 +423,8 @@ fn snap(state: &mut State, rng: &mut ChaCha8Rng, i: usize) -> Option<(i64, Undo)
     if m.students[i].slots.binary_search(&(day, start)).is_err() {
         return None;
     }
-    let from = state.remove(i);
-    let to = state.with_kind(i, teacher, day, start);
-    if let Some(p) = from {
-        state.insert(i, p);
-    }
-    try_move(state, i, to?)
+    let to = state.place_lifted(i, teacher, day, start)?;
+    apply(state, i, to)
 }
 
 /// Closes the gap before (or after) `i`'s lesson in its teacher's day by sliding the whole
@@ -468,12 +471,8 @@ fn close_gap(state: &mut State, rng: &mut ChaCha8Rng, i: usize) -> Option<(i64, 
 /// Puts a moved active student back where they were (gives back move budget).
 fn back_home(state: &mut State, i: usize) -> Option<(i64, Undo)> {
     let current = state.m.current[i]?;
-    let from = state.remove(i);
-    let to = state.with_kind(i, current.teacher as u16, current.day, current.start);
-    if let Some(p) = from {
-        state.insert(i, p);
-    }
-    try_move(state, i, to?)
+    let to = state.place_lifted(i, current.teacher as u16, current.day, current.start)?;
+    apply(state, i, to)
 }
 
 /// Ejection: seats `i` (a waitlisted student, placed or not, or any student) at a random slot
@@ -496,12 +495,8 @@ fn eject(state: &mut State, rng: &mut ChaCha8Rng, i: usize) -> Option<(i64, Undo
     let [j] = blockers[..] else { return None };
     let mut undo: Undo = vec![(j, state.pos[j])];
     let mut delta = state.relocate(j, None);
-    let from_i = state.remove(i);
-    let to = state.with_kind(i, teacher, day, start);
-    if let Some(p) = from_i {
-        state.insert(i, p);
-    }
-    let Some(to) = to else {
+    let from_i = state.pos[i];
+    let Some(to) = state.place_lifted(i, teacher, day, start) else {
         state.relocate(j, undo[0].1);
         return None;
     };
@@ -560,20 +555,4 @@ fn seat_waitlist(state: &mut State) {
             state.relocate(i, Some(p));
         }
     }
-}
-
-/// Rebuilds a state from placements (to turn the best one into lessons).
-pub fn state_of<'m>(m: &'m Model, pos: &[Option<Place>], budget: Option<usize>) -> State<'m> {
-    let mut state = State::from_current(m, None);
-    for i in 0..pos.len() {
-        state.remove(i);
-    }
-    for (i, p) in pos.iter().enumerate() {
-        if let Some(p) = p {
-            state.insert(i, *p);
-        }
-    }
-    state.budget = budget;
-    state.objective = state.full_objective();
-    state
 }
