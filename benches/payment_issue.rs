@@ -9,11 +9,10 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cedar::app::AppState;
 use cedar::config::{AiProviderKind, Secret};
-use cedar::workflows::engine::{self, Trigger};
 use serde_json::{Value, json};
 
 const QUESTIONS: usize = 20;
@@ -112,25 +111,16 @@ async fn main() {
             )
             .await;
             let input = json!({"invoice_id": invoice, "reason": "inquiry", "inquiry_id": inquiry["id"]});
-            let workflow = state.workflows.get("payment_issue").unwrap();
-            let subject = workflow.prepare(state, &input).await.unwrap();
-            let mut tx = state.db.begin().await.unwrap();
-            let run =
-                engine::create_run(&mut tx, &workflow, &input, Some(&subject), Trigger::System, None).await.unwrap();
-            tx.commit().await.unwrap();
-
-            let started = Instant::now();
-            engine::advance(state, run).await.unwrap();
-            to_review.push(started.elapsed());
-            let view = call(reqwest::Method::GET, format!("/v1/workflow-runs/{run}"), None).await;
-            assert_eq!(view["status"], "waiting_for_review", "{view:#}");
-            let review = view["review_id"].as_str().unwrap();
-            call(reqwest::Method::POST, format!("/v1/reviews/{review}/approve"), Some(json!({}))).await;
-            let started = Instant::now();
-            engine::advance(state, run).await.unwrap();
-            after_approval.push(started.elapsed());
-            let view = call(reqwest::Method::GET, format!("/v1/workflow-runs/{run}"), None).await;
-            assert_eq!(view["status"], "succeeded", "{view:#}");
+            let (review, approval) = support::review_round_trip(
+                state,
+                "payment_issue",
+                input,
+                |run| call(reqwest::Method::GET, format!("/v1/workflow-runs/{run}"), None),
+                |review| call(reqwest::Method::POST, format!("/v1/reviews/{review}/approve"), Some(json!({}))),
+            )
+            .await;
+            to_review.push(review);
+            after_approval.push(approval);
         }
         let total: Vec<Duration> = to_review.iter().zip(&after_approval).map(|(a, b)| *a + *b).collect();
         println!("{label}:");

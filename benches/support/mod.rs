@@ -40,6 +40,43 @@ pub async fn serve_with_admin(state: &AppState) -> (SocketAddr, String) {
     (addr, session["access_token"].as_str().unwrap().to_owned())
 }
 
+/// One workflow run measured the way the owner lives it: started, advanced to its review
+/// (timed), approved over HTTP by `approve`, advanced to the end (timed). `view` reads the
+/// run over HTTP. Returns (to review, after approval).
+#[allow(dead_code, reason = "only the workflow benchmarks time reviews")]
+pub async fn review_round_trip<V, VF, A, AF>(
+    state: &AppState,
+    workflow: &str,
+    input: serde_json::Value,
+    view: V,
+    approve: A,
+) -> (Duration, Duration)
+where
+    V: Fn(uuid::Uuid) -> VF,
+    VF: std::future::Future<Output = serde_json::Value>,
+    A: Fn(String) -> AF,
+    AF: std::future::Future<Output = serde_json::Value>,
+{
+    use cedar::workflows::engine::{self, Trigger};
+    let definition = state.workflows.get(workflow).unwrap();
+    let subject = definition.prepare(state, &input).await.unwrap();
+    let mut tx = state.db.begin().await.unwrap();
+    let run = engine::create_run(&mut tx, &definition, &input, Some(&subject), Trigger::System, None).await.unwrap();
+    tx.commit().await.unwrap();
+    let started = std::time::Instant::now();
+    engine::advance(state, run).await.unwrap();
+    let to_review = started.elapsed();
+    let run_view = view(run).await;
+    assert_eq!(run_view["status"], "waiting_for_review", "{run_view:#}");
+    approve(run_view["review_id"].as_str().unwrap().to_owned()).await;
+    let started = std::time::Instant::now();
+    engine::advance(state, run).await.unwrap();
+    let after_approval = started.elapsed();
+    let run_view = view(run).await;
+    assert_eq!(run_view["status"], "succeeded", "{run_view:#}");
+    (to_review, after_approval)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
