@@ -274,22 +274,21 @@ impl CommitMark {
     /// `GET path` (and `Location: path` for a 201). Call it before the commit; outside a
     /// keyed request it does nothing.
     pub fn answer_is(status: u16, path: impl Into<String>) {
-        Self::declare(Answer::Read(status, path.into()));
+        Self::declare(|| Some(Answer::Read(status, path.into())));
     }
 
     /// Declares the whole JSON answer, stored in the same transaction as the write: for
     /// answers no `GET` reproduces (a booking's occurrences and skipped dates).
     pub fn answer_with_json(status: u16, body: &impl serde::Serialize) {
-        if COMMIT_MARK.try_with(|_| ()).is_ok()
-            && let Ok(body) = serde_json::to_vec(body)
-        {
-            Self::declare(Answer::Json(status, body));
-        }
+        Self::declare(|| serde_json::to_vec(body).ok().map(|body| Answer::Json(status, body)));
     }
 
-    fn declare(answer: Answer) {
+    /// Records the answer of the keyed request in flight (built only if there is one).
+    fn declare(answer: impl FnOnce() -> Option<Answer>) {
         let _ = COMMIT_MARK.try_with(|mark| {
-            *mark.answer.lock().unwrap_or_else(|e| e.into_inner()) = Some(answer);
+            if let Some(answer) = answer() {
+                *mark.answer.lock().unwrap_or_else(|e| e.into_inner()) = Some(answer);
+            }
         });
     }
 
