@@ -32,7 +32,7 @@ pub fn schedules(settings: &Settings) -> Vec<Schedule> {
     all.extend(crate::messaging::schedules());
     all.extend(crate::billing::schedules(settings));
     all.extend(crate::privacy::schedules());
-    all.extend(crate::workflows::schedules());
+    all.extend(crate::workflows::schedules(settings));
     all
 }
 

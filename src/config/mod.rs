@@ -156,6 +156,23 @@ pub struct Settings {
     pub payment_issue_overdue_days: u32,
     pub retention: Retention,
     pub progress: ProgressSettings,
+    pub schedule_review: ScheduleReviewSettings,
+}
+
+/// The weekly schedule review: when it runs and what the optimizer may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleReviewSettings {
+    /// When the weekly run starts (cron, school time) for the coming week.
+    pub cron: String,
+    /// Active students whose day, time or teacher a proposal may change.
+    pub max_moves: usize,
+    pub time_limit_secs: u64,
+    /// The most a teacher teaches in a day (a teacher already above it keeps that day's load).
+    pub teacher_max_minutes_per_day: u32,
+    /// Length of a waitlisted student's lesson when no request says.
+    pub waitlist_lesson_minutes: u32,
+    /// The school's open hours; lessons of students without recorded times go inside them.
+    pub school_hours: Vec<crate::time::WeeklyWindow>,
 }
 
 /// How long each kind of personal data is kept (the `privacy.retention` purge).

@@ -111,6 +111,21 @@ impl Settings {
                 gap_days: raw.attention_gap_days.number(21, 1, 365)? as i64,
                 send_delay_secs: raw.progress_send_delay_secs.number(60, 0, 86_400)? as u32,
             },
+            schedule_review: ScheduleReviewSettings {
+                cron: {
+                    let cron = raw.schedule_review_cron.text().unwrap_or_else(|| "0 18 * * 0".into());
+                    crate::jobs::cron::Cron::parse(&cron).map_err(|e| raw.schedule_review_cron.bad(e))?;
+                    cron
+                },
+                max_moves: raw.schedule_review_max_moves.number(60, 0, 10_000)? as usize,
+                time_limit_secs: raw.schedule_review_time_limit_secs.number(20, 1, 600)?,
+                teacher_max_minutes_per_day: raw.teacher_max_minutes_per_day.number(360, 15, 1440)? as u32,
+                waitlist_lesson_minutes: raw.waitlist_lesson_minutes.number(30, 15, 120)? as u32,
+                school_hours: {
+                    let text = raw.school_hours.text().unwrap_or_else(|| DEFAULT_SCHOOL_HOURS.into());
+                    parse_school_hours(&text).map_err(|e| raw.school_hours.bad(e))?
+                },
+            },
             retention: Retention {
                 outbox_days: raw.retention_outbox_days.number(90, 1, 3650)? as u32,
                 ai_days: raw.retention_ai_days.number(30, 1, 3650)? as u32,
@@ -407,6 +422,42 @@ fn parse_cors(setting: &RawValue, raw: &str) -> Result<CorsOrigins, ConfigError>
     Ok(CorsOrigins::List(origins))
 }
 
+const DEFAULT_SCHOOL_HOURS: &str = "mon-fri 14:00-21:00, sat 09:00-14:00";
+
+/// `"mon-fri 14:00-21:00, sat 09:00-14:00"` → weekly windows (days: mon … sun, or ranges).
+pub fn parse_school_hours(text: &str) -> Result<Vec<crate::time::WeeklyWindow>, String> {
+    const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    let day = |name: &str| DAYS.iter().position(|d| *d == name.trim()).map(|i| i as u8 + 1);
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("{part:?} is not like \"mon-fri 14:00-21:00\"");
+        let (days, hours) =
+            part.to_lowercase().split_once(' ').map(|(a, b)| (a.to_owned(), b.trim().to_owned())).ok_or_else(bad)?;
+        let (first, last) = match days.split_once('-') {
+            Some((a, b)) => (day(a).ok_or_else(bad)?, day(b).ok_or_else(bad)?),
+            None => (day(&days).ok_or_else(bad)?, day(&days).ok_or_else(bad)?),
+        };
+        let (start, end) = hours.split_once('-').ok_or_else(bad)?;
+        let (Some(a), Some(b)) = (crate::time::parse_hhmm(start.trim()), crate::time::parse_hhmm(end.trim())) else {
+            return Err(bad());
+        };
+        if first > last || a >= b {
+            return Err(bad());
+        }
+        for weekday in first..=last {
+            out.push(crate::time::WeeklyWindow {
+                weekday,
+                start_time: a.format("%H:%M").to_string(),
+                end_time: b.format("%H:%M").to_string(),
+            });
+        }
+    }
+    if out.is_empty() {
+        return Err("no open hours given".into());
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -474,5 +525,15 @@ mod tests {
         assert_eq!(err.setting, "CEDAR_CONFIG");
         assert!(err.to_string().contains("time_zone"), "{err}");
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn school_hours_read_day_ranges() {
+        let hours = parse_school_hours("mon-fri 14:00-21:00, sat 09:00-14:00").unwrap();
+        assert_eq!(hours.len(), 6);
+        assert_eq!((hours[5].weekday, hours[5].start_time.as_str(), hours[5].end_time.as_str()), (6, "09:00", "14:00"));
+        for bad in ["", "mon 14:00", "fri-mon 14:00-21:00", "mon 21:00-14:00", "funday 09:00-10:00"] {
+            assert!(parse_school_hours(bad).is_err(), "{bad}");
+        }
     }
 }

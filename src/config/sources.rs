@@ -305,6 +305,19 @@ settings! {
     attention_note_weeks => "CEDAR_ATTENTION_NOTE_WEEKS", "WEEKS";
     /// …or this many days since the last lesson attended [default: 21].
     attention_gap_days => "CEDAR_ATTENTION_GAP_DAYS", "DAYS";
+    /// When the weekly schedule review starts, as cron in school time [default: "0 18 * * 0",
+    /// Sunday 18:00].
+    schedule_review_cron => "CEDAR_SCHEDULE_REVIEW_CRON", "CRON";
+    /// Most active students a schedule review may move (day, time or teacher) [default: 60].
+    schedule_review_max_moves => "CEDAR_SCHEDULE_REVIEW_MAX_MOVES", "N";
+    /// Seconds the schedule review's optimizer searches [default: 20].
+    schedule_review_time_limit_secs => "CEDAR_SCHEDULE_REVIEW_TIME_LIMIT_SECS", "SECS";
+    /// Most minutes a teacher teaches in a day, for the schedule review [default: 360].
+    teacher_max_minutes_per_day => "CEDAR_TEACHER_MAX_MINUTES_PER_DAY", "MINUTES";
+    /// Length of a waitlisted student's lesson when no request says [default: 30].
+    waitlist_lesson_minutes => "CEDAR_WAITLIST_LESSON_MINUTES", "MINUTES";
+    /// The school's open hours, e.g. "mon-fri 14:00-21:00, sat 09:00-14:00" (the default).
+    school_hours => "CEDAR_SCHOOL_HOURS", "HOURS";
     /// Days the bodies of sent (or dead) emails are kept [default: 90].
     retention_outbox_days => "CEDAR_RETENTION_OUTBOX_DAYS", "DAYS";
     /// Days what AI steps were given and answered is kept after their run ends [default: 30].

@@ -276,6 +276,22 @@ pub const TEMPLATES: &[Default] = &[
             "body": "Hélène attended 4 of 4 lessons.", "link": "https://cedar.example/v1/progress-reports/1/html"}]})
         },
     },
+    Default {
+        name: "schedule_change",
+        category: "transactional",
+        en: (
+            "New lesson times from {{ week_of }}",
+            "Hello {{ name }},\n\n{% if note %}{{ note }}\n\n{% endif %}From the week of {{ week_of }}:\n{% for change in changes %}- {{ change.student }} ({{ change.instrument }}) with {{ change.teacher }}: {{ change.to }}{% if change.from %} (was {{ change.from }}){% endif %}\n{% endfor %}\nYour calendar already shows the new times.",
+        ),
+        fr: (
+            "Nouvel horaire des cours à partir du {{ week_of }}",
+            "Bonjour {{ name }},\n\n{% if note %}{{ note }}\n\n{% endif %}À partir de la semaine du {{ week_of }} :\n{% for change in changes %}- {{ change.student }} ({{ change.instrument }}) avec {{ change.teacher }} : {{ change.to }}{% if change.from %} (auparavant {{ change.from }}){% endif %}\n{% endfor %}\nVotre calendrier affiche déjà les nouveaux horaires.",
+        ),
+        sample: || {
+            json!({"week_of": "2026-12-07", "note": "A better fit in your teacher's afternoon.", "changes": [{"student": "Hélène",
+            "instrument": "piano", "teacher": "Élodie Gagné", "from": "Monday 16:30", "to": "Tuesday 16:00"}]})
+        },
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Default> {

@@ -257,7 +257,8 @@ pub struct WeeklyPlace {
 
 /// Moves the scheduled occurrences of `series_id` starting at or after `from` to `to`, keeping
 /// each one's length and its week. Returns the moved lesson ids, or the conflicts (nothing is
-/// written then).
+/// written then). An occurrence that lands on a closure or outside every term is moved and
+/// cancelled, as a new series skips such dates; any other conflict stops the whole move.
 pub async fn move_series(
     tx: &mut Tx,
     tz: chrono_tz::Tz,
@@ -288,14 +289,22 @@ pub async fn move_series(
     let slots: Vec<Slot> = moves.iter().map(|(_, s)| s.clone()).collect();
     let ignore: Vec<Uuid> = moves.iter().map(|(id, _)| *id).collect();
     let found = check(tx, tz, &slots, &ignore, true).await?;
-    if !found.is_empty() {
-        return Ok(Err(found));
+    let (skipped, blocking): (Vec<Conflict>, Vec<Conflict>) =
+        found.into_iter().partition(|c| matches!(c.kind, "closure" | "outside_term"));
+    if !blocking.is_empty() {
+        return Ok(Err(blocking));
     }
-    const UPDATE: &str = "UPDATE lessons SET starts_at = $2, ends_at = $3, teacher_id = $4, room_id = $5, updated_at = $6 \
-        WHERE id = $1";
+    const UPDATE: &str = "UPDATE lessons SET starts_at = $2, ends_at = $3, teacher_id = $4, room_id = $5, status = $6, \
+        updated_at = $7 WHERE id = $1";
     for (lesson_id, slot) in &moves {
+        let status = if skipped.iter().any(|c| c.occurrence_starts_at == slot.starts_at) {
+            LessonStatus::Cancelled
+        } else {
+            LessonStatus::Scheduled
+        };
         on_tx!(tx, conn => sqlx::query(UPDATE).bind(lesson_id).bind(slot.starts_at).bind(slot.ends_at)
-            .bind(slot.teacher_id).bind(slot.room_id).bind(Utc::now()).execute(&mut **conn).await.map(|_| ()))?;
+            .bind(slot.teacher_id).bind(slot.room_id).bind(status).bind(Utc::now()).execute(&mut **conn).await
+            .map(|_| ()))?;
     }
     Ok(Ok(ignore))
 }

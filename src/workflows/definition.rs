@@ -98,6 +98,9 @@ pub struct Subject {
     pub id: Uuid,
     /// The family whose personal data the run handles.
     pub family_id: Option<Uuid>,
+    /// At most one run per key (e.g. one schedule review per week): a second start finds the
+    /// first run, unless that one failed or was cancelled.
+    pub once_key: Option<String>,
 }
 
 /// One step of a workflow.
@@ -307,6 +310,13 @@ impl StepCtx {
             step: self.step.to_owned(),
             family_id: if personal { self.family_id } else { None },
         };
+        self.state.ai.complete(&self.state, &caller, task, input).await
+    }
+
+    /// [`StepCtx::ai`] for a run about many families (a school-wide review): the input carries
+    /// `family`'s personal data, so external providers need that family's consent.
+    pub async fn ai_about(&self, task: &AiTask, input: &Value, family: Uuid) -> anyhow::Result<AiOutcome> {
+        let caller = AiCaller { run_id: Some(self.run_id), step: self.step.to_owned(), family_id: Some(family) };
         self.state.ai.complete(&self.state, &caller, task, input).await
     }
 }

@@ -100,6 +100,24 @@ async fn create_run_as(
     Ok(id)
 }
 
+/// The run already holding `key`, if one does and it is still alive or succeeded. A failed or
+/// cancelled one gives its key up (renamed after itself), so a new run may take it.
+pub async fn claim_once_key(tx: &mut Tx, key: &str) -> Result<Option<Uuid>, sqlx::Error> {
+    const FIND: &str = "SELECT id, status FROM workflow_runs WHERE dedupe_key = $1";
+    const RELEASE: &str = "UPDATE workflow_runs SET dedupe_key = $2 WHERE id = $1";
+    let found: Option<(Uuid, String)> =
+        on_tx!(tx, conn => sqlx::query_as(FIND).bind(key).fetch_optional(&mut **conn).await)?;
+    match found {
+        Some((id, status)) if status == "failed" || status == "cancelled" => {
+            on_tx!(tx, conn => sqlx::query(RELEASE).bind(id).bind(format!("{key}:ended:{id}")).execute(&mut **conn)
+                .await.map(|_| ()))?;
+            Ok(None)
+        }
+        Some((id, _)) => Ok(Some(id)),
+        None => Ok(None),
+    }
+}
+
 /// Queues a job that advances the run; `seq` makes it unique per checkpoint.
 async fn enqueue_advance(tx: &mut Tx, run_id: Uuid, seq: i32) -> Result<(), sqlx::Error> {
     let job = NewJob::now(QUEUE, ADVANCE, json!({"run_id": run_id})).dedupe(format!("run:{run_id}:seq:{seq}"));

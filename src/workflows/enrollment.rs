@@ -53,7 +53,7 @@ async fn prepare(state: AppState, input: Value) -> Result<Subject, DomainError> 
     tx.rollback().await?;
     let enrollment =
         enrollment.ok_or_else(|| DomainError::invalid("input.enrollment_id", "no such enrollment request"))?;
-    Ok(Subject { kind: "enrollment", id, family_id: Some(enrollment.family_id) })
+    Ok(Subject { kind: "enrollment", id, family_id: Some(enrollment.family_id), once_key: None })
 }
 
 async fn load(cx: &StepCtx) -> Result<Enrollment, StepError> {

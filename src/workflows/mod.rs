@@ -12,6 +12,7 @@ pub mod progress_report;
 mod progress_reports;
 pub mod reviews;
 mod runs_api;
+pub mod schedule_review;
 
 use utoipa_axum::router::OpenApiRouter;
 
@@ -19,12 +20,15 @@ use crate::app::AppState;
 
 /// The engine's job handlers and those of the workflows' own jobs.
 pub fn jobs(registry: crate::jobs::Registry<AppState>) -> crate::jobs::Registry<AppState> {
-    progress_report::jobs(engine::jobs(registry))
+    schedule_review::jobs(progress_report::jobs(engine::jobs(registry)))
 }
 
-/// Recurring schedules of the workflows (progress reports monthly, reminders daily).
-pub fn schedules() -> Vec<crate::jobs::Schedule> {
-    progress_report::schedules()
+/// Recurring schedules of the workflows (progress reports monthly, reminders daily, the
+/// schedule review weekly).
+pub fn schedules(settings: &crate::config::Settings) -> Vec<crate::jobs::Schedule> {
+    let mut all = progress_report::schedules();
+    all.extend(schedule_review::schedules(settings));
+    all
 }
 
 /// The workflows this build runs. A new workflow is a module here and a line in this list.
@@ -34,6 +38,7 @@ pub fn builtin() -> engine::Definitions {
         .with(enrollment::workflow())
         .with(payment_issue::workflow())
         .with(progress_report::workflow())
+        .with(schedule_review::workflow())
 }
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -41,7 +41,7 @@ async fn prepare(state: AppState, input: Value) -> Result<Subject, DomainError> 
         .and_then(|s| Uuid::parse_str(s).ok())
         .ok_or_else(|| DomainError::invalid("input.student_id", "must be a student id"))?;
     match crate::people::service::student(&state.db, id).await?.map(|s| s.family_id) {
-        Some(family_id) => Ok(Subject { kind: "student", id, family_id: Some(family_id) }),
+        Some(family_id) => Ok(Subject { kind: "student", id, family_id: Some(family_id), once_key: None }),
         None => Err(DomainError::invalid("input.student_id", "no such student")),
     }
 }

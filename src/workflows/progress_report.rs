@@ -75,12 +75,12 @@ async fn prepare(state: AppState, input: Value) -> Result<Subject, DomainError> 
             let student = people::student(&state.db, ids[0])
                 .await?
                 .ok_or_else(|| DomainError::invalid("input.student_ids", "no such student"))?;
-            Ok(Subject { kind: "student", id: student.id, family_id: Some(student.family_id) })
+            Ok(Subject { kind: "student", id: student.id, family_id: Some(student.family_id), once_key: None })
         }
         Some(ids) if ids.len() != input["student_ids"].as_array().map_or(0, Vec::len) => {
             Err(DomainError::invalid("input.student_ids", "must be student ids"))
         }
-        _ => Ok(Subject { kind: "period", id: Uuid::nil(), family_id: None }),
+        _ => Ok(Subject { kind: "period", id: Uuid::nil(), family_id: None, once_key: None }),
     }
 }
 

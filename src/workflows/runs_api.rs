@@ -185,7 +185,9 @@ pub struct StartRun {
 
 /// Starts a run by hand (admin); the input is checked by the workflow before anything runs.
 #[utoipa::path(post, path = "/v1/workflow-runs", tag = "workflows", request_body = StartRun, security(("bearer" = [])),
-    responses((status = 201, body = RunView), (status = 401), (status = 403), (status = 422)))]
+    responses((status = 201, body = RunView),
+        (status = 200, body = RunView, description = "A run for the same subject (e.g. the same week's schedule review) already exists; this is it"),
+        (status = 401), (status = 403), (status = 422)))]
 async fn start_run(
     State(state): State<AppState>,
     AdminUser(admin): AdminUser,
@@ -197,8 +199,15 @@ async fn start_run(
     })?;
     let subject = workflow.prepare(&state, &request.input).await?;
     let mut tx = state.db.begin().await?;
+    if let Some(key) = &subject.once_key
+        && let Some(existing) = engine::claim_once_key(&mut tx, key).await?
+    {
+        tx.rollback().await?;
+        return Ok((StatusCode::OK, Json(load_run(&state, existing).await?)));
+    }
+    let key = subject.once_key.as_deref();
     let id =
-        engine::create_run(&mut tx, &workflow, &request.input, Some(&subject), Trigger::User(admin.id), None).await?;
+        engine::create_run(&mut tx, &workflow, &request.input, Some(&subject), Trigger::User(admin.id), key).await?;
     let event = AuditEvent::new("workflow.started").by(&admin).subject("workflow_run", id);
     audit::record_tx(&mut tx, event.details(json!({"workflow": workflow.name}))).await?;
     CommitMark::answer_is(201, format!("/v1/workflow-runs/{id}"));

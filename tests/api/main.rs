@@ -25,6 +25,7 @@ mod privacy;
 mod progress_report;
 mod queue;
 mod records;
+mod schedule_review;
 mod scheduling;
 mod stripe_fake;
 mod supabase;

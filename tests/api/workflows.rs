@@ -83,7 +83,7 @@ fn test_flow(control: Control) -> Workflow {
         if input.get("bad").is_some() {
             return Err(cedar::error::DomainError::invalid("input.bad", "is not allowed"));
         }
-        Ok(Subject { kind: "test", id: Uuid::now_v7(), family_id: None })
+        Ok(Subject { kind: "test", id: Uuid::now_v7(), family_id: None, once_key: None })
     })
     .step(Step::action("first", |cx: StepCtx| async move {
         let tx = audit_in_tx(&cx, "test.first").await?;

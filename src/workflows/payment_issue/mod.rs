@@ -84,7 +84,7 @@ async fn prepare(state: AppState, input: Value) -> Result<Subject, DomainError> 
     let invoice = issues::invoice(&state.db, id)
         .await?
         .ok_or_else(|| DomainError::invalid("input.invoice_id", "no such invoice"))?;
-    Ok(Subject { kind: "invoice", id, family_id: Some(invoice.family_id) })
+    Ok(Subject { kind: "invoice", id, family_id: Some(invoice.family_id), once_key: None })
 }
 
 async fn load(cx: &StepCtx) -> Result<InvoiceBrief, StepError> {
