@@ -255,25 +255,22 @@ pub struct WeeklyPlace {
     pub start_time: NaiveTime,
 }
 
-/// Moves the scheduled occurrences of `series_id` starting at or after `from` to `to`, keeping
-/// each one's length and its week. Returns the moved lesson ids, or the conflicts (nothing is
-/// written then). An occurrence that lands on a closure or outside every term is moved and
-/// cancelled, as a new series skips such dates; any other conflict stops the whole move.
-pub async fn move_series(
+/// The scheduled occurrences of `series_id` starting at or after `from`, each with the slot
+/// `to` gives it (same week, same length).
+pub async fn series_targets(
     tx: &mut Tx,
     tz: chrono_tz::Tz,
     series_id: Uuid,
     from: DateTime<Utc>,
     to: WeeklyPlace,
-) -> DomainResult<Result<Vec<Uuid>, Vec<Conflict>>> {
-    const TARGETS: &str = "SELECT id, student_id, starts_at, ends_at, notes FROM lessons \
+) -> DomainResult<Vec<(Uuid, Slot)>> {
+    const TARGETS: &str = "SELECT id, student_id, starts_at, ends_at FROM lessons \
         WHERE series_id = $1 AND starts_at >= $2 AND status = 'scheduled' ORDER BY starts_at";
-    type Row = (Uuid, Uuid, DateTime<Utc>, DateTime<Utc>, Option<String>);
-    let rows: Vec<Row> =
+    let rows: Vec<(Uuid, Uuid, DateTime<Utc>, DateTime<Utc>)> =
         on_tx!(tx, conn => sqlx::query_as(TARGETS).bind(series_id).bind(from).fetch_all(&mut **conn).await)?;
-    let moves: Vec<(Uuid, Slot)> = rows
+    Ok(rows
         .iter()
-        .map(|(id, student, starts_at, ends_at, _)| {
+        .map(|(id, student, starts_at, ends_at)| {
             let date = crate::time::same_week_weekday(local_date(tz, *starts_at), to.weekday);
             let start = resolve_local(tz, date.and_time(to.start_time));
             let slot = Slot {
@@ -285,28 +282,56 @@ pub async fn move_series(
             };
             (*id, slot)
         })
-        .collect();
-    let slots: Vec<Slot> = moves.iter().map(|(_, s)| s.clone()).collect();
-    let ignore: Vec<Uuid> = moves.iter().map(|(id, _)| *id).collect();
-    let found = check(tx, tz, &slots, &ignore, true).await?;
+        .collect())
+}
+
+/// Conflicts that stop a move; closures and days outside terms only cancel the occurrence
+/// (as a new series skips them). Returns (blocking, occurrences to cancel).
+pub fn split_conflicts(found: Vec<Conflict>) -> (Vec<Conflict>, Vec<DateTime<Utc>>) {
     let (skipped, blocking): (Vec<Conflict>, Vec<Conflict>) =
         found.into_iter().partition(|c| matches!(c.kind, "closure" | "outside_term"));
-    if !blocking.is_empty() {
-        return Ok(Err(blocking));
+    (blocking, skipped.into_iter().map(|c| c.occurrence_starts_at).collect())
+}
+
+/// Writes lessons to their new slots (checked by the caller), cancelling those starting at a
+/// `cancel` instant. Every lesson is set aside first, so lessons trading places never overlap
+/// midway (the exclusion constraints see only scheduled lessons).
+pub async fn write_moves(tx: &mut Tx, moves: &[(Uuid, Slot)], cancel: &[DateTime<Utc>]) -> DomainResult<()> {
+    const PARK: &str = "UPDATE lessons SET status = 'cancelled' WHERE id = $1";
+    for (lesson_id, _) in moves {
+        on_tx!(tx, conn => sqlx::query(PARK).bind(lesson_id).execute(&mut **conn).await.map(|_| ()))?;
     }
     const UPDATE: &str = "UPDATE lessons SET starts_at = $2, ends_at = $3, teacher_id = $4, room_id = $5, status = $6, \
         updated_at = $7 WHERE id = $1";
-    for (lesson_id, slot) in &moves {
-        let status = if skipped.iter().any(|c| c.occurrence_starts_at == slot.starts_at) {
-            LessonStatus::Cancelled
-        } else {
-            LessonStatus::Scheduled
-        };
+    for (lesson_id, slot) in moves {
+        let status = if cancel.contains(&slot.starts_at) { LessonStatus::Cancelled } else { LessonStatus::Scheduled };
         on_tx!(tx, conn => sqlx::query(UPDATE).bind(lesson_id).bind(slot.starts_at).bind(slot.ends_at)
             .bind(slot.teacher_id).bind(slot.room_id).bind(status).bind(Utc::now()).execute(&mut **conn).await
             .map(|_| ()))?;
     }
-    Ok(Ok(ignore))
+    Ok(())
+}
+
+/// Moves the scheduled occurrences of `series_id` starting at or after `from` to `to`, keeping
+/// each one's length and its week. Returns the moved lesson ids, or the conflicts (nothing is
+/// written then). An occurrence that lands on a closure or outside every term is moved and
+/// cancelled, as a new series skips such dates; any other conflict stops the whole move.
+pub async fn move_series(
+    tx: &mut Tx,
+    tz: chrono_tz::Tz,
+    series_id: Uuid,
+    from: DateTime<Utc>,
+    to: WeeklyPlace,
+) -> DomainResult<Result<Vec<Uuid>, Vec<Conflict>>> {
+    let moves = series_targets(tx, tz, series_id, from, to).await?;
+    let slots: Vec<Slot> = moves.iter().map(|(_, s)| s.clone()).collect();
+    let ids: Vec<Uuid> = moves.iter().map(|(id, _)| *id).collect();
+    let (blocking, cancel) = split_conflicts(check(tx, tz, &slots, &ids, true).await?);
+    if !blocking.is_empty() {
+        return Ok(Err(blocking));
+    }
+    write_moves(tx, &moves, &cancel).await?;
+    Ok(Ok(ids))
 }
 
 /// Cancels every scheduled lesson of a family's students starting after `from` (a family

@@ -325,14 +325,6 @@ async fn review(cx: StepCtx) -> StepResult {
     Ok(Transition::review(json!({"moves": count}), request))
 }
 
-/// Why an accepted move was not applied.
-enum Skip {
-    /// Another accepted move may free the slot: worth another pass.
-    Blocked(String),
-    /// Will not fit whatever else moves.
-    Gone(String),
-}
-
 async fn apply(cx: StepCtx) -> StepResult {
     let snapshot = snapshot_of(&cx)?;
     let tz = cx.state.settings.timezone;
@@ -353,29 +345,50 @@ async fn apply(cx: StepCtx) -> StepResult {
     let from = crate::time::at_local(tz, snapshot.week_of, NaiveTime::MIN);
 
     let mut tx = cx.state.db.begin().await?;
-    let mut pending = accepted;
     let mut applied: Vec<&Value> = Vec::new();
     let mut skipped: Vec<(&Value, String)> = Vec::new();
-    // Passes until nothing more fits: a move into a slot another accepted move vacates
-    // succeeds once that one has gone.
+    let (moves, seats): (Vec<&Value>, Vec<&Value>) = accepted.into_iter().partition(|m| m["kind"] != "seat");
+    // Moves first, together: lessons may trade places, so each is checked against the timetable
+    // without the lessons of the moves still going ahead; a move that does not fit is dropped,
+    // and the check repeats, since the lessons it keeps in place may block others.
+    let mut going = Vec::new();
+    for m in moves {
+        match targets(&mut tx, &cx, m, from).await? {
+            Ok(lessons) => going.push((m, lessons)),
+            Err(why) => skipped.push((m, why)),
+        }
+    }
+    let mut cancel = Vec::new();
     loop {
-        let mut progress = false;
-        let mut blocked = Vec::new();
-        for m in pending {
-            match apply_one(&mut tx, &cx, &snapshot, m, from, by).await? {
-                Ok(()) => {
-                    applied.push(m);
-                    progress = true;
-                }
-                Err(Skip::Blocked(why)) => blocked.push((m, why)),
-                Err(Skip::Gone(why)) => skipped.push((m, why)),
+        let ignore: Vec<Uuid> = going.iter().flat_map(|(_, l)| l.iter().map(|(id, _)| *id)).collect();
+        let (mut fits, mut dropped) = (Vec::new(), false);
+        cancel.clear();
+        for (m, lessons) in going {
+            let slots: Vec<booking::Slot> = lessons.iter().map(|(_, s)| s.clone()).collect();
+            let found = booking::check(&mut tx, tz, &slots, &ignore, true).await.map_err(StepError::retry)?;
+            let (blocking, closed) = booking::split_conflicts(found);
+            if blocking.is_empty() {
+                cancel.extend(closed);
+                fits.push((m, lessons));
+            } else {
+                skipped.push((m, describe(&blocking, tz)));
+                dropped = true;
             }
         }
-        if !progress || blocked.is_empty() {
-            skipped.extend(blocked);
+        going = fits;
+        if !dropped {
             break;
         }
-        pending = blocked.into_iter().map(|(m, _)| m).collect();
+    }
+    let writes: Vec<(Uuid, booking::Slot)> = going.iter().flat_map(|(_, l)| l.iter().cloned()).collect();
+    booking::write_moves(&mut tx, &writes, &cancel).await.map_err(StepError::retry)?;
+    applied.extend(going.iter().map(|(m, _)| *m));
+    // Then the waitlist, into what the moves left free.
+    for m in seats {
+        match seat(&mut tx, &cx, &snapshot, m, by).await? {
+            Ok(()) => applied.push(m),
+            Err(why) => skipped.push((m, why)),
+        }
     }
 
     // One email per family with its new times and the reviewed note.
@@ -455,56 +468,64 @@ fn weekly_place(to: &Value) -> Option<WeeklyPlace> {
     })
 }
 
-/// Applies one accepted move in `tx`, re-checked against the timetable as it is now.
-async fn apply_one(
+fn describe(conflicts: &[booking::Conflict], tz: chrono_tz::Tz) -> String {
+    let mut reasons: Vec<String> = conflicts
+        .iter()
+        .map(|c| format!("{} ({})", c.detail, c.occurrence_starts_at.with_timezone(&tz).format("%Y-%m-%d")))
+        .collect();
+    reasons.dedup();
+    reasons.truncate(3);
+    format!("no longer fits: {}", reasons.join("; "))
+}
+
+/// The lessons a move changes, each with its new slot — unless the series has changed since
+/// the proposal (it then keeps its new place) or has no lessons left.
+async fn targets(
+    tx: &mut crate::db::Tx,
+    cx: &StepCtx,
+    m: &Value,
+    from: chrono::DateTime<Utc>,
+) -> Result<Result<Vec<(Uuid, booking::Slot)>, String>, StepError> {
+    let tz = cx.state.settings.timezone;
+    let (Some(to), Some(series)) = (weekly_place(&m["to"]), uuid(&m["series_id"])) else {
+        return Ok(Err("the move names no weekly series or place".into()));
+    };
+    const FIRST: &str = "SELECT teacher_id, room_id, starts_at FROM lessons WHERE series_id = $1 AND starts_at >= $2 \
+        AND status = 'scheduled' ORDER BY starts_at LIMIT 1";
+    let first: Option<(Uuid, Option<Uuid>, chrono::DateTime<Utc>)> =
+        on_tx!(tx, conn => sqlx::query_as(FIRST).bind(series).bind(from).fetch_optional(&mut **conn).await)?;
+    let Some((teacher, room, starts_at)) = first else {
+        return Ok(Err("the series has no lessons from that week on".into()));
+    };
+    let local = starts_at.with_timezone(&tz);
+    let was = &m["from"];
+    let unchanged = Some(teacher) == uuid(&was["teacher_id"])
+        && room == uuid(&was["room_id"])
+        && Some(u64::from(local.weekday().number_from_monday())) == was["weekday"].as_u64()
+        && Some(local.format("%H:%M").to_string().as_str()) == was["start_time"].as_str();
+    if !unchanged {
+        return Ok(Err("the lesson was changed since the proposal".into()));
+    }
+    Ok(Ok(booking::series_targets(tx, tz, series, from, to).await.map_err(StepError::retry)?))
+}
+
+/// Books a waitlisted student (or request) seated by the proposal: a weekly series from that
+/// week on, the student active, the request approved.
+async fn seat(
     tx: &mut crate::db::Tx,
     cx: &StepCtx,
     snapshot: &Snapshot,
     m: &Value,
-    from: chrono::DateTime<Utc>,
     by: Option<Uuid>,
-) -> Result<Result<(), Skip>, StepError> {
+) -> Result<Result<(), String>, StepError> {
     let tz = cx.state.settings.timezone;
-    let Some(to) = weekly_place(&m["to"]) else { return Ok(Err(Skip::Gone("the move names no place".into()))) };
-    let describe = |conflicts: &[booking::Conflict]| {
-        let mut kinds: Vec<String> = conflicts
-            .iter()
-            .map(|c| format!("{} ({})", c.detail, c.occurrence_starts_at.with_timezone(&tz).format("%Y-%m-%d")))
-            .collect();
-        kinds.dedup();
-        kinds.truncate(3);
-        format!("no longer fits: {}", kinds.join("; "))
-    };
-    if m["kind"] != "seat" {
-        let Some(series) = uuid(&m["series_id"]) else { return Ok(Err(Skip::Gone("not a weekly series".into()))) };
-        // A series someone moved since the proposal keeps its new place.
-        const FIRST: &str = "SELECT teacher_id, starts_at FROM lessons WHERE series_id = $1 AND starts_at >= $2 \
-            AND status = 'scheduled' ORDER BY starts_at LIMIT 1";
-        let first: Option<(Uuid, chrono::DateTime<Utc>)> =
-            on_tx!(tx, conn => sqlx::query_as(FIRST).bind(series).bind(from).fetch_optional(&mut **conn).await)?;
-        let Some((teacher, starts_at)) = first else {
-            return Ok(Err(Skip::Gone("the series has no lessons from that week on".into())));
-        };
-        let local = starts_at.with_timezone(&tz);
-        let was = &m["from"];
-        let unchanged = Some(teacher) == uuid(&was["teacher_id"])
-            && Some(u64::from(local.weekday().number_from_monday())) == was["weekday"].as_u64()
-            && Some(local.format("%H:%M").to_string().as_str()) == was["start_time"].as_str();
-        if !unchanged {
-            return Ok(Err(Skip::Gone("the lesson was changed since the proposal".into())));
-        }
-        return Ok(match booking::move_series(tx, tz, series, from, to).await.map_err(StepError::retry)? {
-            Ok(_) => Ok(()),
-            Err(conflicts) => Err(Skip::Blocked(describe(&conflicts))),
-        });
-    }
-    // A waitlisted student or request gets a weekly series from that week on.
+    let Some(to) = weekly_place(&m["to"]) else { return Ok(Err("the move names no place".into())) };
     let minutes = m["minutes"].as_i64().unwrap_or(30);
     let first_date = crate::time::same_week_weekday(snapshot.week_of, to.weekday);
     let enrollment = match uuid(&m["enrollment_id"]) {
         Some(id) => match people::load_enrollment(tx, id).await.map_err(StepError::retry)? {
             Some(e) if e.status.as_str() == "waitlisted" => Some(e),
-            _ => return Ok(Err(Skip::Gone("the request is no longer waitlisted".into()))),
+            _ => return Ok(Err("the request is no longer waitlisted".into())),
         },
         None => None,
     };
@@ -515,21 +536,20 @@ async fn apply_one(
             let status: Option<String> =
                 on_tx!(tx, conn => sqlx::query_scalar(STATUS).bind(id).fetch_optional(&mut **conn).await)?;
             if status.as_deref() != Some("waitlisted") {
-                return Ok(Err(Skip::Gone("the student is no longer waitlisted".into())));
+                return Ok(Err("the student is no longer waitlisted".into()));
             }
             Some(id)
         }
-        (None, None) => return Ok(Err(Skip::Gone("no student".into()))),
+        (None, None) => return Ok(Err("no student".into())),
     };
     let parties =
         Parties { teacher_id: to.teacher_id, student_id: student.unwrap_or(Uuid::nil()), room_id: to.room_id };
     let weeks = crate::workflows::enrollment::LESSONS_BOOKED;
     let slots = booking::weekly_slots(tz, first_date, to.start_time, minutes, weeks, parties);
     let conflicts = booking::check(tx, tz, &slots, &[], true).await.map_err(StepError::retry)?;
-    let (skip, blocking): (Vec<_>, Vec<_>) =
-        conflicts.into_iter().partition(|c| matches!(c.kind, "closure" | "outside_term"));
+    let (blocking, skip) = booking::split_conflicts(conflicts);
     if !blocking.is_empty() {
-        return Ok(Err(Skip::Blocked(describe(&blocking))));
+        return Ok(Err(describe(&blocking, tz)));
     }
     let by = by.unwrap_or(Uuid::nil());
     let student = match &enrollment {
@@ -546,7 +566,7 @@ async fn apply_one(
     people::activate_student(tx, student, to.teacher_id, first_date).await.map_err(StepError::retry)?;
     let to_book: Vec<_> = slots
         .into_iter()
-        .filter(|s| !skip.iter().any(|c| c.occurrence_starts_at == s.starts_at))
+        .filter(|s| !skip.contains(&s.starts_at))
         .map(|s| booking::Slot { student_id: student, ..s })
         .collect();
     let rrule = format!("FREQ=WEEKLY;COUNT={weeks}");

@@ -150,8 +150,8 @@ pub async fn build(state: &AppState, week_of: NaiveDate) -> anyhow::Result<Snaps
         l.availability_override, s.family_id, s.instrument, COALESCE(s.preferred_name, s.first_name) FROM lessons l \
         JOIN students s ON s.id = l.student_id WHERE l.status = 'scheduled' AND l.starts_at >= $1 AND l.starts_at < $2 \
         ORDER BY l.starts_at, l.id";
-    const PREFERENCES: &str = "SELECT student_id, preferred_times FROM enrollments WHERE student_id IS NOT NULL \
-        ORDER BY created_at, id";
+    const PREFERENCES: &str = "SELECT student_id, preferred_times, lesson_minutes FROM enrollments \
+        WHERE student_id IS NOT NULL ORDER BY created_at, id";
     const WAITLISTED_REQUESTS: &str = "SELECT id, family_id, student_id, instrument, lesson_minutes, preferred_times, \
         student FROM enrollments WHERE status = 'waitlisted' ORDER BY created_at, id";
     const WAITLISTED_STUDENTS: &str = "SELECT id, family_id, instrument, COALESCE(preferred_name, first_name) \
@@ -165,7 +165,7 @@ pub async fn build(state: &AppState, week_of: NaiveDate) -> anyhow::Result<Snaps
         on_tx!(&mut tx, conn => sqlx::query_as(ROOMS).fetch_all(&mut **conn).await)?;
     let lessons: Vec<LessonRow> =
         on_tx!(&mut tx, conn => sqlx::query_as(LESSONS).bind(from).bind(horizon).fetch_all(&mut **conn).await)?;
-    let preferences: Vec<(Uuid, SqlJson<Vec<WeeklyWindow>>)> =
+    let preferences: Vec<(Uuid, SqlJson<Vec<WeeklyWindow>>, i32)> =
         on_tx!(&mut tx, conn => sqlx::query_as(PREFERENCES).fetch_all(&mut **conn).await)?;
     let requests: Vec<WaitlistRow> =
         on_tx!(&mut tx, conn => sqlx::query_as(WAITLISTED_REQUESTS).fetch_all(&mut **conn).await)?;
@@ -263,7 +263,9 @@ pub async fn build(state: &AppState, week_of: NaiveDate) -> anyhow::Result<Snaps
         room_names.insert(id.to_string(), name.clone());
     }
     let mut preferred: BTreeMap<Uuid, Vec<WindowIn>> = BTreeMap::new();
-    for (student, windows) in &preferences {
+    let mut requested_minutes: BTreeMap<Uuid, i64> = BTreeMap::new();
+    for (student, windows, minutes) in &preferences {
+        requested_minutes.insert(*student, i64::from(*minutes));
         let windows = on_grid(&windows.0, grid);
         if !windows.is_empty() {
             preferred.insert(*student, windows);
@@ -423,7 +425,9 @@ pub async fn build(state: &AppState, week_of: NaiveDate) -> anyhow::Result<Snaps
             continue;
         }
         let windows = preferred.get(&id).cloned().unwrap_or_default();
-        let minutes = review.waitlist_lesson_minutes.div_ceil(grid as u32) as i64 * grid;
+        // The length their latest request asked for, else the school's default.
+        let minutes = requested_minutes.get(&id).copied().unwrap_or(i64::from(review.waitlist_lesson_minutes));
+        let minutes = (minutes + grid - 1) / grid * grid;
         let key = format!("student:{id}");
         students.push(waiting(&key, family, &lower(&instrument), minutes, &windows, &school_hours));
         items.push(Item {
