@@ -276,7 +276,7 @@ async fn runs_start_once_per_trigger_and_bad_input_fails_them(backend: Backend) 
     let job = NewJob::now(
         "workflows",
         "workflow.start",
-        json!({"workflow": "schedule_review", "input": {"week": "2026-W49"}}),
+        json!({"workflow": "attendance_digest", "input": {"month": "2026-11"}}),
     );
     queue::enqueue(&mut tx, job).await.unwrap();
     tx.commit().await.unwrap();
@@ -289,7 +289,7 @@ async fn runs_start_once_per_trigger_and_bad_input_fails_them(backend: Backend) 
         if items.len() == 3
             && items
                 .iter()
-                .all(|r| r["status"] != "running" && (r["status"] != "pending" || r["workflow"] == "schedule_review"))
+                .all(|r| r["status"] != "running" && (r["status"] != "pending" || r["workflow"] == "attendance_digest"))
         {
             break;
         }
@@ -304,7 +304,7 @@ async fn runs_start_once_per_trigger_and_bad_input_fails_them(backend: Backend) 
     assert_eq!(failed.len(), 1);
     assert!(failed[0]["error"].as_str().unwrap().contains("input.bad"), "{}", failed[0]);
     let pending = of("pending");
-    assert_eq!(pending[0]["workflow"], "schedule_review");
+    assert_eq!(pending[0]["workflow"], "attendance_digest");
     assert!(pending[0]["error"].as_str().unwrap().contains("does not define"));
     let filtered =
         json_ok(send(&app, "GET", "/v1/workflow-runs?workflow=test_flow&status=succeeded", &admin, None).await, 200)
