@@ -430,6 +430,24 @@ async fn skipped(state: &AppState, caller: &AiCaller, reason: &str) {
     }
 }
 
+/// Grounding for an [`AiTask::check`]: every number in `text` must appear in the task's input,
+/// so a model cannot invent a count, a time or a grade.
+pub fn numbers_grounded(text: &str, input: &Value) -> Result<(), String> {
+    let given = input.to_string();
+    let mut number = String::new();
+    for c in text.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_digit() {
+            number.push(c);
+        } else if !number.is_empty() {
+            if !given.contains(&number) {
+                return Err(format!("the number {number} is not in the data given; use only the given facts"));
+            }
+            number.clear();
+        }
+    }
+    Ok(())
+}
+
 /// Midnight on the first of `now`'s month in `zone`, as UTC.
 pub fn month_start(now: DateTime<Utc>, zone: chrono_tz::Tz) -> DateTime<Utc> {
     let local = now.with_timezone(&zone);

@@ -50,20 +50,8 @@ fn note_schema() -> Value {
 
 /// Grounding: every number in the answer (times, counts) must come from the input.
 fn numbers_from_input(answer: &Value, input: &Value) -> Result<(), String> {
-    let given = input.to_string();
-    let text = answer.to_string();
-    let mut number = String::new();
-    for c in text.chars().chain(std::iter::once(' ')) {
-        if c.is_ascii_digit() {
-            number.push(c);
-        } else if !number.is_empty() {
-            if !given.contains(&number) {
-                return Err(format!("the number {number} is not in the data given; use only the given facts"));
-            }
-            number.clear();
-        }
-    }
-    Ok(())
+    let text: Vec<&str> = answer.as_object().into_iter().flatten().filter_map(|(_, v)| v.as_str()).collect();
+    crate::workflows::ai::numbers_grounded(&text.join(" "), input)
 }
 
 fn offline_summary(input: &Value) -> Value {
