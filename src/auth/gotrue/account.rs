@@ -19,12 +19,11 @@ use crate::auth::current_user::CurrentUser;
 use crate::auth::password;
 use crate::auth::store::{self, OneTimePurpose, UserRecord};
 use crate::error::ApiError;
-use crate::http::Email;
 use crate::http::Query;
 use crate::privacy::audit::{self, AuditEvent};
 
 use super::{
-    GoTrueError, GoTrueResult, TokenResponse, admit, built_in, gotrue_user, limit, new_password_hash, parse,
+    GoTrueError, GoTrueResult, TokenResponse, admit, built_in, email_of, gotrue_user, limit, new_password_hash, parse,
     start_session,
 };
 
@@ -326,13 +325,7 @@ async fn recover(
 ) -> GoTrueResult<axum::Json<Value>> {
     let ip = admit(&state, peer, &headers, "recover")?;
     let input: RecoverInput = parse(&body)?;
-    let email = Email::parse(&input.email).map_err(|why| {
-        GoTrueError::new(
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
-            format!("Unable to validate email address: {why}"),
-        )
-    })?;
+    let email = email_of(&input.email)?;
     limit(&state.auth.account_limiter, &format!("recover:{}", email.as_str()))?;
     // The same work for every address, known or not: the lookup happens in a job.
     let mut tx = state.db.begin().await?;

@@ -128,6 +128,17 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(signup)).routes(routes!(token)).merge(account::router())
 }
 
+/// The address a request names, normalised, or GoTrue's 400 saying why it is not one.
+fn email_of(text: &str) -> GoTrueResult<Email> {
+    Email::parse(text).map_err(|why| {
+        GoTrueError::new(
+            StatusCode::BAD_REQUEST,
+            "validation_failed",
+            format!("Unable to validate email address: {why}"),
+        )
+    })
+}
+
 fn parse<T: DeserializeOwned>(body: &Bytes) -> GoTrueResult<T> {
     if body.is_empty() {
         return Err(GoTrueError::new(StatusCode::BAD_REQUEST, "bad_json", "A JSON request body is required"));
@@ -235,13 +246,7 @@ async fn signup(
         ));
     }
     let input: Credentials = parse(&body)?;
-    let email = Email::parse(&input.email).map_err(|why| {
-        GoTrueError::new(
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
-            format!("Unable to validate email address: {why}"),
-        )
-    })?;
+    let email = email_of(&input.email)?;
     if let Some(why) = password::weakness(&input.password) {
         return Err(GoTrueError::new(StatusCode::UNPROCESSABLE_ENTITY, "weak_password", why));
     }
