@@ -14,7 +14,6 @@ use crate::app::AppState;
 use crate::on_tx;
 use crate::optimize::model::minutes;
 use crate::scheduling::booking::Exceptions;
-use crate::time::WeeklyWindow;
 
 type Row = (Uuid, Option<Uuid>, Uuid, Uuid, Option<Uuid>, DateTime<Utc>, DateTime<Utc>, String, Option<Uuid>, String);
 
@@ -31,8 +30,6 @@ pub async fn conflicts(state: &AppState, week_of: NaiveDate) -> anyhow::Result<V
         ORDER BY l.starts_at, l.id";
     const ROOMS: &str = "SELECT id, name, instruments FROM rooms";
     const TEACHERS: &str = "SELECT id, first_name || ' ' || last_name FROM teachers";
-    const PREFERENCES: &str = "SELECT student_id, preferred_times FROM enrollments WHERE student_id IS NOT NULL \
-        ORDER BY created_at, id";
     // Each active student's last scheduled lesson of a series, when it falls before the horizon.
     const ENDING: &str = "SELECT s.id, COALESCE(s.preferred_name, s.first_name), MAX(l.starts_at) FROM students s \
         JOIN lessons l ON l.student_id = s.id AND l.series_id IS NOT NULL AND l.status = 'scheduled' \
@@ -46,8 +43,7 @@ pub async fn conflicts(state: &AppState, week_of: NaiveDate) -> anyhow::Result<V
         on_tx!(&mut tx, conn => sqlx::query_as(ROOMS).fetch_all(&mut **conn).await)?;
     let teachers: BTreeMap<Uuid, String> =
         on_tx!(&mut tx, conn => sqlx::query_as(TEACHERS).fetch_all(&mut **conn).await)?.into_iter().collect();
-    let preferences: Vec<(Uuid, SqlJson<Vec<WeeklyWindow>>)> =
-        on_tx!(&mut tx, conn => sqlx::query_as(PREFERENCES).fetch_all(&mut **conn).await)?;
+    let requests = super::snapshot::latest_requests(&mut tx).await?;
     let now = Utc::now().max(from);
     let ending: Vec<(Uuid, String, DateTime<Utc>)> =
         on_tx!(&mut tx, conn => sqlx::query_as(ENDING).bind(now).bind(to).fetch_all(&mut **conn).await)?;
@@ -124,14 +120,8 @@ pub async fn conflicts(state: &AppState, week_of: NaiveDate) -> anyhow::Result<V
         }
     }
     // Lessons outside the family's windows (the preferred times of the student's request).
-    let mut windows: BTreeMap<Uuid, Vec<WeeklyWindow>> = BTreeMap::new();
-    for (student, list) in preferences {
-        if !list.0.is_empty() {
-            windows.insert(student, list.0);
-        }
-    }
     for l in &lessons {
-        let Some(list) = windows.get(&l.3) else { continue };
+        let Some(list) = requests.get(&l.3).map(|r| &r.windows).filter(|w| !w.is_empty()) else { continue };
         let (start, end) = (crate::time::local_naive(tz, l.5), crate::time::local_naive(tz, l.6));
         let weekday = chrono::Datelike::weekday(&start.date()).number_from_monday() as u8;
         let as_minutes = |t: chrono::NaiveTime| (chrono::Timelike::hour(&t) * 60 + chrono::Timelike::minute(&t)) as u16;

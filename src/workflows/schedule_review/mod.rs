@@ -117,7 +117,7 @@ async fn optimize_week(cx: StepCtx) -> StepResult {
     let snapshot = snapshot_of(&cx)?;
     let before = cx.output("analyse")["metrics"].clone();
     let model = match Model::from_instance(&snapshot.instance) {
-        Ok(model) => Arc::new(model),
+        Ok(model) => model,
         Err(problem) => {
             // The analysis still reaches the owner; only the proposal is empty.
             return Ok(Transition::goto(
@@ -152,8 +152,8 @@ async fn optimize_week(cx: StepCtx) -> StepResult {
             }
         })
     };
-    let (search_model, flag) = (model.clone(), cancel.clone());
-    let outcome = tokio::task::spawn_blocking(move || optimize::optimize(&search_model, &options, &flag)).await;
+    let flag = cancel.clone();
+    let outcome = tokio::task::spawn_blocking(move || optimize::optimize(&model, &options, &flag)).await;
     watcher.abort();
     let outcome = outcome.map_err(|e| StepError::Fatal(format!("the optimizer stopped: {e}")))?;
     if cancel.load(Ordering::SeqCst) {

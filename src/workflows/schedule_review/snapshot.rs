@@ -134,6 +134,30 @@ fn gcd(a: i64, b: i64) -> i64 {
     if b == 0 { a.abs() } else { gcd(b, a % b) }
 }
 
+/// What a student's enrollment requests say: the windows of the latest one that gives any (the
+/// family's times) and the length the latest one asks for.
+#[derive(Debug, Default)]
+pub struct Requested {
+    pub windows: Vec<WeeklyWindow>,
+    pub minutes: i64,
+}
+
+pub async fn latest_requests(tx: &mut crate::db::Tx) -> sqlx::Result<BTreeMap<Uuid, Requested>> {
+    const SQL: &str = "SELECT student_id, preferred_times, lesson_minutes FROM enrollments \
+        WHERE student_id IS NOT NULL ORDER BY created_at, id";
+    let rows: Vec<(Uuid, SqlJson<Vec<WeeklyWindow>>, i32)> =
+        on_tx!(tx, conn => sqlx::query_as(SQL).fetch_all(&mut **conn).await)?;
+    let mut out: BTreeMap<Uuid, Requested> = BTreeMap::new();
+    for (student, windows, minutes) in rows {
+        let entry = out.entry(student).or_default();
+        entry.minutes = i64::from(minutes);
+        if !windows.0.is_empty() {
+            entry.windows = windows.0;
+        }
+    }
+    Ok(out)
+}
+
 /// Reads Cedar's teachers, rooms, weekly series and waitlist for the four weeks from
 /// `week_of` (a Monday) and builds the instance.
 pub async fn build(state: &AppState, week_of: NaiveDate) -> anyhow::Result<Snapshot> {
@@ -150,8 +174,6 @@ pub async fn build(state: &AppState, week_of: NaiveDate) -> anyhow::Result<Snaps
         l.availability_override, s.family_id, s.instrument, COALESCE(s.preferred_name, s.first_name) FROM lessons l \
         JOIN students s ON s.id = l.student_id WHERE l.status = 'scheduled' AND l.starts_at >= $1 AND l.starts_at < $2 \
         ORDER BY l.starts_at, l.id";
-    const PREFERENCES: &str = "SELECT student_id, preferred_times, lesson_minutes FROM enrollments \
-        WHERE student_id IS NOT NULL ORDER BY created_at, id";
     const WAITLISTED_REQUESTS: &str = "SELECT id, family_id, student_id, instrument, lesson_minutes, preferred_times, \
         student FROM enrollments WHERE status = 'waitlisted' ORDER BY created_at, id";
     const WAITLISTED_STUDENTS: &str = "SELECT id, family_id, instrument, COALESCE(preferred_name, first_name) \
@@ -165,8 +187,7 @@ pub async fn build(state: &AppState, week_of: NaiveDate) -> anyhow::Result<Snaps
         on_tx!(&mut tx, conn => sqlx::query_as(ROOMS).fetch_all(&mut **conn).await)?;
     let lessons: Vec<LessonRow> =
         on_tx!(&mut tx, conn => sqlx::query_as(LESSONS).bind(from).bind(horizon).fetch_all(&mut **conn).await)?;
-    let preferences: Vec<(Uuid, SqlJson<Vec<WeeklyWindow>>, i32)> =
-        on_tx!(&mut tx, conn => sqlx::query_as(PREFERENCES).fetch_all(&mut **conn).await)?;
+    let requests_of = latest_requests(&mut tx).await?;
     let requests: Vec<WaitlistRow> =
         on_tx!(&mut tx, conn => sqlx::query_as(WAITLISTED_REQUESTS).fetch_all(&mut **conn).await)?;
     let waitlisted: Vec<(Uuid, Uuid, String, String)> =
@@ -262,15 +283,11 @@ pub async fn build(state: &AppState, week_of: NaiveDate) -> anyhow::Result<Snaps
         room_in.insert(*id, RoomIn { id: id.to_string(), name: name.clone(), instruments: list });
         room_names.insert(id.to_string(), name.clone());
     }
-    let mut preferred: BTreeMap<Uuid, Vec<WindowIn>> = BTreeMap::new();
-    let mut requested_minutes: BTreeMap<Uuid, i64> = BTreeMap::new();
-    for (student, windows, minutes) in &preferences {
-        requested_minutes.insert(*student, i64::from(*minutes));
-        let windows = on_grid(&windows.0, grid);
-        if !windows.is_empty() {
-            preferred.insert(*student, windows);
-        }
-    }
+    let preferred: BTreeMap<Uuid, Vec<WindowIn>> = requests_of
+        .iter()
+        .map(|(student, r)| (*student, on_grid(&r.windows, grid)))
+        .filter(|(_, windows)| !windows.is_empty())
+        .collect();
 
     let mut open_hours = school_hours.clone();
     let mut virtual_rooms = Vec::new();
@@ -426,7 +443,7 @@ pub async fn build(state: &AppState, week_of: NaiveDate) -> anyhow::Result<Snaps
         }
         let windows = preferred.get(&id).cloned().unwrap_or_default();
         // The length their latest request asked for, else the school's default.
-        let minutes = requested_minutes.get(&id).copied().unwrap_or(i64::from(review.waitlist_lesson_minutes));
+        let minutes = requests_of.get(&id).map_or(i64::from(review.waitlist_lesson_minutes), |r| r.minutes);
         let minutes = (minutes + grid - 1) / grid * grid;
         let key = format!("student:{id}");
         students.push(waiting(&key, family, &lower(&instrument), minutes, &windows, &school_hours));
