@@ -65,7 +65,7 @@ async fn main() {
                 "student": {"first_name": format!("Kid{i}"), "last_name": "Banc"}, "instrument": "piano", "lesson_minutes": 30,
                 "preferred_times": [{"weekday": 1 + i % 5, "start_time": format!("{slot}:00"), "end_time": format!("{slot}:45")}]}))).await;
             let input = json!({"enrollment_id": request["id"]});
-            let (review, approval) = support::review_round_trip(
+            let (review, approval, _) = support::review_round_trip(
                 state,
                 "enrollment",
                 input,

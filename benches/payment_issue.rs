@@ -111,7 +111,7 @@ async fn main() {
             )
             .await;
             let input = json!({"invoice_id": invoice, "reason": "inquiry", "inquiry_id": inquiry["id"]});
-            let (review, approval) = support::review_round_trip(
+            let (review, approval, _) = support::review_round_trip(
                 state,
                 "payment_issue",
                 input,

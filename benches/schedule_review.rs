@@ -54,26 +54,7 @@ async fn measure(name: &str, state: &AppState, addr: std::net::SocketAddr, token
         async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
     };
     let input = json!({"time_limit_secs": 3});
-    let (to_review, after) = support::review_round_trip(state, "schedule_review", input, view, approve).await;
-    let runs: Value = http
-        .get(format!("http://{addr}/v1/workflow-runs?workflow=schedule_review"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = runs["items"][0]["id"].as_str().unwrap().to_owned();
-    let run: Value = http
-        .get(format!("http://{addr}/v1/workflow-runs/{id}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (to_review, after, run) = support::review_round_trip(state, "schedule_review", input, view, approve).await;
     let optimizer = &run["context"]["optimize"]["optimizer"];
     let steps: BTreeMap<String, f64> = run["steps"]
         .as_array()
@@ -115,8 +96,8 @@ async fn measure(name: &str, state: &AppState, addr: std::net::SocketAddr, token
 /// Creates the instance's school through the API, lessons as weekly series from next week.
 async fn load_instance(state: &AppState, addr: std::net::SocketAddr, token: &str, instance: &Value) {
     let http = reqwest::Client::new();
-    let post = |path: &str, body: Value| {
-        let request = http.post(format!("http://{addr}{path}")).bearer_auth(token).json(&body);
+    let send = |method: reqwest::Method, path: &str, body: Value| {
+        let request = http.request(method, format!("http://{addr}{path}")).bearer_auth(token).json(&body);
         async move {
             let response = request.send().await.unwrap();
             let status = response.status();
@@ -125,6 +106,7 @@ async fn load_instance(state: &AppState, addr: std::net::SocketAddr, token: &str
             body
         }
     };
+    let post = |path: &str, body: Value| send(reqwest::Method::POST, path, body);
     let id = |v: &Value| v["id"].as_str().unwrap().to_owned();
     let mut teachers = BTreeMap::new();
     for t in instance["teachers"].as_array().unwrap() {
@@ -133,14 +115,7 @@ async fn load_instance(state: &AppState, addr: std::net::SocketAddr, token: &str
             "instruments": t["instruments"]});
         let teacher = id(&post("/v1/teachers", body).await);
         let windows = json!({"windows": t["availability"]});
-        let response = http
-            .put(format!("http://{addr}/v1/teachers/{teacher}/availability"))
-            .bearer_auth(token)
-            .json(&windows)
-            .send()
-            .await
-            .unwrap();
-        assert!(response.status().is_success());
+        send(reqwest::Method::PUT, &format!("/v1/teachers/{teacher}/availability"), windows).await;
         teachers.insert(key.to_owned(), teacher);
     }
     let mut rooms = BTreeMap::new();
@@ -167,7 +142,7 @@ async fn load_instance(state: &AppState, addr: std::net::SocketAddr, token: &str
         let request = json!({"family_id": family, "student_id": student, "instrument": s["instrument"],
             "lesson_minutes": s["lesson_minutes"], "preferred_times": s["availability"]});
         post("/v1/enrollments", request).await;
-        students.insert(s["id"].as_str().unwrap().to_owned(), student);
+        students.insert(s["id"].as_str().unwrap().to_owned(), (student, s["lesson_minutes"].clone()));
     }
     // The enrollment workflow is not what is measured: its queued starts are dropped.
     cedar::on_db!(&state.db, pool => sqlx::query("DELETE FROM jobs WHERE kind = 'workflow.start'").execute(pool).await
@@ -176,12 +151,12 @@ async fn load_instance(state: &AppState, addr: std::net::SocketAddr, token: &str
     let tz = state.settings.timezone;
     let monday = cedar::time::next_weekday(cedar::time::today(tz), 1);
     for a in instance["current"].as_array().unwrap() {
-        let student = &instance["students"].as_array().unwrap().iter().find(|s| s["id"] == a["student_id"]).unwrap();
+        let (student, minutes) = &students[a["student_id"].as_str().unwrap()];
         let date = monday + chrono::Duration::days(a["weekday"].as_i64().unwrap() - 1);
         let time = cedar::time::parse_hhmm(a["start_time"].as_str().unwrap()).unwrap();
         let body = json!({"teacher_id": teachers[a["teacher_id"].as_str().unwrap()],
-            "student_id": students[a["student_id"].as_str().unwrap()], "room_id": rooms[a["room_id"].as_str().unwrap()],
-            "starts_at": cedar::time::at_local(tz, date, time), "duration_minutes": student["lesson_minutes"],
+            "student_id": student, "room_id": rooms[a["room_id"].as_str().unwrap()],
+            "starts_at": cedar::time::at_local(tz, date, time), "duration_minutes": minutes,
             "recurrence": {"rrule": "FREQ=WEEKLY;COUNT=8"}});
         post("/v1/lessons", body).await;
     }

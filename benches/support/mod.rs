@@ -42,7 +42,7 @@ pub async fn serve_with_admin(state: &AppState) -> (SocketAddr, String) {
 
 /// One workflow run measured the way the owner lives it: started, advanced to its review
 /// (timed), approved over HTTP by `approve`, advanced to the end (timed). `view` reads the
-/// run over HTTP. Returns (to review, after approval).
+/// run over HTTP. Returns (to review, after approval, the finished run as `view` shows it).
 #[allow(dead_code, reason = "only the workflow benchmarks time reviews")]
 pub async fn review_round_trip<V, VF, A, AF>(
     state: &AppState,
@@ -50,7 +50,7 @@ pub async fn review_round_trip<V, VF, A, AF>(
     input: serde_json::Value,
     view: V,
     approve: A,
-) -> (Duration, Duration)
+) -> (Duration, Duration, serde_json::Value)
 where
     V: Fn(uuid::Uuid) -> VF,
     VF: std::future::Future<Output = serde_json::Value>,
@@ -74,7 +74,7 @@ where
     let after_approval = started.elapsed();
     let run_view = view(run).await;
     assert_eq!(run_view["status"], "succeeded", "{run_view:#}");
-    (to_review, after_approval)
+    (to_review, after_approval, run_view)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
