@@ -24,6 +24,7 @@ backend_tests!(
     family_notes_use_ai_only_with_consent,
     seeded_conflicts_are_all_reported,
     bad_input_is_refused_and_a_week_runs_once,
+    a_rejection_changes_nothing_and_edits_only_choose_moves,
 );
 
 /// The Monday of the week the runs review (the next one).
@@ -75,15 +76,16 @@ async fn gaps(app: &TestApp) -> Gaps {
     Gaps { s, room }
 }
 
-async fn start_review(app: &TestApp, s: &School, input: Value) -> String {
-    let run =
-        app.as_user(&s.admin).post("/v1/workflow-runs", json!({"workflow": "schedule_review", "input": input})).await;
-    run.expect(201)["id"].as_str().unwrap().to_owned()
-}
-
-async fn review_id(app: &TestApp, s: &School, run: &str) -> String {
-    let run = run_reaching(app, s, run, "waiting_for_review").await;
-    run["review_id"].as_str().unwrap().to_owned()
+/// A review run for next week (1 s of search) once it waits for review: (run id, review id,
+/// the review as the owner sees it).
+async fn proposal(app: &TestApp, s: &School) -> (String, String, Value) {
+    let office = app.as_user(&s.admin);
+    let start = json!({"workflow": "schedule_review", "input": {"time_limit_secs": 1}});
+    let run = office.post("/v1/workflow-runs", start).await.expect(201)["id"].as_str().unwrap().to_owned();
+    let waiting = run_reaching(app, s, &run, "waiting_for_review").await;
+    let review = waiting["review_id"].as_str().unwrap().to_owned();
+    let body = office.get(&format!("/v1/reviews/{review}")).await.expect(200);
+    (run, review, body)
 }
 
 /// (weekday, local HH:MM, teacher) of a student's first lesson from `week_of` on, and how many
@@ -164,10 +166,8 @@ async fn approving_a_subset_applies_exactly_that_subset(backend: Backend) {
     let g = gaps(&app).await;
     let s = &g.s;
     let worker = start_worker(&app.state, Duration::from_secs(30));
-    let run = start_review(&app, s, json!({"time_limit_secs": 1})).await;
-    let review = review_id(&app, s, &run).await;
+    let (run, review, pending) = proposal(&app, s).await;
     let office = app.as_user(&s.admin);
-    let pending = office.get(&format!("/v1/reviews/{review}")).await.expect(200);
     let moves = proposal_moves(&pending);
     assert_eq!(moves.len(), 2, "two moves close both gaps: {moves:#?}");
     assert!(moves.iter().all(|m| m["kind"] == "time" && m["to"]["room_id"] == g.room.as_str()));
@@ -205,10 +205,9 @@ async fn a_slot_taken_before_apply_is_skipped_and_reported(backend: Backend) {
     let g = gaps(&app).await;
     let s = &g.s;
     let worker = start_worker(&app.state, Duration::from_secs(30));
-    let run = start_review(&app, s, json!({"time_limit_secs": 1})).await;
-    let review = review_id(&app, s, &run).await;
+    let (run, review, pending) = proposal(&app, s).await;
     let office = app.as_user(&s.admin);
-    let moves = proposal_moves(&office.get(&format!("/v1/reviews/{review}")).await.expect(200));
+    let moves = proposal_moves(&pending);
     let taken = &moves[0];
     // Zoë's violin lesson takes the piano room at the move's new time, in the third week.
     let third = week_of(&app) + chrono::Duration::weeks(2);
@@ -257,9 +256,8 @@ async fn a_crash_in_apply_moves_nothing_twice(backend: Backend) {
     let g = gaps(&app).await;
     let s = &g.s;
     let first_worker = start_worker(&app.state, Duration::from_secs(1));
-    let run = start_review(&app, s, json!({"time_limit_secs": 1})).await;
-    let review = review_id(&app, s, &run).await;
-    let moves = proposal_moves(&app.as_user(&s.admin).get(&format!("/v1/reviews/{review}")).await.expect(200));
+    let (run, review, pending) = proposal(&app, s).await;
+    let moves = proposal_moves(&pending);
     app.as_user(&s.admin).post(&format!("/v1/reviews/{review}/approve"), json!({})).await.expect(200);
     for _ in 0..1200 {
         let r = app.as_user(&s.admin).get(&format!("/v1/workflow-runs/{run}")).await.expect(200);
@@ -305,10 +303,8 @@ async fn family_notes_use_ai_only_with_consent(backend: Backend) {
         Reply::Answer(json!({"note": "Your lesson moves a little earlier on Mondays so the afternoon flows better."})),
     ]);
     let worker = start_worker(&app.state, Duration::from_secs(30));
-    let run = start_review(&app, s, json!({"time_limit_secs": 1})).await;
-    let review = review_id(&app, s, &run).await;
+    let (run, _, pending) = proposal(&app, s).await;
     stop_worker(worker).await;
-    let pending = app.as_user(&s.admin).get(&format!("/v1/reviews/{review}")).await.expect(200);
     assert_eq!(
         pending["proposal"]["summary"],
         "Two lessons move earlier on Monday to close the gaps in the afternoon."
@@ -379,10 +375,8 @@ async fn seeded_conflicts_are_all_reported(backend: Backend) {
     office.post("/v1/lessons", series).await.expect(201);
 
     let worker = start_worker(&app.state, Duration::from_secs(30));
-    let run = start_review(&app, &s, json!({"time_limit_secs": 1})).await;
-    let review = review_id(&app, &s, &run).await;
+    let (_, _, pending) = proposal(&app, &s).await;
     stop_worker(worker).await;
-    let pending = office.get(&format!("/v1/reviews/{review}")).await.expect(200);
     let conflicts = pending["context"]["conflicts"].as_array().unwrap();
     let of = |kind: &str| conflicts.iter().filter(|c| c["kind"] == kind).cloned().collect::<Vec<_>>();
     assert_eq!(of("closure").len(), 1, "{conflicts:#?}");
@@ -430,4 +424,45 @@ async fn bad_input_is_refused_and_a_week_runs_once(backend: Backend) {
     cedar::workflows::schedule_review::weekly(&app.state).await.unwrap();
     let runs = office.get("/v1/workflow-runs?workflow=schedule_review").await.expect(200);
     assert_eq!(runs["items"].as_array().unwrap().len(), 2, "the cancelled run and the week's one: {runs:#}");
+}
+
+async fn a_rejection_changes_nothing_and_edits_only_choose_moves(backend: Backend) {
+    let app = spawn_app_with_workflows(backend, cedar::workflows::builtin(), |_| {}).await;
+    let g = gaps(&app).await;
+    let s = &g.s;
+    let worker = start_worker(&app.state, Duration::from_secs(30));
+    let (run, review, pending) = proposal(&app, s).await;
+    let office = app.as_user(&s.admin);
+    // The office decides: a teacher neither sees nor approves the review, a parent sees no run.
+    app.as_user(&s.teacher1).get(&format!("/v1/reviews/{review}")).await.problem(404);
+    app.as_user(&s.teacher1).post(&format!("/v1/reviews/{review}/approve"), json!({})).await.problem(404);
+    app.as_user(&s.parent_a).get(&format!("/v1/workflow-runs/{run}")).await.problem(403);
+    let moves = proposal_moves(&pending);
+    office
+        .post(&format!("/v1/reviews/{review}/reject"), json!({"reason": "Not before the holidays"}))
+        .await
+        .expect(200);
+    run_reaching(&app, s, &run, "cancelled").await;
+    for m in &moves {
+        let (_, time, count) = first_lesson(&app, s, m["student_id"].as_str().unwrap()).await;
+        assert_eq!((time.as_str(), count), (m["from"]["start_time"].as_str().unwrap(), 6), "rejected: unchanged");
+    }
+    let emails = office.get("/v1/outbox?template=schedule_change").await.expect(200);
+    assert_eq!(emails["items"], json!([]));
+
+    // The rejected week may run again. An edit chooses among the proposed moves: a move it
+    // invents is ignored, and a chosen move goes where it was proposed, not where the edit says.
+    let (run, review, pending) = proposal(&app, s).await;
+    let mut chosen = proposal_moves(&pending)[0].clone();
+    let proposed = chosen["to"].clone();
+    chosen["to"]["start_time"] = json!("19:30");
+    let edits = json!({"moves": [chosen, {"item": "lesson:invented"}]});
+    office.post(&format!("/v1/reviews/{review}/approve"), json!({"edits": edits})).await.expect(200);
+    let done = run_reaching(&app, s, &run, "succeeded").await;
+    stop_worker(worker).await;
+    let apply = &done["context"]["apply"];
+    assert_eq!(apply["applied"].as_array().unwrap().len(), 1, "{apply:#}");
+    assert_eq!(apply["ignored"], json!(["lesson:invented"]));
+    let (_, time, _) = first_lesson(&app, s, chosen["student_id"].as_str().unwrap()).await;
+    assert_eq!(time, proposed["start_time"].as_str().unwrap());
 }
