@@ -17,6 +17,7 @@ pub mod optimize;
 pub mod people;
 pub mod privacy;
 pub mod scheduling;
+pub mod school_year;
 pub mod tasks;
 pub mod time;
 pub mod workflows;

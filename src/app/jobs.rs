@@ -18,6 +18,7 @@ pub fn registry() -> Registry<AppState> {
         );
     let registry = crate::auth::jobs(registry);
     let registry = crate::scheduling::jobs(registry);
+    let registry = crate::school_year::jobs(registry);
     let registry = crate::messaging::jobs(registry);
     let registry = crate::billing::jobs(registry);
     let registry = crate::privacy::jobs(registry);
@@ -29,6 +30,7 @@ pub fn schedules(settings: &Settings) -> Vec<Schedule> {
     let mut all = jobs::worker::schedules();
     all.push(Schedule::new("idempotency-purge", "maintenance", "idempotency.purge", "17 * * * *"));
     all.extend(crate::scheduling::schedules());
+    all.extend(crate::school_year::schedules());
     all.extend(crate::messaging::schedules());
     all.extend(crate::billing::schedules(settings));
     all.extend(crate::privacy::schedules());

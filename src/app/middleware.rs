@@ -170,10 +170,12 @@ pub async fn timeout(State(state): State<AppState>, request: Request, next: Next
 pub async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
-    // Problem bodies pass, and so do JSON bodies: the GoTrue-compatible /auth/v1 routes answer
-    // errors in GoTrue's own `{code, error_code, msg}` shape, which supabase-js expects.
+    // Problem bodies pass, and so do JSON bodies (the GoTrue-compatible /auth/v1 routes answer
+    // errors in GoTrue's own `{code, error_code, msg}` shape, which supabase-js expects) and the
+    // HTML pages Cedar shows to a browser that followed a link from an email.
     let is_structured = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| {
-        v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()) || v.as_bytes().starts_with(b"application/json")
+        let v = v.as_bytes();
+        v.starts_with(PROBLEM_JSON.as_bytes()) || v.starts_with(b"application/json") || v.starts_with(b"text/html")
     });
     if !(status.is_client_error() || status.is_server_error()) || is_structured {
         return response;

@@ -90,6 +90,7 @@ pub fn install_constraints() {
         crate::people::CONSTRAINTS,
         crate::scheduling::CONSTRAINTS,
         crate::billing::CONSTRAINTS,
+        crate::school_year::CONSTRAINTS,
     ];
     crate::db::install_constraints(ALL);
 }
@@ -165,6 +166,7 @@ pub(crate) fn api_router() -> OpenApiRouter<AppState> {
         .merge(crate::auth::router())
         .merge(crate::people::router())
         .merge(crate::scheduling::router())
+        .merge(crate::school_year::router())
         .merge(crate::jobs::api::router())
         .merge(crate::workflows::router())
         .merge(crate::messaging::router())

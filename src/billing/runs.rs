@@ -85,17 +85,19 @@ pub async fn draft(
 ) -> ApiResult<Option<Draft>> {
     const STUDENTS: &str = "SELECT id, first_name || ' ' || last_name, instrument, billing_mode, status, start_date, end_date \
         FROM students WHERE family_id = $1 ORDER BY id";
-    // Scheduled lessons, and the ones the teacher cancelled (credited in flat mode).
-    const LESSONS: &str = "SELECT l.student_id, l.teacher_id, l.starts_at, l.ends_at, l.attendance, t.first_name || ' ' || t.last_name, \
-        l.is_makeup FROM lessons l JOIN students s ON s.id = l.student_id JOIN teachers t ON t.id = l.teacher_id \
+    // Scheduled lessons, and the ones the teacher cancelled (credited in flat mode). A
+    // substitute's lesson is billed at the regular teacher's rate unless `$4`.
+    const LESSONS: &str = "SELECT l.student_id, t.id, l.starts_at, l.ends_at, l.attendance, t.first_name || ' ' || t.last_name, \
+        l.is_makeup FROM lessons l JOIN students s ON s.id = l.student_id \
+        JOIN teachers t ON t.id = (CASE WHEN $4 THEN l.teacher_id ELSE COALESCE(l.substitute_for, l.teacher_id) END) \
         WHERE s.family_id = $1 AND (l.status = 'scheduled' OR l.attendance = 'cancelled_by_teacher') \
         AND l.starts_at >= $2 AND l.starts_at < $3 ORDER BY l.starts_at";
     let tz = state.settings.timezone;
     let (from, to) = bounds(tz, start, end);
     let students: Vec<StudentRow> =
         on_tx!(tx, conn => sqlx::query_as(STUDENTS).bind(family.0).fetch_all(&mut **conn).await)?;
-    let lessons: Vec<LessonRow> =
-        on_tx!(tx, conn => sqlx::query_as(LESSONS).bind(family.0).bind(from).bind(to).fetch_all(&mut **conn).await)?;
+    let lessons: Vec<LessonRow> = on_tx!(tx, conn => sqlx::query_as(LESSONS).bind(family.0).bind(from).bind(to)
+        .bind(state.settings.school_year.bill_substitute_rate).fetch_all(&mut **conn).await)?;
     let mut lines = Vec::new();
     let period_days = (end - start).num_days() + 1;
     for (student, name, instrument, mode, status, first_day, last_day) in &students {
@@ -474,6 +476,11 @@ pub async fn monthly_run(state: &AppState) -> anyhow::Result<()> {
     let today = Utc::now().with_timezone(&state.settings.timezone).date_naive();
     let start = today.with_day(1).expect("day 1 exists");
     let end = (start + chrono::Months::new(1)) - Duration::days(1);
+    // Between terms (summer) nothing is billed; without terms every month is.
+    if !crate::school_year::terms::bills_month(&state.db, start).await? {
+        tracing::info!(month = %start, "not a billing month of any term; no billing run");
+        return Ok(());
+    }
     run(state, None, start, end, false).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
 }

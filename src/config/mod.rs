@@ -157,6 +157,28 @@ pub struct Settings {
     pub retention: Retention,
     pub progress: ProgressSettings,
     pub schedule_review: ScheduleReviewSettings,
+    pub school_year: SchoolYearSettings,
+}
+
+/// How the timetable follows the school year: terms, closures, substitutes, email links.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchoolYearSettings {
+    /// GoTrue's `SITE_URL`: where email links land after verifying.
+    pub site_url: Option<String>,
+    pub closure_action: ClosureAction,
+    pub closure_makeup_credit: bool,
+    /// Bill a substitute's lesson at the substitute's rate (else the student's own teacher's).
+    pub bill_substitute_rate: bool,
+    pub reenrollment_notice_days: u32,
+    pub email_link_days: u32,
+    pub etransfer_email: Option<String>,
+}
+
+/// What a closure or time off added after booking does to the lessons it covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClosureAction {
+    Cancel,
+    Reschedule,
 }
 
 /// The weekly schedule review: when it runs and what the optimizer may do.

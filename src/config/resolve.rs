@@ -126,6 +126,36 @@ impl Settings {
                     parse_school_hours(&text).map_err(|e| raw.school_hours.bad(e))?
                 },
             },
+            school_year: SchoolYearSettings {
+                site_url: match raw.site_url.text() {
+                    None => None,
+                    Some(_) => Some(raw.site_url.http_url("")?),
+                },
+                closure_action: match raw.closure_action.raw().as_deref().unwrap_or("cancel") {
+                    "cancel" => ClosureAction::Cancel,
+                    "reschedule" => ClosureAction::Reschedule,
+                    other => {
+                        return Err(raw.closure_action.bad(format!("{other:?} is not one of: cancel, reschedule")));
+                    }
+                },
+                closure_makeup_credit: raw.closure_makeup_credit.boolean(false)?,
+                bill_substitute_rate: match raw.substitute_rate.raw().as_deref().unwrap_or("lesson_teacher") {
+                    "lesson_teacher" => false,
+                    "substitute" => true,
+                    other => {
+                        return Err(raw
+                            .substitute_rate
+                            .bad(format!("{other:?} is not one of: lesson_teacher, substitute")));
+                    }
+                },
+                reenrollment_notice_days: raw.reenrollment_notice_days.number(28, 1, 180)? as u32,
+                email_link_days: raw.email_link_days.number(30, 1, 365)? as u32,
+                etransfer_email: match raw.etransfer_email.text() {
+                    None => None,
+                    Some(text) if text.contains('@') && !text.contains(char::is_whitespace) => Some(text),
+                    Some(text) => return Err(raw.etransfer_email.bad(format!("{text:?} is not an email address"))),
+                },
+            },
             retention: Retention {
                 outbox_days: raw.retention_outbox_days.number(90, 1, 3650)? as u32,
                 ai_days: raw.retention_ai_days.number(30, 1, 3650)? as u32,

@@ -318,6 +318,26 @@ settings! {
     waitlist_lesson_minutes => "CEDAR_WAITLIST_LESSON_MINUTES", "MINUTES";
     /// The school's open hours, e.g. "mon-fri 14:00-21:00, sat 09:00-14:00" (the default).
     school_hours => "CEDAR_SCHOOL_HOURS", "HOURS";
+    /// The web app families and staff use (GoTrue's `SITE_URL`): email links verify, then
+    /// redirect there with the session in the URL fragment; unset, Cedar shows its own page.
+    site_url => "CEDAR_SITE_URL", "URL";
+    /// What adding a closure or time off does to lessons already booked then: `cancel` them
+    /// (not billed; time off earns makeup credits) or `reschedule` (a task for the office with
+    /// free slots) [default: cancel].
+    closure_action => "CEDAR_CLOSURE_ACTION", "ACTION";
+    /// Whether lessons cancelled by a school closure earn makeup credits (`true`/`false`)
+    /// [default: false: holidays are priced into the term].
+    closure_makeup_credit => "CEDAR_CLOSURE_MAKEUP_CREDIT", "BOOL";
+    /// A lesson taught by a substitute is billed at the rate of the `lesson_teacher` (the
+    /// student's own) or of the `substitute` [default: lesson_teacher].
+    substitute_rate => "CEDAR_SUBSTITUTE_RATE", "WHOSE";
+    /// Days before the next term starts that families are offered re-enrollment [default: 28].
+    reenrollment_notice_days => "CEDAR_REENROLLMENT_NOTICE_DAYS", "DAYS";
+    /// Days a signed link in an email (invoice, pay, progress report) stays valid [default: 30].
+    email_link_days => "CEDAR_EMAIL_LINK_DAYS", "DAYS";
+    /// Where families send Interac e-Transfers, shown on the pay page (an email address);
+    /// unset: the page asks them to contact the office.
+    etransfer_email => "CEDAR_ETRANSFER_EMAIL", "EMAIL";
     /// Days the bodies of sent (or dead) emails are kept [default: 90].
     retention_outbox_days => "CEDAR_RETENTION_OUTBOX_DAYS", "DAYS";
     /// Days what AI steps were given and answered is kept after their run ends [default: 30].

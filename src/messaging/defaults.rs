@@ -161,13 +161,17 @@ pub const TEMPLATES: &[Default] = &[
         category: "transactional",
         en: (
             "Invoice {{ number }} from {{ school }}",
-            "Hello {{ name }},\n\nInvoice {{ number }} for {{ total }} is due on {{ due_date }}.\n",
+            "Hello {{ name }},\n\nInvoice {{ number }} for {{ total }} is due on {{ due_date }}.\n{% if view_link %}\nView or print it: {{ view_link }}\n{% endif %}{% if pay_link %}Pay online: {{ pay_link }}\n{% endif %}",
         ),
         fr: (
             "Facture {{ number }} de {{ school }}",
-            "Bonjour {{ name }},\n\nLa facture {{ number }} de {{ total }} est payable d'ici le {{ due_date }}.\n",
+            "Bonjour {{ name }},\n\nLa facture {{ number }} de {{ total }} est payable d'ici le {{ due_date }}.\n{% if view_link %}\nLa consulter ou l'imprimer : {{ view_link }}\n{% endif %}{% if pay_link %}Payer en ligne : {{ pay_link }}\n{% endif %}",
         ),
-        sample: || json!({"number": "INV-2026-0001", "total": "$240.00", "due_date": "2026-10-01"}),
+        sample: || {
+            json!({"number": "INV-2026-0001", "total": "$240.00", "due_date": "2026-10-01",
+            "view_link": "https://cedar.example/v1/invoices/1/view?expires=1&sig=abc",
+            "pay_link": "https://cedar.example/v1/invoices/1/pay?expires=1&sig=abc"})
+        },
     },
     Default {
         name: "payment_received",
@@ -290,6 +294,64 @@ pub const TEMPLATES: &[Default] = &[
         sample: || {
             json!({"week_of": "2026-12-07", "note": "A better fit in your teacher's afternoon.", "changes": [{"student": "Hélène",
             "instrument": "piano", "teacher": "Élodie Gagné", "from": "Monday 16:30", "to": "Tuesday 16:00"}]})
+        },
+    },
+    Default {
+        name: "lessons_disrupted",
+        category: "transactional",
+        en: (
+            "Lessons affected: {{ reason }}",
+            "Hello {{ name }},\n\n{% if closure %}The school will be closed ({{ reason }}).{% else %}{{ teacher }} will be away ({{ reason }}).{% endif %} This affects:\n{% for lesson in lessons %}- {{ lesson.student }}: {{ lesson.when }}\n{% endfor %}\n{% if cancelled %}These lessons are cancelled and will not be billed.{% if makeup %} Each one earns a makeup lesson; reply to this email to book it.{% endif %}{% else %}We will write to you shortly with a new time for each.{% endif %}\n",
+        ),
+        fr: (
+            "Cours touchés : {{ reason }}",
+            "Bonjour {{ name }},\n\n{% if closure %}L'école sera fermée ({{ reason }}).{% else %}{{ teacher }} sera absent(e) ({{ reason }}).{% endif %} Cela touche :\n{% for lesson in lessons %}- {{ lesson.student }} : {{ lesson.when }}\n{% endfor %}\n{% if cancelled %}Ces cours sont annulés et ne seront pas facturés.{% if makeup %} Chacun donne droit à un cours de rattrapage; répondez à ce courriel pour le réserver.{% endif %}{% else %}Nous vous écrirons bientôt pour proposer un nouvel horaire pour chacun.{% endif %}\n",
+        ),
+        sample: || {
+            json!({"reason": "Snow day", "closure": true, "teacher": "Élodie Gagné", "cancelled": true, "makeup": false,
+            "lessons": [{"student": "Hélène", "teacher": "Élodie Gagné", "when": "Tuesday 8 December at 16:00"}]})
+        },
+    },
+    Default {
+        name: "student_withdrawn",
+        category: "transactional",
+        en: (
+            "{{ student }} has withdrawn",
+            "Hello {{ name }},\n\n{{ student }} ({{ instrument }}) has withdrawn from {{ effective }}. {{ lessons }} upcoming lesson(s) with you are cancelled; those times are free again.\n",
+        ),
+        fr: (
+            "{{ student }} se retire",
+            "Bonjour {{ name }},\n\n{{ student }} ({{ instrument }}) se retire à compter du {{ effective }}. {{ lessons }} cours à venir avec vous sont annulés; ces plages sont de nouveau libres.\n",
+        ),
+        sample: || json!({"student": "Hélène Tremblay", "instrument": "piano", "effective": "2026-12-14", "lessons": 3}),
+    },
+    Default {
+        name: "lesson_substitute",
+        category: "transactional",
+        en: (
+            "A substitute teacher for {{ student }} on {{ when }}",
+            "Hello {{ name }},\n\n{{ student }}'s lesson on {{ when }} will be taught by {{ substitute }}{% if regular %} in place of {{ regular }}{% endif %}. The time and place are unchanged.\n",
+        ),
+        fr: (
+            "Un enseignant remplaçant pour {{ student }} le {{ when }}",
+            "Bonjour {{ name }},\n\nLe cours de {{ student }} du {{ when }} sera donné par {{ substitute }}{% if regular %} en remplacement de {{ regular }}{% endif %}. L'heure et le lieu ne changent pas.\n",
+        ),
+        sample: || json!({"student": "Hélène", "when": "Tuesday 8 December at 16:00", "substitute": "Marc Roy", "regular": "Élodie Gagné"}),
+    },
+    Default {
+        name: "reenrollment_offer",
+        category: "transactional",
+        en: (
+            "Continue lessons in {{ term }}?",
+            "Hello {{ name }},\n\n{{ term }} starts on {{ starts_on }}. We have kept a place for:\n{% for student in students %}- {{ student.name }}: {{ student.lessons }}\n{% endfor %}\nPlease tell us by {{ reply_by }} whether to continue: accept or decline in the app, or reply to this email. Until then the place is kept for you; without an answer the office will be in touch.\n",
+        ),
+        fr: (
+            "Poursuivre les cours à la session {{ term }}?",
+            "Bonjour {{ name }},\n\nLa session {{ term }} commence le {{ starts_on }}. Nous avons gardé une place pour :\n{% for student in students %}- {{ student.name }} : {{ student.lessons }}\n{% endfor %}\nDites-nous d'ici le {{ reply_by }} si vous poursuivez : acceptez ou refusez dans l'application, ou répondez à ce courriel. D'ici là, la place vous est réservée; sans réponse, le secrétariat communiquera avec vous.\n",
+        ),
+        sample: || {
+            json!({"term": "Winter 2027", "starts_on": "2027-01-04", "reply_by": "2026-12-21",
+            "students": [{"name": "Hélène", "lessons": "piano, Tuesday 16:00 with Élodie Gagné"}]})
         },
     },
 ];

@@ -58,13 +58,15 @@ pub struct Student {
     /// Main teacher.
     pub teacher_id: Option<Uuid>,
     pub start_date: Option<NaiveDate>,
+    /// Last day billed: set by a withdrawal (the day before it takes effect).
+    pub end_date: Option<NaiveDate>,
     pub notes: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 pub(crate) const COLUMNS: &str = "s.id, s.family_id, s.first_name, s.last_name, s.preferred_name, s.birth_date, \
-    s.instrument, s.instruments, s.level, s.status, s.teacher_id, s.start_date, s.notes, s.created_at, s.updated_at";
+    s.instrument, s.instruments, s.level, s.status, s.teacher_id, s.start_date, s.end_date, s.notes, s.created_at, s.updated_at";
 
 /// The students a scope may see: `$1` family (parents), `$2` teacher (their students and those
 /// assigned to them by an enrollment).
@@ -297,9 +299,14 @@ pub struct UpdateStudent {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     notes: Option<Option<String>>,
+    /// With `status: withdrawn`: the first day without lessons [default: today]. From then
+    /// the student's unmarked lessons are cancelled, flat billing stops and their teachers are
+    /// told. Setting the status back to `active` restores no lesson.
+    effective_on: Option<NaiveDate>,
 }
 
-/// Changes a student (admin).
+/// Changes a student (admin). Withdrawing (`status: withdrawn`, optional `effective_on`)
+/// cancels their lessons from that date; see `docs/school-year.md`.
 #[utoipa::path(patch, path = "/v1/students/{id}", tag = "students", request_body = UpdateStudent, security(("bearer" = [])),
     responses((status = 200, body = Student), (status = 401), (status = 403), (status = 404), (status = 422)))]
 async fn update_student(
@@ -334,6 +341,16 @@ async fn update_student(
     };
     let birth_date = input.birth_date.unwrap_or(current.birth_date);
     validate_birth_date(&mut errors, birth_date);
+    let withdrawing = status == StudentStatus::Withdrawn && current.status != StudentStatus::Withdrawn;
+    if input.effective_on.is_some() && !withdrawing {
+        errors.add("effective_on", "applies only when withdrawing a student (status: withdrawn)");
+    }
+    let today = crate::time::today(state.settings.timezone);
+    if let Some(date) = input.effective_on
+        && (date < today - chrono::Duration::days(366) || date > today + chrono::Duration::days(366))
+    {
+        errors.add("effective_on", "must be within a year of today");
+    }
     let notes = match &input.notes {
         Some(v) => errors.optional_text("notes", v.as_deref()),
         None => current.notes.clone(),
@@ -357,6 +374,16 @@ async fn update_student(
     let mut details = json!({});
     if status != current.status {
         details["status"] = json!({"from": current.status, "to": status});
+    }
+    if withdrawing {
+        let effective_on = input.effective_on.unwrap_or(today);
+        let withdrawal = crate::school_year::withdrawal::withdraw(&mut tx, &state, id, effective_on).await?;
+        details["withdrawal"] = json!(withdrawal);
+    } else if current.status == StudentStatus::Withdrawn && status == StudentStatus::Active {
+        // Back again: billing resumes; no cancelled lesson comes back by itself.
+        const REOPEN: &str = "UPDATE students SET end_date = NULL WHERE id = $1";
+        on_tx!(&mut tx, conn => sqlx::query(REOPEN).bind(id).execute(&mut **conn).await.map(|_| ()))?;
+        details["reactivated"] = json!({"lessons_restored": 0});
     }
     if teacher_id != current.teacher_id {
         details["teacher_id"] = json!({"from": current.teacher_id, "to": teacher_id});

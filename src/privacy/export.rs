@@ -34,6 +34,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ),
     ("students", "SELECT * FROM students WHERE family_id = $1 ORDER BY id"),
     ("enrollments", "SELECT * FROM enrollments WHERE family_id = $1 ORDER BY id"),
+    ("reenrollments", "SELECT * FROM reenrollments WHERE family_id = $1 ORDER BY id"),
     (
         "lessons",
         "SELECT l.* FROM lessons l JOIN students s ON s.id = l.student_id WHERE s.family_id = $1 ORDER BY l.starts_at",

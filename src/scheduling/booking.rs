@@ -121,7 +121,7 @@ pub async fn conflicts(
     Ok(out)
 }
 
-async fn windows_in_tx(tx: &mut Tx, teacher_id: Uuid) -> DomainResult<Vec<crate::people::WeeklyWindow>> {
+pub(crate) async fn windows_in_tx(tx: &mut Tx, teacher_id: Uuid) -> DomainResult<Vec<crate::people::WeeklyWindow>> {
     const SQL: &str = "SELECT weekday, start_time, end_time FROM teacher_availability WHERE teacher_id = $1";
     let rows: Vec<(i32, String, String)> =
         on_tx!(tx, conn => sqlx::query_as(SQL).bind(teacher_id).fetch_all(&mut **conn).await)?;

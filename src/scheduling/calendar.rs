@@ -131,8 +131,10 @@ pub struct Exceptions {
 
 impl Exceptions {
     pub async fn load(tx: &mut Tx, from: NaiveDate, to: NaiveDate) -> crate::error::DomainResult<Self> {
+        // Terms come from both the `term` exceptions of old and `/v1/terms`.
         const SQL: &str = "SELECT id, kind, teacher_id, name, starts_on, ends_on, created_at FROM calendar_exceptions \
-            WHERE kind = 'term' OR (starts_on <= $2 AND ends_on >= $1)";
+            WHERE kind = 'term' OR (starts_on <= $2 AND ends_on >= $1) \
+            UNION ALL SELECT id, 'term', NULL, name, starts_on, ends_on, created_at FROM terms";
         let rows = on_tx!(tx, conn => sqlx::query_as::<_, CalendarException>(SQL).bind(from).bind(to).fetch_all(&mut **conn).await)?;
         let mut out = Self::default();
         for row in rows {
@@ -221,12 +223,12 @@ pub struct CreateException {
 
 /// Adds a closure or term (admins) or time off (admins, or a teacher for themselves).
 #[utoipa::path(post, path = "/v1/calendar-exceptions", tag = "scheduling", request_body = CreateException, security(("bearer" = [])),
-    responses((status = 201, body = CalendarException), (status = 401), (status = 403), (status = 422)))]
+    responses((status = 201, body = CreatedException), (status = 401), (status = 403), (status = 422)))]
 async fn create_exception(
     State(state): State<AppState>,
     user: CurrentUser,
     Json(input): Json<CreateException>,
-) -> ApiResult<(StatusCode, Json<CalendarException>)> {
+) -> ApiResult<(StatusCode, Json<CreatedException>)> {
     let own_time_off = input.kind == "time_off" && user.teacher_id.is_some() && input.teacher_id == user.teacher_id;
     if !user.is_admin() && !own_time_off {
         return Err(ApiError::Forbidden);
@@ -254,11 +256,37 @@ async fn create_exception(
         AuditEvent::new("calendar_exception.created").by(&user).subject("calendar_exception", id),
     )
     .await?;
+    // Lessons already booked on those days are cancelled or handed to the office, now.
+    let affected = match input.kind.as_str() {
+        "closure" | "time_off" => {
+            let disruption = crate::school_year::disruptions::Disruption {
+                id,
+                kind: &input.kind,
+                teacher_id: input.teacher_id,
+                name: &name,
+                starts_on: input.starts_on,
+                ends_on: input.ends_on,
+            };
+            Some(crate::school_year::disruptions::apply(&mut tx, &state, &disruption, Some(user.id)).await?)
+        }
+        _ => None,
+    };
     tx.commit().await?;
+    state.job_wakeup.notify_one();
     const GET: &str =
         "SELECT id, kind, teacher_id, name, starts_on, ends_on, created_at FROM calendar_exceptions WHERE id = $1";
-    let row = on_db!(&state.db, pool => sqlx::query_as::<_, CalendarException>(GET).bind(id).fetch_one(pool).await)?;
-    Ok((StatusCode::CREATED, Json(row)))
+    let exception =
+        on_db!(&state.db, pool => sqlx::query_as::<_, CalendarException>(GET).bind(id).fetch_one(pool).await)?;
+    Ok((StatusCode::CREATED, Json(CreatedException { exception, affected })))
+}
+
+/// A new calendar exception and what it did to lessons already booked.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedException {
+    #[serde(flatten)]
+    exception: CalendarException,
+    /// Closures and time off: the lessons they covered and what happened to them.
+    affected: Option<crate::school_year::disruptions::Affected>,
 }
 
 /// Removes a closure, term or time off.
@@ -311,6 +339,43 @@ pub struct Slots {
     items: Vec<Slot>,
 }
 
+/// Starts of `duration` inside the teacher's weekly windows within `range`, on days without a
+/// closure, time off or (when terms exist) outside terms, overlapping none of `busy`; at most
+/// `limit`, earliest first.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn open_slots(
+    windows: &[WeeklyWindow],
+    exceptions: &Exceptions,
+    busy: &[(DateTime<Utc>, DateTime<Utc>)],
+    tz: Tz,
+    teacher: Uuid,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    duration: Duration,
+    limit: usize,
+) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    let mut items = Vec::new();
+    let mut date = from.with_timezone(&tz).date_naive();
+    let last = to.with_timezone(&tz).date_naive();
+    while date <= last && items.len() < limit {
+        let skip =
+            exceptions.closure(date).is_some() || exceptions.outside_terms(date) || exceptions.time_off(teacher, date);
+        let weekday = date.weekday().number_from_monday() as u8;
+        for window in windows.iter().filter(|w| !skip && w.weekday == weekday) {
+            let (Some(ws), Some(we)) = (parse_hhmm(&window.start_time), parse_hhmm(&window.end_time)) else { continue };
+            let mut start = date.and_time(ws);
+            while start + duration <= date.and_time(we) && items.len() < limit {
+                let (s, e) = (resolve_local(tz, start), resolve_local(tz, start + duration));
+                if s >= from && e <= to && !busy.iter().any(|(bs, be)| *bs < e && s < *be) {
+                    items.push((s, e));
+                }
+                start += Duration::minutes(SLOT_STEP_MINUTES);
+            }
+        }
+        date += Duration::days(1);
+    }
+    items
+}
+
 /// Slots start on the quarter hour.
 const SLOT_STEP_MINUTES: i64 = 15;
 
@@ -350,26 +415,9 @@ async fn free_slots(
     tx.rollback().await?;
 
     let duration = Duration::minutes(q.duration_minutes);
-    let mut items = Vec::new();
-    let mut date = from_local;
-    while date <= to_local && items.len() < 1000 {
-        let skip = exceptions.closure(date).is_some()
-            || exceptions.outside_terms(date)
-            || exceptions.time_off(q.teacher_id, date);
-        let weekday = date.weekday().number_from_monday() as u8;
-        for window in windows.iter().filter(|w| !skip && w.weekday == weekday) {
-            let (Some(ws), Some(we)) = (parse_hhmm(&window.start_time), parse_hhmm(&window.end_time)) else { continue };
-            let mut start = date.and_time(ws);
-            while start + duration <= date.and_time(we) {
-                let (s, e) = (resolve_local(tz, start), resolve_local(tz, start + duration));
-                let free = s >= q.from && e <= q.to && !busy.iter().any(|(bs, be)| *bs < e && s < *be);
-                if free {
-                    items.push(Slot { starts_at: s, ends_at: e });
-                }
-                start += Duration::minutes(SLOT_STEP_MINUTES);
-            }
-        }
-        date += Duration::days(1);
-    }
+    let items = open_slots(&windows, &exceptions, &busy, tz, q.teacher_id, (q.from, q.to), duration, 1000)
+        .into_iter()
+        .map(|(starts_at, ends_at)| Slot { starts_at, ends_at })
+        .collect();
     Ok(Json(Slots { items }))
 }

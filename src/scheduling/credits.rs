@@ -113,18 +113,29 @@ async fn grant_credit(
     expiry_days: u32,
     cap: u32,
 ) -> ApiResult<Result<MakeupCredit, String>> {
+    grant_for(tx, lesson.student_id, lesson.id, expiry_days, cap).await
+}
+
+/// [`grant_credit`] by ids: a cancellation the office made (a closure, a teacher's time off).
+pub(crate) async fn grant_for(
+    tx: &mut Tx,
+    student_id: Uuid,
+    lesson_id: Uuid,
+    expiry_days: u32,
+    cap: u32,
+) -> ApiResult<Result<MakeupCredit, String>> {
     const HELD: &str =
         "SELECT COUNT(*) FROM makeup_credits WHERE student_id = $1 AND status = 'available' AND expires_at > $2";
     const INSERT: &str = "INSERT INTO makeup_credits (id, student_id, source_lesson_id, status, expires_at, created_at) \
         VALUES ($1, $2, $3, 'available', $4, $5) ON CONFLICT (source_lesson_id) DO NOTHING";
     let now = Utc::now();
     let held: i64 =
-        on_tx!(tx, conn => sqlx::query_scalar(HELD).bind(lesson.student_id).bind(now).fetch_one(&mut **conn).await)?;
+        on_tx!(tx, conn => sqlx::query_scalar(HELD).bind(student_id).bind(now).fetch_one(&mut **conn).await)?;
     if held >= i64::from(cap) {
         return Ok(Err(format!("The student already holds the maximum of {cap} makeup credits")));
     }
     let id = Uuid::now_v7();
-    let inserted = on_tx!(tx, conn => sqlx::query(INSERT).bind(id).bind(lesson.student_id).bind(lesson.id)
+    let inserted = on_tx!(tx, conn => sqlx::query(INSERT).bind(id).bind(student_id).bind(lesson_id)
         .bind(now + Duration::days(i64::from(expiry_days))).bind(now).execute(&mut **conn).await.map(|r| r.rows_affected()))?;
     if inserted == 0 {
         return Ok(Err("This cancellation already earned a credit".into()));

@@ -55,12 +55,14 @@ pub struct Lesson {
     /// Booked outside the teacher's availability by an admin.
     pub availability_override: bool,
     pub notes: Option<String>,
+    /// The student's own teacher when a substitute (`teacher_id`) teaches this occurrence.
+    pub substitute_for: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 pub(crate) const COLUMNS: &str = "l.id, l.series_id, l.teacher_id, l.student_id, l.room_id, l.starts_at, l.ends_at, \
-    l.status, l.attendance, l.attendance_note, l.is_makeup, l.availability_override, l.notes, l.created_at, l.updated_at";
+    l.status, l.attendance, l.attendance_note, l.is_makeup, l.availability_override, l.notes, l.substitute_for, l.created_at, l.updated_at";
 
 /// Lessons a scope may see: `$1` family (parents: their children's), `$2` teacher (their own).
 pub(crate) const VISIBLE: &str = "($1 IS NULL OR EXISTS (SELECT 1 FROM students s WHERE s.id = l.student_id \

@@ -9,6 +9,7 @@ pub mod credits;
 mod feeds;
 pub(crate) mod lessons;
 pub mod recurrence;
+mod substitutes;
 
 use utoipa_axum::router::OpenApiRouter;
 
@@ -59,7 +60,11 @@ text_enum! {
 use crate::db::{Constraint, ConstraintKind};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    calendar::router().merge(lessons::router()).merge(credits::router()).merge(feeds::router())
+    calendar::router()
+        .merge(lessons::router())
+        .merge(credits::router())
+        .merge(feeds::router())
+        .merge(substitutes::router())
 }
 
 /// The database's last word on double bookings (PostgreSQL), should two bookings race past

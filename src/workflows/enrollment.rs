@@ -64,11 +64,27 @@ async fn load(cx: &StepCtx) -> Result<Enrollment, StepError> {
     enrollment.ok_or_else(|| StepError::Fatal("the enrollment request no longer exists".into()))
 }
 
-fn student_name(enrollment: &Enrollment) -> (String, String) {
-    match &enrollment.student {
-        Some(d) => (d.0.preferred_name.clone().unwrap_or(d.0.first_name.clone()), d.0.last_name.clone()),
-        None => (String::new(), String::new()),
-    }
+/// The child's (preferred) first and last name: from the request for a new student, from the
+/// student record for an existing one.
+async fn student_name(cx: &StepCtx, enrollment: &Enrollment) -> Result<(String, String), StepError> {
+    const SQL: &str = "SELECT COALESCE(preferred_name, first_name), last_name FROM students WHERE id = $1";
+    Ok(match (&enrollment.student, enrollment.student_id) {
+        (Some(d), _) => (d.0.preferred_name.clone().unwrap_or(d.0.first_name.clone()), d.0.last_name.clone()),
+        (None, Some(id)) => {
+            let row: Option<(String, String)> = crate::on_db!(&cx.state.db, pool => sqlx::query_as(SQL).bind(id)
+                .fetch_optional(pool).await)?;
+            row.unwrap_or_default()
+        }
+        (None, None) => (String::new(), String::new()),
+    })
+}
+
+/// The family's language (`en` or `fr`): AI and template texts go out in it.
+async fn family_language(cx: &StepCtx, family: Uuid) -> Result<String, StepError> {
+    const SQL: &str = "SELECT preferred_language FROM families WHERE id = $1";
+    let language: Option<String> =
+        crate::on_db!(&cx.state.db, pool => sqlx::query_scalar(SQL).bind(family).fetch_optional(pool).await)?;
+    Ok(language.unwrap_or_else(|| "en".into()))
 }
 
 /// Completeness and plausibility checks; each is reported to the reviewer.
@@ -97,7 +113,7 @@ async fn validate(cx: StepCtx) -> StepResult {
         check("age", (3..=90).contains(&age), format!("{age} years old"));
     }
     // The same child asked for twice: a student of the family with the same first name.
-    let (first, _) = student_name(&enrollment);
+    let (first, _) = student_name(&cx, &enrollment).await?;
     let students = people::family_students(&cx.state.db, enrollment.family_id).await?;
     let duplicate = match enrollment.student_id {
         None => students.iter().find(|s| !first.is_empty() && fold(&s.first_name) == fold(&first)),
@@ -186,7 +202,8 @@ pub static RANK: AiTask = AiTask {
     instructions: "You help the office of a music school place a new student. Rank the lesson options (by index) \
         from best to worst for this student: prefer options at the family's preferred time, teachers with fewer \
         students, and a sensible fit with the student's age and experience. Give short reasons an office manager can \
-        check, and write one warm welcome paragraph to the family (no prices, no promises about results).",
+        check (in English), and write one warm welcome paragraph to the family naming the student, in the family's \
+        `language` (en: English, fr: French; no prices, no promises about results).",
     schema: rank_schema,
     check: check_rank,
     offline: offline_rank,
@@ -213,6 +230,13 @@ fn check_rank(answer: &Value, input: &Value) -> Result<(), String> {
     ranking.sort();
     if ranking != (0..count as u64).collect::<Vec<_>>() {
         return Err(format!("ranking must list each option index 0..{} exactly once", count.saturating_sub(1)));
+    }
+    // The paragraph is about this child: it names them (a draft about "your child" or someone
+    // else goes back to the model, then to the template).
+    if let Some(name) = input["student"].as_str().filter(|n| !n.is_empty())
+        && !answer["welcome_paragraph"].as_str().unwrap_or_default().contains(name)
+    {
+        return Err(format!("welcome_paragraph must name the student, {name}"));
     }
     Ok(())
 }
@@ -242,26 +266,36 @@ fn offline_rank(input: &Value) -> Value {
         )],
         None => vec!["No teacher of this instrument has a free weekly slot in the preferred times.".to_owned()],
     };
-    let name = input["student"].as_str().unwrap_or("your child");
+    let name = input["student"].as_str().filter(|n| !n.is_empty());
     let instrument = input["instrument"].as_str().unwrap_or("music");
-    json!({
-        "ranking": order,
-        "reasons": reasons,
-        "welcome_paragraph": format!("We are delighted to welcome {name} to our {instrument} program. Bring any music \
-            you already play to the first lesson, and do not hesitate to write to us with questions."),
-    })
+    let welcome = if input["language"] == "fr" {
+        let who = name.unwrap_or("votre enfant");
+        format!(
+            "Nous sommes ravis d'accueillir {who} dans notre programme de {instrument}. Apportez la musique que vous \
+            jouez déjà au premier cours, et n'hésitez pas à nous écrire si vous avez des questions."
+        )
+    } else {
+        let who = name.unwrap_or("your child");
+        format!(
+            "We are delighted to welcome {who} to our {instrument} program. Bring any music you already play to \
+            the first lesson, and do not hesitate to write to us with questions."
+        )
+    };
+    json!({"ranking": order, "reasons": reasons, "welcome_paragraph": welcome})
 }
 
 /// Orders the options and drafts the recommendation and welcome paragraph.
 async fn rank(cx: StepCtx) -> StepResult {
     let enrollment = load(&cx).await?;
     let options = cx.output("options")["options"].clone();
-    let (first, _) = student_name(&enrollment);
+    let (first, _) = student_name(&cx, &enrollment).await?;
+    let language = family_language(&cx, enrollment.family_id).await?;
     let age =
         enrollment.student.as_ref().and_then(|d| d.0.birth_date).and_then(|b| Utc::now().date_naive().years_since(b));
-    // Only what the task needs: first name, age, experience, the options (teacher names and times).
+    // Only what the task needs: first name, age, experience, the options (teacher names and
+    // times), and the family's language for the welcome paragraph.
     let input = json!({
-        "student": first, "age": age, "experience": enrollment.experience, "instrument": enrollment.instrument,
+        "student": first, "language": language, "age": age, "experience": enrollment.experience, "instrument": enrollment.instrument,
         "lesson_minutes": enrollment.lesson_minutes, "preferred_times": enrollment.preferred_times.0, "options": options,
     });
     let outcome = cx.ai(&RANK, &input, true).await?;
@@ -306,7 +340,7 @@ async fn route(cx: StepCtx) -> StepResult {
 
 async fn review(cx: StepCtx) -> StepResult {
     let enrollment = load(&cx).await?;
-    let (first, last) = student_name(&enrollment);
+    let (first, last) = student_name(&cx, &enrollment).await?;
     let ranked = cx.output("rank")["ranked"].clone();
     let count = ranked.as_array().map_or(0, Vec::len);
     let schema = json!({
@@ -387,8 +421,11 @@ async fn enroll(cx: StepCtx) -> StepResult {
     let first = next_weekday(today, weekday);
     let minutes = i64::from(enrollment.lesson_minutes);
     let mut tx = cx.state.db.begin().await?;
-    let slots = weekly(tz, first, start, minutes, LESSONS_BOOKED, teacher, enrollment.student_id);
-    let exceptions = Exceptions::load(&mut tx, first, first + chrono::Duration::weeks(LESSONS_BOOKED))
+    // Through the end of the term it starts in; about a term (12 weeks) without terms.
+    let (weeks, rrule) =
+        crate::school_year::terms::weekly_span(&mut tx, first, LESSONS_BOOKED).await.map_err(StepError::retry)?;
+    let slots = weekly(tz, first, start, minutes, weeks, teacher, enrollment.student_id);
+    let exceptions = Exceptions::load(&mut tx, first, first + chrono::Duration::weeks(weeks))
         .await
         .map_err(|e| StepError::Retry(e.to_string()))?;
     let conflicts = booking::conflicts(&mut tx, tz, &slots, &[], true, &exceptions)
@@ -424,7 +461,6 @@ async fn enroll(cx: StepCtx) -> StepResult {
         .filter(|s| !skipped.contains(&s.starts_at))
         .map(|slot| Slot { student_id: student, ..slot.clone() })
         .collect();
-    let rrule = format!("FREQ=WEEKLY;COUNT={LESSONS_BOOKED}");
     let options = BookingOptions { rrule: Some(&rrule), booked_by: Some(by), ..BookingOptions::default() };
     let booked = booking::book(&mut tx, tz, &to_book, options).await.map_err(StepError::retry)?;
     let series = booked.series_id;
@@ -448,8 +484,8 @@ async fn enroll(cx: StepCtx) -> StepResult {
 async fn welcome(cx: StepCtx) -> StepResult {
     let enrollment = load(&cx).await?;
     let enrolled = cx.output("enroll").clone();
-    let (first, _) = student_name(&enrollment);
-    let student = if first.is_empty() { "your child".to_owned() } else { first };
+    let (first, _) = student_name(&cx, &enrollment).await?;
+    let student = first;
     let first_lesson: chrono::DateTime<Utc> =
         serde_json::from_value(enrolled["first_lesson"].clone()).map_err(|e| StepError::Fatal(e.to_string()))?;
     let paragraph = decision(&cx)["proposal"]["welcome_paragraph"].as_str().map(str::to_owned);

@@ -154,7 +154,7 @@ async fn wait_for(server: &SmtpServer, count: usize) -> Vec<crate::mail::Receive
 
 async fn a_provider_ranks_only_with_the_familys_consent(backend: Backend) {
     let answer = json!({"ranking": [1, 0], "reasons": ["16:15 leaves time to get from school"],
-        "welcome_paragraph": "Welcome! We look forward to the first lesson."});
+        "welcome_paragraph": "Welcome, Éloïse! We look forward to the first lesson."});
     let fake = AiFake::start(answer).await;
     let base = fake.openai_url();
     let (app, s) = setup(backend, cedar::workflows::builtin(), move |settings| {

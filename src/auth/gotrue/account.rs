@@ -206,9 +206,13 @@ pub struct VerifyInput {
     token_hash: Option<String>,
     /// Optionally set the new password in the same call.
     password: Option<String>,
+    /// The page's language for a form post (`fr` or `en`).
+    #[serde(default)]
+    lang: Option<String>,
 }
 
-/// Spends an invite or password-recovery token and signs the user in.
+/// Spends an invite or password-recovery token and signs the user in. A form post (from the
+/// page `GET /auth/v1/verify` shows when no site URL is configured) answers with a page.
 #[utoipa::path(post, path = "/auth/v1/verify", tag = "auth", request_body = VerifyInput,
     responses((status = 200, body = TokenResponse), (status = 403, description = "Token invalid, used or expired"), (status = 429)))]
 async fn verify(
@@ -216,9 +220,46 @@ async fn verify(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
-) -> GoTrueResult<axum::Json<TokenResponse>> {
+) -> GoTrueResult<Response> {
     let ip = admit(&state, peer, &headers, "verify")?;
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if is_form {
+        let input: VerifyInput = serde_urlencoded_form(&body)?;
+        let language = input.lang.clone().unwrap_or_default();
+        let result = match input.password.as_deref() {
+            None | Some("") => {
+                Err(GoTrueError::new(StatusCode::UNPROCESSABLE_ENTITY, "weak_password", "Choose a password"))
+            }
+            Some(_) => spend(&state, &headers, &ip, input).await,
+        };
+        return Ok(match result {
+            Ok(_) => page(
+                StatusCode::OK,
+                &language,
+                "Password saved",
+                "Mot de passe enregistré",
+                "Your password is set. You can now sign in with your email address and this password.",
+                "Votre mot de passe est enregistré. Vous pouvez maintenant vous connecter avec votre adresse courriel et ce mot de passe.",
+            ),
+            Err(error) => page(
+                error.status,
+                &language,
+                "That did not work",
+                "Cela n'a pas fonctionné",
+                &error.msg,
+                "Le lien est expiré ou déjà utilisé, ou le mot de passe est trop faible. Revenez en arrière ou demandez un nouveau lien.",
+            ),
+        });
+    }
     let input: VerifyInput = parse(&body)?;
+    Ok(axum::Json(spend(&state, &headers, &ip, input).await?).into_response())
+}
+
+/// Spends the one-time token of `input` (setting its password, if any) and starts a session.
+async fn spend(state: &AppState, headers: &HeaderMap, ip: &str, input: VerifyInput) -> GoTrueResult<TokenResponse> {
     let purpose = purpose_of(&input.kind)?;
     let Some(token) = input.token.or(input.token_hash).filter(|t| !t.is_empty()) else {
         return Err(GoTrueError::new(StatusCode::BAD_REQUEST, "validation_failed", "token is required"));
@@ -248,14 +289,28 @@ async fn verify(
         OneTimePurpose::Recovery => "auth.password_reset",
         OneTimePurpose::Signup => "auth.email_confirmed",
     };
-    Ok(axum::Json(start_session(&state, &user, &headers, &ip, AuditEvent::new(action)).await?))
+    start_session(state, &user, headers, ip, AuditEvent::new(action)).await
+}
+
+fn serde_urlencoded_form(body: &Bytes) -> GoTrueResult<VerifyInput> {
+    let mut input = VerifyInput { kind: String::new(), token: None, token_hash: None, password: None, lang: None };
+    for (key, value) in url::form_urlencoded::parse(body) {
+        match key.as_ref() {
+            "type" => input.kind = value.into_owned(),
+            "token" => input.token = Some(value.into_owned()),
+            "password" => input.password = Some(value.into_owned()),
+            "lang" => input.lang = Some(value.into_owned()),
+            _ => {}
+        }
+    }
+    Ok(input)
 }
 
 fn purpose_of(kind: &str) -> GoTrueResult<OneTimePurpose> {
     match kind {
         "invite" => Ok(OneTimePurpose::Invite),
         "recovery" => Ok(OneTimePurpose::Recovery),
-        "signup" | "email" => Ok(OneTimePurpose::Signup),
+        "signup" | "email" | "magiclink" => Ok(OneTimePurpose::Signup),
         _ => Err(GoTrueError::new(
             StatusCode::BAD_REQUEST,
             "validation_failed",
@@ -267,16 +322,26 @@ fn purpose_of(kind: &str) -> GoTrueResult<OneTimePurpose> {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct VerifyLink {
-    /// `signup` (or `email`): the confirmation link of a sign-up.
+    /// `invite`, `recovery`, or `signup` (also `email`).
     #[serde(rename = "type")]
     kind: String,
     token: String,
+    /// Where to land after verifying; must be under `CEDAR_SITE_URL` (else the site URL is used).
+    redirect_to: Option<String>,
+    /// `fr` for the French page.
+    lang: Option<String>,
 }
 
-/// The confirmation link of a sign-up, opened in a browser: confirms the address and says so.
-/// (Invitation and recovery links need a new password: they are spent with `POST`.)
+/// A link from an email, opened in a browser, as GoTrue does it. With `CEDAR_SITE_URL` set, the
+/// token is spent and the browser redirected there (or to an allowed `redirect_to`) with the
+/// session in the URL fragment (`#access_token=…&refresh_token=…&type=…`), or with
+/// `#error=…` when the link is spent or expired. Without a site URL, a sign-up link confirms the
+/// address and says so, and an invitation or recovery link shows Cedar's own page to choose a
+/// password (the token is spent only when that form is sent, so mail scanners that open links
+/// do not use it up).
 #[utoipa::path(get, path = "/auth/v1/verify", tag = "auth", params(VerifyLink),
-    responses((status = 200, content_type = "text/html", description = "Address confirmed"),
+    responses((status = 200, content_type = "text/html", description = "Address confirmed, or the password page"),
+        (status = 303, description = "To the site URL with the session or the error in the fragment"),
         (status = 400), (status = 403, description = "Token invalid, used or expired"), (status = 429)))]
 async fn verify_link(
     State(state): State<AppState>,
@@ -285,12 +350,43 @@ async fn verify_link(
     Query(link): Query<VerifyLink>,
 ) -> GoTrueResult<Response> {
     let ip = admit(&state, peer, &headers, "verify")?;
-    if purpose_of(&link.kind)? != OneTimePurpose::Signup {
-        return Err(GoTrueError::new(
-            StatusCode::BAD_REQUEST,
-            "validation_failed",
-            "Invitation and recovery links are opened in the school's app, which sets the new password",
-        ));
+    let purpose = purpose_of(&link.kind)?;
+    let language = link.lang.clone().unwrap_or_default();
+    if let Some(site) = &state.settings.school_year.site_url {
+        let target = match &link.redirect_to {
+            Some(to) if to == site || to.starts_with(&format!("{site}/")) || to.starts_with(&format!("{site}?")) => {
+                to.clone()
+            }
+            _ => site.clone(),
+        };
+        let input = VerifyInput {
+            kind: link.kind.clone(),
+            token: Some(link.token.clone()),
+            token_hash: None,
+            password: None,
+            lang: None,
+        };
+        let fragment = match spend(&state, &headers, &ip, input).await {
+            Ok(session) => url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("access_token", &session.access_token)
+                .append_pair("expires_at", &session.expires_at.to_string())
+                .append_pair("expires_in", &session.expires_in.to_string())
+                .append_pair("refresh_token", &session.refresh_token)
+                .append_pair("token_type", "bearer")
+                .append_pair("type", &link.kind)
+                .finish(),
+            Err(error) => url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("error", "access_denied")
+                .append_pair("error_code", error.error_code)
+                .append_pair("error_description", &error.msg)
+                .finish(),
+        };
+        let location = HeaderValue::from_str(&format!("{target}#{fragment}"))
+            .map_err(|_| GoTrueError::new(StatusCode::BAD_REQUEST, "validation_failed", "redirect_to is not a URL"))?;
+        return Ok((StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response());
+    }
+    if purpose != OneTimePurpose::Signup {
+        return Ok(password_form(&link.kind, &link.token, &language));
     }
     let mut tx = state.db.begin().await?;
     let Some(user_id) = store::consume_one_time_token(&mut tx, &link.token, OneTimePurpose::Signup).await? else {
@@ -299,13 +395,62 @@ async fn verify_link(
     store::confirm_email(&mut tx, user_id).await?;
     audit::record_tx(&mut tx, AuditEvent::new("auth.email_confirmed").subject("user", user_id).ip(Some(ip))).await?;
     tx.commit().await?;
-    let school = crate::messaging::templates::SCHOOL;
-    let page = format!(
-        "<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>{school}</title>\
-         <main><h1>Email address confirmed</h1><p>Thank you. You can close this page and sign in to {school}.</p>\
-         <p lang=\"fr\">Adresse courriel confirmée. Vous pouvez fermer cette page.</p></main></html>"
+    Ok(page(
+        StatusCode::OK,
+        &language,
+        "Email address confirmed",
+        "Adresse courriel confirmée",
+        "Thank you. You can close this page and sign in.",
+        "Merci. Vous pouvez fermer cette page et vous connecter.",
+    ))
+}
+
+/// Cedar's own small pages: inline styles only, no script, forms posting to Cedar alone.
+const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'";
+const PAGE_STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:28em;margin:3em auto;padding:0 1em;line-height:1.5;color:#1a1a1a}\
+    label{display:block;margin:1em 0 .3em}input{font-size:1em;padding:.5em;width:100%;box-sizing:border-box}\
+    button{margin-top:1em;font-size:1em;padding:.6em 1.2em;background:#1d4d2b;color:#fff;border:0;border-radius:4px}\
+    button:focus,input:focus{outline:3px solid #f2b705}";
+
+fn html_page(status: StatusCode, language: &str, title: &str, body: &str) -> Response {
+    let school = escape(crate::messaging::templates::SCHOOL);
+    let lang = if language == "fr" { "fr" } else { "en" };
+    let html = format!(
+        "<!doctype html><html lang=\"{lang}\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <title>{title} – {school}</title><style>{PAGE_STYLE}</style></head><body><main><p>{school}</p><h1>{title}</h1>{body}</main></body></html>"
     );
-    Ok(axum::response::Html(page).into_response())
+    let mut response = (status, axum::response::Html(html)).into_response();
+    response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
+    response
+}
+
+fn page(status: StatusCode, language: &str, title_en: &str, title_fr: &str, text_en: &str, text_fr: &str) -> Response {
+    let (title, text) = if language == "fr" { (title_fr, text_fr) } else { (title_en, text_en) };
+    html_page(status, language, &escape(title), &format!("<p>{}</p>", escape(text)))
+}
+
+/// The page an invitation or recovery link opens: choose a password.
+fn password_form(kind: &str, token: &str, language: &str) -> Response {
+    let french = language == "fr";
+    let (title, label, button) = if french {
+        ("Choisissez votre mot de passe", "Nouveau mot de passe (au moins 8 caractères)", "Enregistrer")
+    } else {
+        ("Choose your password", "New password (at least 8 characters)", "Save password")
+    };
+    let body = format!(
+        "<form method=\"post\" action=\"/auth/v1/verify\"><input type=\"hidden\" name=\"type\" value=\"{kind}\">\
+         <input type=\"hidden\" name=\"token\" value=\"{token}\"><input type=\"hidden\" name=\"lang\" value=\"{lang}\">\
+         <label for=\"password\">{label}</label><input id=\"password\" name=\"password\" type=\"password\" \
+         autocomplete=\"new-password\" minlength=\"8\" required autofocus><button type=\"submit\">{button}</button></form>",
+        kind = escape(kind),
+        token = escape(token),
+        lang = if french { "fr" } else { "en" },
+    );
+    html_page(StatusCode::OK, language, title, &body)
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

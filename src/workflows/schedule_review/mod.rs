@@ -544,7 +544,10 @@ async fn seat(
     };
     let parties =
         Parties { teacher_id: to.teacher_id, student_id: student.unwrap_or(Uuid::nil()), room_id: to.room_id };
-    let weeks = crate::workflows::enrollment::LESSONS_BOOKED;
+    let (weeks, rrule) =
+        crate::school_year::terms::weekly_span(tx, first_date, crate::workflows::enrollment::LESSONS_BOOKED)
+            .await
+            .map_err(StepError::retry)?;
     let slots = booking::weekly_slots(tz, first_date, to.start_time, minutes, weeks, parties);
     let conflicts = booking::check(tx, tz, &slots, &[], true).await.map_err(StepError::retry)?;
     let (blocking, skip) = booking::split_conflicts(conflicts);
@@ -569,7 +572,6 @@ async fn seat(
         .filter(|s| !skip.contains(&s.starts_at))
         .map(|s| booking::Slot { student_id: student, ..s })
         .collect();
-    let rrule = format!("FREQ=WEEKLY;COUNT={weeks}");
     let options = BookingOptions { rrule: Some(&rrule), booked_by: Some(by), ..BookingOptions::default() };
     booking::book(tx, tz, &to_book, options).await.map_err(StepError::retry)?;
     Ok(Ok(()))
