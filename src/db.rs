@@ -140,6 +140,47 @@ impl Db {
         Ok(after.saturating_sub(before))
     }
 
+    /// Supabase exposes the tables of its API schemas through its Data API (PostgREST) to
+    /// anyone holding the project's anon key. Cedar's tables get row-level security with no
+    /// policy, so that API sees no row of them; Cedar connects as their owner, which RLS does
+    /// not restrict. Idempotent; returns how many tables were switched on now (0 on SQLite).
+    pub async fn enable_row_level_security(&self) -> anyhow::Result<usize> {
+        let Self::Postgres(pool) = self else { return Ok(0) };
+        const TABLES: &str = "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+            WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND NOT c.relrowsecurity ORDER BY c.relname";
+        let tables: Vec<String> = sqlx::query_scalar(TABLES).fetch_all(pool).await?;
+        for table in &tables {
+            let quoted = format!("\"{}\"", table.replace('"', "\"\""));
+            sqlx::query(sqlx::AssertSqlSafe(format!("ALTER TABLE {quoted} ENABLE ROW LEVEL SECURITY")))
+                .execute(pool)
+                .await
+                .with_context(|| format!("enabling row-level security on {table}"))?;
+        }
+        Ok(tables.len())
+    }
+
+    /// Whether this is a Supabase database (its `auth.users` table is there).
+    pub async fn is_supabase(&self) -> bool {
+        let Self::Postgres(pool) = self else { return false };
+        sqlx::query_scalar::<_, bool>("SELECT to_regclass('auth.users') IS NOT NULL")
+            .fetch_one(pool)
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Migrates, then, on Supabase (configured, or detected by its `auth` schema), locks the
+    /// tables away from its Data API. Returns the migrations applied now.
+    pub async fn prepare(&self, supabase_mode: bool) -> anyhow::Result<usize> {
+        let applied = self.migrate().await?;
+        if supabase_mode || self.is_supabase().await {
+            let secured = self.enable_row_level_security().await?;
+            if secured > 0 {
+                tracing::info!(tables = secured, "row-level security enabled (Supabase Data API sees no Cedar rows)");
+            }
+        }
+        Ok(applied)
+    }
+
     /// Number of migrations embedded in this binary for this backend.
     pub fn known_migrations(&self) -> usize {
         self.migrator().iter().filter(|m| m.migration_type.is_up_migration()).count()

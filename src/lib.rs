@@ -47,7 +47,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => app::serve(settings, args.no_worker).await,
         Command::Migrate => {
             let db = db::Db::connect(&settings).await?;
-            let applied = db.migrate().await?;
+            let applied = db.prepare(settings.supabase.is_some()).await?;
             println!(
                 "{}: {applied} migration(s) applied; {} in total",
                 settings.database_url,
@@ -58,12 +58,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Admin(AdminCommand::Create(args)) => {
             let db = db::Db::connect(&settings).await?;
-            db.migrate().await?;
+            db.prepare(settings.supabase.is_some()).await?;
             let password = match args.password {
                 Some(password) => password,
                 None => std::env::var("CEDAR_ADMIN_PASSWORD").unwrap_or_default(),
             };
-            let result = auth::create_admin_cli(&db, &args.email, password, args.name.as_deref()).await;
+            let result = if settings.supabase.is_some() {
+                auth::create_supabase_admin_cli(&db, &args.email, args.name.as_deref()).await
+            } else {
+                auth::create_admin_cli(&db, &args.email, password, args.name.as_deref()).await
+            };
             db.close().await;
             match result {
                 Ok(user) => {

@@ -46,17 +46,22 @@ pub struct AppState {
     pub mailer: Arc<crate::messaging::transport::Mailer>,
     /// The general request limit (`CEDAR_RATE_LIMIT_PER_MINUTE`), per user or per IP.
     pub request_limiter: Arc<ratelimit::RateLimiter>,
+    /// Signs the links in emails that open a page without signing in.
+    pub link_key: Arc<crate::http::signed_links::LinkKey>,
 }
 
 impl AppState {
     /// Connects to the database and applies pending migrations.
     pub async fn init(settings: Settings) -> anyhow::Result<Self> {
         let db = Db::connect(&settings).await?;
-        let applied = db.migrate().await?;
+        let applied = db.prepare(settings.supabase.is_some()).await?;
         if applied > 0 {
             tracing::info!(applied, backend = db.backend().as_str(), "database migrated");
         }
-        Self::new(db, settings)
+        let state = Self::new(db, settings)?;
+        // The email-link key exists before any transaction needs it (SQLite has one writer).
+        state.link_key.get(&state.db).await?;
+        Ok(state)
     }
 
     /// State over an existing pool, without migrating (tests use this to see `/ready` say 503).
@@ -76,6 +81,7 @@ impl AppState {
                 settings.rate_limit_per_minute,
                 std::time::Duration::from_secs(60),
             )),
+            link_key: Arc::default(),
             settings: Arc::new(settings),
         })
     }

@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub use crate::http::Email;
 pub use current_user::{AdminUser, AuthFailure, CurrentUser, Role, Scope, authenticate, bearer_token, visible};
 pub use service::{Auth, Mode};
-pub use users::create_admin_cli;
+pub use users::{create_admin_cli, create_supabase_admin_cli};
 
 use crate::app::AppState;
 use crate::db::{Constraint, ConstraintKind};

@@ -179,6 +179,9 @@ impl Auth {
     /// counts as confirmed only when Supabase says so (`email_verified`).
     async fn adopt_supabase_user(&self, db: &Db, id: Uuid, token: &VerifiedToken) -> Result<UserRecord, AuthFailure> {
         let email = token.email.as_deref();
+        if let Some(record) = self.claim_preregistered(db, id, token).await? {
+            return Ok(record);
+        }
         if self.signup == SignupPolicy::Invite {
             return Err(AuthFailure::Forbidden(
                 "There is no Cedar account for this user; ask the school for an invitation".into(),
@@ -221,6 +224,48 @@ impl Auth {
                 None => Err(AuthFailure::Forbidden("This email address already belongs to another account".into())),
             },
         }
+    }
+
+    /// An account the office made before this Supabase user first signed in (`cedar admin
+    /// create` in Supabase mode) is taken over by the first token whose address is that one
+    /// and verified by Supabase: the account gets the Supabase user's id.
+    async fn claim_preregistered(
+        &self,
+        db: &Db,
+        id: Uuid,
+        token: &VerifiedToken,
+    ) -> Result<Option<UserRecord>, AuthFailure> {
+        let Some(email) = token.email.as_deref().map(|e| e.trim().to_lowercase()).filter(|_| token.email_verified)
+        else {
+            return Ok(None);
+        };
+        let Some(record) = store::user_by_email(db, &email).await.map_err(internal)? else { return Ok(None) };
+        if record.user_metadata.0.get(super::users::SUPABASE_PENDING) != Some(&json!(true)) {
+            return Ok(None);
+        }
+        const CLAIM: &str = "UPDATE users SET id = $2, user_metadata = $3, email_confirmed_at = COALESCE(email_confirmed_at, $4), \
+            updated_at = $4 WHERE id = $1";
+        let mut metadata = record.user_metadata.0.clone();
+        if let Some(map) = metadata.as_object_mut() {
+            map.remove(super::users::SUPABASE_PENDING);
+        }
+        let result: Result<(), sqlx::Error> = async {
+            let mut tx = db.begin().await?;
+            crate::on_tx!(&mut tx, conn => sqlx::query(CLAIM).bind(record.id).bind(id)
+                .bind(sqlx::types::Json(&metadata)).bind(chrono::Utc::now()).execute(&mut **conn).await.map(|_| ()))?;
+            audit::record_tx(
+                &mut tx,
+                AuditEvent::new("user.supabase_linked")
+                    .actor(id, record.role())
+                    .subject("user", id)
+                    .details(json!({"preregistered_as": record.id})),
+            )
+            .await?;
+            tx.commit().await
+        }
+        .await;
+        result.map_err(internal)?;
+        store::user_by_id(db, id).await.map_err(internal)
     }
 
     fn cached(&self, key: Uuid) -> Option<CurrentUser> {

@@ -509,3 +509,63 @@ pub async fn create_admin_cli(
         other => format!("database error: {other}"),
     })
 }
+
+/// Marks an account made before its Supabase user signed in: the first token from Supabase
+/// with this (verified) address takes it over, id and all.
+pub const SUPABASE_PENDING: &str = "cedar_pending_supabase_link";
+
+/// `cedar admin create` in Supabase mode: Supabase owns passwords and user ids. When Cedar
+/// shares Supabase's database and the user exists there (`auth.users`), the admin account
+/// gets that user's id, so their first token is an admin's; otherwise the address is
+/// pre-registered and the first Supabase token with that verified address claims it.
+pub async fn create_supabase_admin_cli(
+    db: &crate::db::Db,
+    email: &str,
+    display_name: Option<&str>,
+) -> Result<UserRecord, String> {
+    let email = Email::parse(email).map_err(|why| format!("--email {why}"))?;
+    let existing = store::user_by_email(db, email.as_str()).await.map_err(|e| format!("database error: {e}"))?;
+    if let Some(user) = existing {
+        return Err(format!("an account with email {email} already exists ({}, role {})", user.id, user.role));
+    }
+    let supabase_id: Option<Uuid> = match db {
+        crate::db::Db::Postgres(pool) if db.is_supabase().await => {
+            sqlx::query_scalar("SELECT id FROM auth.users WHERE lower(email) = $1 LIMIT 1")
+                .bind(email.as_str())
+                .fetch_optional(pool)
+                .await
+                .map_err(|e| format!("reading auth.users: {e}"))?
+        }
+        _ => None,
+    };
+    let metadata = match supabase_id {
+        Some(_) => json!({}),
+        None => json!({SUPABASE_PENDING: true}),
+    };
+    let new = NewUser {
+        id: supabase_id.unwrap_or_else(Uuid::now_v7),
+        email: email.as_str(),
+        role: Role::Admin,
+        display_name,
+        family_id: None,
+        teacher_id: None,
+        password_hash: None,
+        user_metadata: metadata,
+        email_confirmed: supabase_id.is_some(),
+    };
+    let result: Result<UserRecord, sqlx::Error> = async {
+        let mut tx = db.begin().await?;
+        let record = store::insert_user(&mut tx, &new).await?;
+        let via =
+            if supabase_id.is_some() { "cli, linked to the Supabase user" } else { "cli, awaiting the Supabase user" };
+        audit::record_tx(
+            &mut tx,
+            AuditEvent::new("user.created").subject("user", record.id).details(json!({"role": "admin", "via": via})),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+    .await;
+    result.map_err(|e| format!("database error: {e}"))
+}

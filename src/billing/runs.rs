@@ -238,7 +238,9 @@ async fn issue(
         insert_line(tx, id, position as i32, line).await?;
     }
     let total = t.total_cents.format_cad();
-    let vars = |_: &str| json!({"number": number, "total": total, "due_date": due.to_string()});
+    let view_link = crate::http::signed_links::link(state, "invoices", id, "view").await?;
+    let pay_link = crate::http::signed_links::link(state, "invoices", id, "pay").await?;
+    let vars = |_: &str| json!({"number": number, "total": total, "due_date": due.to_string(), "view_link": view_link, "pay_link": pay_link});
     crate::messaging::email_family(
         tx,
         &state.settings,

@@ -7,6 +7,7 @@ pub mod email;
 mod extract;
 pub mod pagination;
 pub mod request_id;
+pub mod signed_links;
 pub mod validate;
 
 pub use email::Email;

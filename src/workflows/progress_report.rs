@@ -445,14 +445,12 @@ pub async fn send(state: &AppState, job: &Job) -> Result<(), JobError> {
     if rows.is_empty() {
         return Ok(());
     }
-    let base = state.settings.public_url.clone();
-    let reports: Vec<Value> = rows
-        .iter()
-        .map(|(id, student, summary, body)| {
-            json!({"student": student, "summary": summary, "body": body,
-            "link": format!("{base}/v1/progress-reports/{id}/html")})
-        })
-        .collect();
+    // Signed links: a parent opens the report from the email without signing in.
+    let mut reports: Vec<Value> = Vec::with_capacity(rows.len());
+    for (id, student, summary, body) in &rows {
+        let link = crate::http::signed_links::link(state, "progress-reports", *id, "view").await.map_err(retry)?;
+        reports.push(json!({"student": student, "summary": summary, "body": body, "link": link}));
+    }
     let period = format!("{start} – {end}");
     let ids: Vec<String> = rows.iter().map(|r| r.0.simple().to_string()).collect();
     let key = format!("progress-report:{}", ids.join(","));

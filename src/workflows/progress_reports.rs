@@ -38,6 +38,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(approve_reports))
         .routes(routes!(get_report))
         .routes(routes!(report_html))
+        .routes(routes!(report_view))
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -136,6 +137,32 @@ fn escape(text: &str) -> String {
     responses((status = 200, content_type = "text/html"), (status = 401), (status = 404)))]
 async fn report_html(State(state): State<AppState>, user: CurrentUser, Path(id): Path<Uuid>) -> ApiResult<Response> {
     let report = find_visible(&state, &user, id).await?;
+    printable(&state, &report).await
+}
+
+/// The printable report without signing in: the link in the family's email (`expires`,
+/// `sig`); drafts never open this way.
+#[utoipa::path(get, path = "/v1/progress-reports/{id}/view", tag = "workflows", params(crate::http::signed_links::Signed),
+    responses((status = 200, content_type = "text/html"), (status = 403, description = "Link altered or expired"),
+        (status = 404)))]
+async fn report_view(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    Query(link): Query<crate::http::signed_links::Signed>,
+) -> ApiResult<Response> {
+    use crate::http::signed_links;
+    if let Err(why) = signed_links::check(&state, "progress-reports", id, "view", link.expires, &link.sig).await? {
+        return Ok(crate::billing::invoices::link_refused(why));
+    }
+    let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM progress_reports r WHERE r.id = $1"));
+    let report =
+        on_db!(&state.db, pool => sqlx::query_as::<_, ProgressReport>(sql).bind(id).fetch_optional(pool).await)?
+            .filter(|r| r.status != ReportStatus::Draft)
+            .ok_or(ApiError::NotFound)?;
+    printable(&state, &report).await
+}
+
+async fn printable(state: &AppState, report: &ProgressReport) -> ApiResult<Response> {
     let student = crate::people::service::student(&state.db, report.student_id).await?.ok_or(ApiError::NotFound)?;
     let name = student.preferred_name.clone().unwrap_or(student.first_name.clone());
     let french = report.language == "fr";
