@@ -319,7 +319,17 @@ async fn invoice_pay(
     }
     if state.settings.billing.stripe.is_some() {
         let back = signed_links::link(&state, "invoices", id, "view").await?;
-        let url = super::stripe::checkout_session(&state, &invoice, &back).await?;
+        let url = match super::stripe::checkout_session(&state, &invoice, &back).await {
+            Ok(url) => url,
+            Err(ApiError::Conflict { detail, .. }) => {
+                return Ok(page(
+                    StatusCode::CONFLICT,
+                    &title,
+                    &format!("<h1>{}</h1><p>{}</p>", escape(&title), escape(&detail)),
+                ));
+            }
+            Err(error) => return Err(error),
+        };
         let location =
             HeaderValue::from_str(&url).map_err(|_| ApiError::Upstream("Stripe returned a bad URL".into()))?;
         return Ok((StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response());

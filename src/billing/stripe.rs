@@ -270,15 +270,21 @@ pub(crate) async fn checkout_session(
     invoice: &invoices::Invoice,
     back_url: &str,
 ) -> ApiResult<String> {
-    let key = format!("cedar-pay-{}-paid-{}-due-{}", invoice.id, invoice.amount_paid_cents, invoice.amount_due_cents);
-    const OPEN: &str = "SELECT stripe_checkout_url FROM invoices WHERE id = $1 AND stripe_checkout_key = $2 \
-        AND stripe_checkout_expires_at > $3";
+    // The balance is part of the key: a new balance is a new session. A session that expired
+    // (or was expired for autopay) is replaced under a new key, since Stripe would replay the
+    // expired one for a day.
+    let base = format!("cedar-pay-{}-paid-{}-due-{}", invoice.id, invoice.amount_paid_cents, invoice.amount_due_cents);
+    const LAST: &str = "SELECT stripe_checkout_session_id, stripe_checkout_url, stripe_checkout_key, stripe_checkout_expires_at \
+        FROM invoices WHERE id = $1 AND stripe_checkout_session_id IS NOT NULL";
+    type Last = (String, String, String, chrono::DateTime<Utc>);
+    let last: Option<Last> =
+        on_db!(&state.db, pool => sqlx::query_as(LAST).bind(invoice.id).fetch_optional(pool).await)?;
     let soon = Utc::now() + chrono::Duration::minutes(10);
-    let open: Option<Option<String>> = on_db!(&state.db, pool => sqlx::query_scalar(OPEN).bind(invoice.id).bind(&key)
-        .bind(soon).fetch_optional(pool).await)?;
-    if let Some(Some(url)) = open {
-        return Ok(url);
-    }
+    let key = match last {
+        Some((_, url, key, expires)) if key.starts_with(&base) && expires > soon => return Ok(url),
+        Some((session, _, key, _)) if key.starts_with(&base) => format!("{base}-after-{session}"),
+        _ => base,
+    };
     let stripe = client(state)?;
     if let Some((intent, _)) = live_intent(state, invoice.id).await? {
         cancel_intent(&stripe, &intent)

@@ -83,11 +83,12 @@ pub async fn offer(state: &AppState, term: &Term) -> ApiResult<usize> {
     for (family, students) in &offered {
         let mut listed = Vec::new();
         for student in students {
-            listed.push(describe(&mut tx, state, *student, start).await?);
+            listed.extend(last_weekly_lesson(&mut tx, *student, start).await?);
         }
-        let vars = |_: &str| {
+        let vars = |language: &str| {
+            let students: Vec<Value> = listed.iter().map(|l| l.describe(tz, language)).collect();
             json!({"term": term.name, "starts_on": term.starts_on.to_string(), "reply_by": reply_by.to_string(),
-                "students": listed})
+                "students": students})
         };
         let key = format!("reenrollment:{}:{family}", term.id);
         crate::messaging::email_family(&mut tx, &state.settings, *family, "reenrollment_offer", vars, Some(&key))
@@ -119,19 +120,37 @@ pub async fn offer(state: &AppState, term: &Term) -> ApiResult<usize> {
     Ok(count)
 }
 
-/// "Hélène: piano, Tuesday 16:00 with Élodie Gagné" for the offer email.
-async fn describe(tx: &mut Tx, state: &AppState, student: Uuid, before: DateTime<Utc>) -> ApiResult<Value> {
+/// A student's last weekly lesson before the new term: what the offer email describes.
+struct WeeklyLesson {
+    name: String,
+    instrument: String,
+    at: DateTime<Utc>,
+    teacher: String,
+}
+
+impl WeeklyLesson {
+    /// "Hélène", "piano, Tuesday 16:00 with Élodie Gagné" (or "piano, mardi 16 h 00 avec …").
+    fn describe(&self, tz: chrono_tz::Tz, language: &str) -> Value {
+        const DAYS_FR: [&str; 7] = ["lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche"];
+        let local = local_naive(tz, self.at);
+        let lessons = if language == "fr" {
+            let day = DAYS_FR[local.weekday().num_days_from_monday() as usize];
+            format!("{}, {day} {} h {} avec {}", self.instrument, local.format("%H"), local.format("%M"), self.teacher)
+        } else {
+            format!("{}, {} {} with {}", self.instrument, local.format("%A"), local.format("%H:%M"), self.teacher)
+        };
+        json!({"name": self.name, "lessons": lessons})
+    }
+}
+
+async fn last_weekly_lesson(tx: &mut Tx, student: Uuid, before: DateTime<Utc>) -> ApiResult<Option<WeeklyLesson>> {
     const SQL: &str = "SELECT COALESCE(s.preferred_name, s.first_name), s.instrument, l.starts_at, t.first_name || ' ' || t.last_name \
         FROM students s JOIN lessons l ON l.student_id = s.id JOIN teachers t ON t.id = COALESCE(l.substitute_for, l.teacher_id) \
         WHERE s.id = $1 AND l.status = 'scheduled' AND l.series_id IS NOT NULL AND l.starts_at < $2 \
         ORDER BY l.starts_at DESC LIMIT 1";
     let row: Option<(String, String, DateTime<Utc>, String)> =
         on_tx!(tx, conn => sqlx::query_as(SQL).bind(student).bind(before).fetch_optional(&mut **conn).await)?;
-    let Some((name, instrument, at, teacher)) = row else { return Ok(json!({"name": "", "lessons": ""})) };
-    let local = local_naive(state.settings.timezone, at);
-    Ok(
-        json!({"name": name, "lessons": format!("{instrument}, {} {} with {teacher}", local.format("%A"), local.format("%H:%M"))}),
-    )
+    Ok(row.map(|(name, instrument, at, teacher)| WeeklyLesson { name, instrument, at, teacher }))
 }
 
 /// Daily: offers places for terms starting within the notice period, and withdraws students

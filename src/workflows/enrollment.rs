@@ -166,7 +166,10 @@ async fn options(cx: StepCtx) -> StepResult {
                 let conflicts = booking::conflicts(&mut tx, tz, &slots, &[], true, &exceptions)
                     .await
                     .map_err(|e| StepError::Retry(e.to_string()))?;
-                if conflicts.is_empty() {
+                // A closure or the end of the term only skips weeks (as on booking); the slot
+                // itself is free when nothing else is in the way.
+                let (blocking, skipped) = booking::split_conflicts(conflicts);
+                if blocking.is_empty() && skipped.len() < slots.len() {
                     found.push(json!({
                         "teacher_id": teacher.id, "teacher": name, "teacher_load": load, "weekday": window.weekday,
                         "start_time": start.format("%H:%M").to_string(), "first_lesson": slots[0].starts_at,

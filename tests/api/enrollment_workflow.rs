@@ -385,7 +385,44 @@ async fn auto_approve_skips_review_only_when_everything_fits(backend: Backend) {
     assert_eq!(review["context"]["options"], json!([]));
 }
 
+/// A request for a child already at the school names that child, and the drafted welcome is
+/// in the family's language; approved, the weekly lessons run to the end of the term.
+async fn an_existing_student_is_named_in_the_familys_language_and_booked_to_term_end(backend: Backend) {
+    let (app, s) = setup(backend, cedar::workflows::builtin(), |_| {}).await;
+    let today = cedar::time::today(app.state.settings.timezone);
+    let term_end = today + chrono::Duration::days(40);
+    app.as_user(&s.admin)
+        .post(
+            "/v1/terms",
+            json!({"name": "Winter", "starts_on": today - chrono::Duration::days(10), "ends_on": term_end}),
+        )
+        .await
+        .expect(201);
+    let worker = start_worker(&app.state, Duration::from_secs(30));
+    let body = json!({"family_id": s.family_a, "student_id": s.students[0], "instrument": "voice", "lesson_minutes": 30,
+        "preferred_times": [{"weekday": 2, "start_time": "17:00", "end_time": "18:00"}]});
+    let id =
+        app.as_user(&s.parent_a).post("/v1/enrollments", body).await.expect(201)["id"].as_str().unwrap().to_owned();
+    let run = run_of(&app, &s, &id, "waiting_for_review").await;
+    let review = review_of(&app, &s, &run).await;
+    assert_eq!(review["subject"]["student"], "Hélène Côté");
+    let welcome = review["proposal"]["welcome_paragraph"].as_str().unwrap();
+    assert!(welcome.contains("Hélène") && welcome.starts_with("Nous sommes ravis"), "{welcome}");
+    let approve = format!("/v1/reviews/{}/approve", review["id"].as_str().unwrap());
+    app.as_user(&s.admin).post(&approve, json!({})).await.expect(200);
+    let done = run_of(&app, &s, &id, "succeeded").await;
+    stop_worker(worker).await;
+    let voice: Vec<Value> = lessons_of(&app, &s, &s.students[0]).await;
+    assert!(!voice.is_empty(), "{done:#}");
+    let first = cedar::time::next_weekday(today, 2);
+    let tuesdays = (0..).map(|w| first + chrono::Duration::weeks(w)).take_while(|d| *d <= term_end).count();
+    assert_eq!(voice.len(), tuesdays, "weekly through the end of the term");
+    let last: chrono::DateTime<chrono::Utc> = voice.last().unwrap()["starts_at"].as_str().unwrap().parse().unwrap();
+    assert!(cedar::time::local_date(app.state.settings.timezone, last) <= term_end);
+}
+
 backend_tests!(
+    an_existing_student_is_named_in_the_familys_language_and_booked_to_term_end,
     offline_request_is_reviewed_edited_and_booked_with_a_welcome_email,
     a_provider_ranks_only_with_the_familys_consent,
     a_slot_taken_after_review_goes_back_to_a_new_review,

@@ -27,6 +27,7 @@ mod queue;
 mod records;
 mod schedule_review;
 mod scheduling;
+mod school_year;
 mod stripe_fake;
 mod supabase;
 mod users;

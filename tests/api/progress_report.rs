@@ -170,6 +170,15 @@ async fn a_months_reports_are_reviewed_by_teachers_and_sent_once_per_family(back
     assert!(subjects.iter().any(|s| s.starts_with("Progress report")), "{subjects:?}");
     let french = mail.iter().find(|m| m.header("Subject").unwrap_or_default().starts_with("Bulletin")).unwrap();
     assert!(french.body().contains(edited));
+    // Its link is signed: it opens the printable report without signing in, styled.
+    let body = french.body();
+    let link = body.split_whitespace().find(|w| w.contains("/v1/progress-reports/") && w.contains("/view?")).unwrap();
+    let path = &link[app.state.settings.public_url.len()..];
+    let page = app.client.get(app.url(path)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-security-policy"].to_str().unwrap().contains("style-src 'unsafe-inline'"));
+    assert!(page.text().await.unwrap().contains("Bulletin de progrès: Hélène"));
+    assert_eq!(app.client.get(app.url(&path.replace("sig=", "sig=f"))).send().await.unwrap().status(), 403);
 
     // Parents see their own child's sent report and nothing else.
     let parent = reports(&app, &s.parent_a).await;

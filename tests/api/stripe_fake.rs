@@ -29,6 +29,8 @@ struct Inner {
     counter: u32,
     /// PaymentIntent id → status.
     intents: HashMap<String, String>,
+    /// Checkout Session id → status (`open`, `complete`, `expired`).
+    sessions: HashMap<String, String>,
 }
 
 #[derive(Clone, Default)]
@@ -43,6 +45,8 @@ impl StripeFake {
         let app = Router::new()
             .route("/v1/{object}", post(create))
             .route("/v1/payment_intents/{id}/cancel", post(cancel))
+            .route("/v1/checkout/sessions", post(create_session))
+            .route("/v1/checkout/sessions/{id}/expire", post(expire_session))
             .with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -62,6 +66,10 @@ impl StripeFake {
 
     pub fn intent_status(&self, id: &str) -> Option<String> {
         self.inner.lock().unwrap().intents.get(id).cloned()
+    }
+
+    pub fn session_status(&self, id: &str) -> Option<String> {
+        self.inner.lock().unwrap().sessions.get(id).cloned()
     }
 
     /// The next calls answer these statuses first.
@@ -178,4 +186,94 @@ async fn cancel(State(fake): State<StripeFake>, Path(id): Path<String>, headers:
         "cancellation_reason": form.get("cancellation_reason")});
     inner.by_key.insert(key, (form, response.clone()));
     axum::Json(response).into_response()
+}
+
+/// Checks what every Stripe call must carry: the key, a form body, an idempotency key.
+fn checked(headers: &HeaderMap) -> Result<String, Response> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    if header("authorization") != Some(format!("Bearer {STRIPE_KEY}")) {
+        return Err(error(StatusCode::UNAUTHORIZED, "invalid_request_error", "Invalid API Key provided"));
+    }
+    if header("content-type").as_deref() != Some("application/x-www-form-urlencoded") {
+        return Err(error(StatusCode::BAD_REQUEST, "invalid_request_error", "Stripe expects form-encoded bodies"));
+    }
+    header("idempotency-key").ok_or_else(|| {
+        error(StatusCode::BAD_REQUEST, "invalid_request_error", "this fake insists on an Idempotency-Key")
+    })
+}
+
+/// `POST /v1/checkout/sessions` (mode `payment`, one `price_data` line item): like Stripe, it
+/// needs `success_url`, answers a `url` on checkout.stripe.com and `expires_at` a day later,
+/// and a repeated key gets the first answer.
+async fn create_session(State(fake): State<StripeFake>, headers: HeaderMap, body: String) -> Response {
+    let key = match checked(&headers) {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+    let mut inner = fake.inner.lock().unwrap();
+    inner.calls.push(Call { path: "/v1/checkout/sessions".into(), idempotency_key: key.clone(), form: form.clone() });
+    if let Some((first_form, response)) = inner.by_key.get(&key) {
+        if *first_form != form {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "idempotency_error",
+                "Keys for idempotent requests can only be used with the same parameters",
+            );
+        }
+        return axum::Json(response.clone()).into_response();
+    }
+    if form.get("mode").map(String::as_str) != Some("payment") || !form.contains_key("success_url") {
+        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "mode=payment and success_url are required");
+    }
+    let Some(amount) =
+        form.get("line_items[0][price_data][unit_amount]").and_then(|a| a.parse::<i64>().ok()).filter(|a| *a >= 50)
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "line_items[0][price_data][unit_amount] must be at least 50",
+        );
+    };
+    inner.counter += 1;
+    let id = format!("cs_test_{}", inner.counter);
+    inner.sessions.insert(id.clone(), "open".into());
+    let response = json!({"id": id, "object": "checkout.session", "mode": "payment", "status": "open",
+        "payment_status": "unpaid", "amount_total": amount, "currency": form.get("line_items[0][price_data][currency]"),
+        "customer": form.get("customer"), "url": format!("https://checkout.stripe.com/c/pay/{id}"),
+        "expires_at": chrono::Utc::now().timestamp() + 86_400, "success_url": form.get("success_url")});
+    inner.by_key.insert(key, (form, response.clone()));
+    axum::Json(response).into_response()
+}
+
+/// `POST /v1/checkout/sessions/{id}/expire`: an open session expires; anything else is 400.
+async fn expire_session(
+    State(fake): State<StripeFake>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let key = match checked(&headers) {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    let mut inner = fake.inner.lock().unwrap();
+    inner.calls.push(Call {
+        path: format!("/v1/checkout/sessions/{id}/expire"),
+        idempotency_key: key,
+        form: HashMap::new(),
+    });
+    let _ = body;
+    match inner.sessions.get(&id).cloned() {
+        Some(status) if status == "open" => {
+            inner.sessions.insert(id.clone(), "expired".into());
+            axum::Json(json!({"id": id, "object": "checkout.session", "status": "expired"})).into_response()
+        }
+        Some(status) => error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            &format!("Session is {status}; only open sessions can be expired"),
+        ),
+        None => error(StatusCode::NOT_FOUND, "invalid_request_error", "No such checkout.session"),
+    }
 }

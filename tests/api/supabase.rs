@@ -276,7 +276,45 @@ async fn built_in_sign_in_is_off_in_supabase_mode(backend: Backend) {
     assert_gotrue_error(response, 404, "not_found").await;
 }
 
+/// `cedar admin create` in Supabase mode pre-registers the owner: the first token from Supabase
+/// with that verified address becomes the admin (with Supabase's user id); an unverified one
+/// cannot take the account. On PostgreSQL every Cedar table has row-level security.
+async fn the_owner_is_preregistered_as_admin_and_tables_have_row_level_security(backend: Backend) {
+    let fake = fake_supabase().await;
+    let app = supabase_app(backend, &fake, true).await;
+    let pending = cedar::auth::create_supabase_admin_cli(&app.state.db, "Owner@CedarHeights.ca", None).await.unwrap();
+    assert!(cedar::auth::create_supabase_admin_cli(&app.state.db, "owner@cedarheights.ca", None).await.is_err());
+    let sub = Uuid::new_v4();
+    let unverified = sign(&claims(&fake, sub, "owner@cedarheights.ca"), Algorithm::ES256, Some("ec-key-1"));
+    assert_eq!(me(&app, &unverified).await.status(), 403, "an unverified address claims nothing");
+    let mut c = claims(&fake, sub, "owner@cedarheights.ca");
+    c["user_metadata"]["email_verified"] = json!(true);
+    let response = me(&app, &sign(&c, Algorithm::ES256, Some("ec-key-1"))).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!((body["id"].as_str(), body["role"].as_str()), (Some(sub.to_string().as_str()), Some("admin")));
+    assert_ne!(pending.id, sub);
+    // A second Supabase user with the same address later gets nothing (invite-only school).
+    let mut other = claims(&fake, Uuid::new_v4(), "owner@cedarheights.ca");
+    other["user_metadata"]["email_verified"] = json!(true);
+    assert_eq!(me(&app, &sign(&other, Algorithm::ES256, Some("ec-key-1"))).await.status(), 403);
+
+    if backend == Backend::Postgres {
+        let open: Vec<String> = cedar::on_db!(&app.state.db, pool => sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = current_schema() AND c.relkind = 'r' AND NOT c.relrowsecurity").fetch_all(pool).await)
+        .unwrap();
+        assert!(open.is_empty(), "tables without row-level security: {open:?}");
+        let secured: i64 = cedar::on_db!(&app.state.db, pool => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relrowsecurity").fetch_one(pool).await)
+        .unwrap();
+        assert!(secured > 40, "{secured}");
+    }
+}
+
 backend_tests!(
+    the_owner_is_preregistered_as_admin_and_tables_have_row_level_security,
     es256_rs256_and_hs256_tokens_are_accepted,
     the_role_comes_from_cedar_not_the_token,
     invite_only_refuses_unknown_users_with_403,

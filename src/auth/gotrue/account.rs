@@ -310,7 +310,7 @@ fn purpose_of(kind: &str) -> GoTrueResult<OneTimePurpose> {
     match kind {
         "invite" => Ok(OneTimePurpose::Invite),
         "recovery" => Ok(OneTimePurpose::Recovery),
-        "signup" | "email" | "magiclink" => Ok(OneTimePurpose::Signup),
+        "signup" | "email" => Ok(OneTimePurpose::Signup),
         _ => Err(GoTrueError::new(
             StatusCode::BAD_REQUEST,
             "validation_failed",
