@@ -16,17 +16,32 @@ pub const ATTENDANCE: &str = "reminders.attendance";
 /// Queues a reminder to each guardian of each lesson starting soon. Returns how many.
 pub async fn lesson_reminders(state: &AppState) -> anyhow::Result<usize> {
     const SQL: &str = "SELECT l.id, l.starts_at, s.family_id, COALESCE(s.preferred_name, s.first_name), \
-        t.first_name || ' ' || t.last_name, r.name FROM lessons l JOIN students s ON s.id = l.student_id \
+        t.first_name || ' ' || t.last_name, r.name, l.teacher_id FROM lessons l JOIN students s ON s.id = l.student_id \
         JOIN teachers t ON t.id = l.teacher_id LEFT JOIN rooms r ON r.id = l.room_id \
         WHERE l.status = 'scheduled' AND l.starts_at > $1 AND l.starts_at <= $2 ORDER BY l.starts_at";
-    type Row = (Uuid, DateTime<Utc>, Uuid, String, String, Option<String>);
+    type Row = (Uuid, DateTime<Utc>, Uuid, String, String, Option<String>, Uuid);
     let now = Utc::now();
     let horizon = now + Duration::hours(i64::from(state.settings.email.lesson_reminder_hours));
     let lessons: Vec<Row> =
         on_db!(&state.db, pool => sqlx::query_as(SQL).bind(now).bind(horizon).fetch_all(pool).await)?;
     let mut queued = 0;
     let tz = state.settings.timezone;
-    for (lesson, starts_at, family, student, teacher, room) in lessons {
+    // A lesson on a closure day or its teacher's time off (left for the office to move, with
+    // `CEDAR_CLOSURE_ACTION=reschedule`) is not reminded.
+    let mut tx = state.db.begin_read().await?;
+    let exceptions = crate::scheduling::booking::Exceptions::load(
+        &mut tx,
+        crate::time::local_date(tz, now),
+        crate::time::local_date(tz, horizon),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tx.rollback().await?;
+    for (lesson, starts_at, family, student, teacher, room, teacher_id) in lessons {
+        let date = crate::time::local_date(tz, starts_at);
+        if exceptions.closure(date).is_some() || exceptions.time_off(teacher_id, date) {
+            continue;
+        }
         let mut tx = state.db.begin().await?;
         let vars = |language: &str| json!({"student": student, "teacher": teacher, "room": room, "when": super::when(starts_at, tz, language)});
         let key = format!("lesson-reminder:{lesson}:{}", starts_at.timestamp());

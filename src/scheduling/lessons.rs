@@ -278,6 +278,23 @@ async fn check_parties(
     errors.into_result()
 }
 
+/// `rrule` with `;UNTIL=` the last day of the term containing `starts_at` when it has neither
+/// `COUNT` nor `UNTIL` and such a term exists; otherwise unchanged.
+async fn bounded_by_term(state: &AppState, rrule: &str, starts_at: DateTime<Utc>) -> ApiResult<String> {
+    let upper = rrule.to_ascii_uppercase();
+    if upper.contains("COUNT=") || upper.contains("UNTIL=") {
+        return Ok(rrule.to_owned());
+    }
+    let mut tx = state.db.begin_read().await?;
+    let date = crate::time::local_date(state.settings.timezone, starts_at);
+    let term = crate::school_year::terms::containing(&mut tx, date).await?;
+    tx.rollback().await?;
+    Ok(match term {
+        Some(term) => format!("{};UNTIL={}", rrule.trim().trim_end_matches(';'), term.ends_on.format("%Y%m%d")),
+        None => rrule.to_owned(),
+    })
+}
+
 /// Books a lesson or a weekly series. Every occurrence is checked against the teacher's,
 /// student's and room's other lessons, the teacher's availability and time off, and closures;
 /// any conflict → 409 listing them all, and nothing is booked. With `?dry_run=true` the
@@ -309,8 +326,13 @@ async fn create_lessons(
     if errors.0.is_empty() && !(Duration::minutes(15)..=Duration::minutes(240)).contains(&duration) {
         errors.add("ends_at", "a lesson lasts 15 minutes to 4 hours");
     }
-    let rule = match &input.recurrence {
-        Some(r) => match recurrence::parse(&r.rrule) {
+    // A weekly rule without COUNT or UNTIL runs to the end of the term it starts in.
+    let rrule = match &input.recurrence {
+        Some(r) => Some(bounded_by_term(&state, &r.rrule, input.starts_at).await?),
+        None => None,
+    };
+    let rule = match &rrule {
+        Some(rrule) => match recurrence::parse(rrule) {
             Ok(rule) => Some(rule),
             Err(why) => {
                 errors.add("recurrence.rrule", why);
@@ -387,7 +409,7 @@ async fn create_lessons(
         return Err(ApiError::invalid("recurrence.rrule", "every occurrence falls on a closure or outside the terms"));
     }
     let options = BookingOptions {
-        rrule: input.recurrence.as_ref().map(|r| r.rrule.as_str()),
+        rrule: rrule.as_deref(),
         booked_by: Some(user.id),
         makeup: input.makeup,
         availability_override: input.override_availability,

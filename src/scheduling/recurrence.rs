@@ -84,7 +84,10 @@ pub fn parse(rrule: &str) -> Result<Rule, String> {
         return Err("give COUNT or UNTIL, not both".into());
     }
     if rule.count.is_none() && rule.until.is_none() {
-        return Err("give COUNT or UNTIL so the series ends".into());
+        return Err(
+            "give COUNT or UNTIL so the series ends (or add terms: a rule without either runs to the end of its term)"
+                .into(),
+        );
     }
     rule.by_day.sort_by_key(Weekday::num_days_from_monday);
     Ok(rule)

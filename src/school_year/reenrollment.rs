@@ -169,6 +169,27 @@ pub async fn daily(state: &AppState) -> anyhow::Result<(usize, usize)> {
     for term in &upcoming {
         offered += offer(state, term).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     }
+    // Once a term has started, places nobody answered for go to the office, once per term.
+    const UNANSWERED: &str = "SELECT t.id, t.name, COUNT(*) FROM reenrollments r JOIN terms t ON t.id = r.term_id \
+        WHERE r.status = 'offered' AND t.starts_on <= $1 AND t.ends_on >= $1 GROUP BY t.id, t.name";
+    let unanswered: Vec<(Uuid, String, i64)> =
+        on_db!(&state.db, pool => sqlx::query_as(UNANSWERED).bind(today).fetch_all(pool).await)?;
+    for (term, name, count) in unanswered {
+        let mut tx = state.db.begin().await?;
+        let task = crate::tasks::NewTask {
+            title: format!("{name} has started: {count} re-enrollment offer(s) unanswered"),
+            detail: Some(format!(
+                "GET /v1/reenrollments?term_id={term}&status=offered; accept or decline for the family."
+            )),
+            due_on: Some(today),
+            subject_type: Some("term".into()),
+            subject_id: Some(term),
+            dedupe_key: Some(format!("reenrollment-unanswered:{term}")),
+            ..crate::tasks::NewTask::default()
+        };
+        crate::tasks::create(&mut tx, task).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        tx.commit().await?;
+    }
     const DUE: &str = "SELECT id, student_id, withdraw_on FROM reenrollments WHERE status = 'declined' \
         AND withdraw_on <= $1 AND withdrawn_at IS NULL";
     let due: Vec<(Uuid, Uuid, NaiveDate)> =
@@ -353,7 +374,9 @@ async fn continue_series(
         ORDER BY starts_at DESC";
     let tz = state.settings.timezone;
     let start = at_local(tz, term.starts_on, NaiveTime::MIN);
-    let recent: Vec<(Uuid, DateTime<Utc>, DateTime<Utc>, Uuid, Option<Uuid>)> = on_tx!(tx, conn => sqlx::query_as(LAST)
+    // Series, start, end, the regular teacher, room.
+    type Recent = (Uuid, DateTime<Utc>, DateTime<Utc>, Uuid, Option<Uuid>);
+    let recent: Vec<Recent> = on_tx!(tx, conn => sqlx::query_as(LAST)
         .bind(offer.student_id).bind(start - Duration::days(35)).bind(start).fetch_all(&mut **conn).await)?;
     let mut seen = Vec::new();
     let mut booked_ids = Vec::new();

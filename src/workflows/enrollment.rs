@@ -79,14 +79,6 @@ async fn student_name(cx: &StepCtx, enrollment: &Enrollment) -> Result<(String, 
     })
 }
 
-/// The family's language (`en` or `fr`): AI and template texts go out in it.
-async fn family_language(cx: &StepCtx, family: Uuid) -> Result<String, StepError> {
-    const SQL: &str = "SELECT preferred_language FROM families WHERE id = $1";
-    let language: Option<String> =
-        crate::on_db!(&cx.state.db, pool => sqlx::query_scalar(SQL).bind(family).fetch_optional(pool).await)?;
-    Ok(language.unwrap_or_else(|| "en".into()))
-}
-
 /// Completeness and plausibility checks; each is reported to the reviewer.
 async fn validate(cx: StepCtx) -> StepResult {
     let enrollment = load(&cx).await?;
@@ -292,7 +284,7 @@ async fn rank(cx: StepCtx) -> StepResult {
     let enrollment = load(&cx).await?;
     let options = cx.output("options")["options"].clone();
     let (first, _) = student_name(&cx, &enrollment).await?;
-    let language = family_language(&cx, enrollment.family_id).await?;
+    let language = people::family_language(&cx.state.db, enrollment.family_id).await.map_err(StepError::retry)?;
     let age =
         enrollment.student.as_ref().and_then(|d| d.0.birth_date).and_then(|b| Utc::now().date_naive().years_since(b));
     // Only what the task needs: first name, age, experience, the options (teacher names and

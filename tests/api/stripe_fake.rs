@@ -189,16 +189,20 @@ async fn cancel(State(fake): State<StripeFake>, Path(id): Path<String>, headers:
 }
 
 /// Checks what every Stripe call must carry: the key, a form body, an idempotency key.
-fn checked(headers: &HeaderMap) -> Result<String, Response> {
+fn checked(headers: &HeaderMap) -> Result<String, Box<Response>> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     if header("authorization") != Some(format!("Bearer {STRIPE_KEY}")) {
-        return Err(error(StatusCode::UNAUTHORIZED, "invalid_request_error", "Invalid API Key provided"));
+        return Err(Box::new(error(StatusCode::UNAUTHORIZED, "invalid_request_error", "Invalid API Key provided")));
     }
     if header("content-type").as_deref() != Some("application/x-www-form-urlencoded") {
-        return Err(error(StatusCode::BAD_REQUEST, "invalid_request_error", "Stripe expects form-encoded bodies"));
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "Stripe expects form-encoded bodies",
+        )));
     }
     header("idempotency-key").ok_or_else(|| {
-        error(StatusCode::BAD_REQUEST, "invalid_request_error", "this fake insists on an Idempotency-Key")
+        Box::new(error(StatusCode::BAD_REQUEST, "invalid_request_error", "this fake insists on an Idempotency-Key"))
     })
 }
 
@@ -208,7 +212,7 @@ fn checked(headers: &HeaderMap) -> Result<String, Response> {
 async fn create_session(State(fake): State<StripeFake>, headers: HeaderMap, body: String) -> Response {
     let key = match checked(&headers) {
         Ok(key) => key,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
     let mut inner = fake.inner.lock().unwrap();
@@ -255,7 +259,7 @@ async fn expire_session(
 ) -> Response {
     let key = match checked(&headers) {
         Ok(key) => key,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let mut inner = fake.inner.lock().unwrap();
     inner.calls.push(Call {
