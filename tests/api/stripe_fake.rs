@@ -106,15 +106,8 @@ async fn create(
         let status = inner.fail_next.remove(0);
         return error(StatusCode::from_u16(status).unwrap(), "api_error", "scripted failure");
     }
-    if let Some((first_form, response)) = inner.by_key.get(&key) {
-        if *first_form != form {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "idempotency_error",
-                "Keys for idempotent requests can only be used with the same parameters",
-            );
-        }
-        return axum::Json(response.clone()).into_response();
+    if let Some(replayed) = replay(&inner, &key, &form) {
+        return replayed;
     }
     inner.counter += 1;
     let n = inner.counter;
@@ -188,6 +181,19 @@ async fn cancel(State(fake): State<StripeFake>, Path(id): Path<String>, headers:
     axum::Json(response).into_response()
 }
 
+/// Like Stripe, a repeated idempotency key gets the first answer, or 400 with other parameters.
+fn replay(inner: &Inner, key: &str, form: &HashMap<String, String>) -> Option<Response> {
+    let (first_form, response) = inner.by_key.get(key)?;
+    if first_form != form {
+        return Some(error(
+            StatusCode::BAD_REQUEST,
+            "idempotency_error",
+            "Keys for idempotent requests can only be used with the same parameters",
+        ));
+    }
+    Some(axum::Json(response.clone()).into_response())
+}
+
 /// Checks what every Stripe call must carry: the key, a form body, an idempotency key.
 fn checked(headers: &HeaderMap) -> Result<String, Box<Response>> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -217,15 +223,8 @@ async fn create_session(State(fake): State<StripeFake>, headers: HeaderMap, body
     let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
     let mut inner = fake.inner.lock().unwrap();
     inner.calls.push(Call { path: "/v1/checkout/sessions".into(), idempotency_key: key.clone(), form: form.clone() });
-    if let Some((first_form, response)) = inner.by_key.get(&key) {
-        if *first_form != form {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "idempotency_error",
-                "Keys for idempotent requests can only be used with the same parameters",
-            );
-        }
-        return axum::Json(response.clone()).into_response();
+    if let Some(replayed) = replay(&inner, &key, &form) {
+        return replayed;
     }
     if form.get("mode").map(String::as_str) != Some("payment") || !form.contains_key("success_url") {
         return error(StatusCode::BAD_REQUEST, "invalid_request_error", "mode=payment and success_url are required");
