@@ -20,6 +20,7 @@ backend_tests!(
     a_closure_or_time_off_after_booking_cancels_and_tells_each_family_once,
     in_reschedule_mode_the_office_gets_a_task_with_free_slots,
     withdrawing_cancels_from_the_effective_date_and_reactivating_restores_nothing,
+    a_withdrawal_prorates_flat_monthly_tuition,
     a_substitute_is_conflict_checked_notified_and_billed_per_the_setting,
     terms_bound_series_and_reenrollment_continues_or_withdraws,
     invitation_links_open_a_password_page_or_redirect_to_the_site,
@@ -239,6 +240,34 @@ async fn withdrawing_cancels_from_the_effective_date_and_reactivating_restores_n
     let audit = office.get(&format!("/v1/audit-log?subject_id={}", s.students[0])).await.expect(200);
     let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
     assert!(actions.iter().filter(|a| **a == "student.updated").count() >= 2, "{actions:?}");
+}
+
+async fn a_withdrawal_prorates_flat_monthly_tuition(backend: Backend) {
+    // Zoë (family B) pays a flat 150.00 a month and has five Wednesdays in December.
+    let (app, s) = billing_app(backend, None, |_| {}).await;
+    let office = app.as_user(&s.admin);
+    office
+        .patch(&format!("/v1/students/{}", s.students[1]), json!({"status": "withdrawn", "effective_on": "2026-12-16"}))
+        .await
+        .expect(200);
+    let lessons = office.get(&format!("/v1/lessons?student_id={}&limit=10", s.students[1])).await.expect(200);
+    let statuses: Vec<&str> =
+        lessons["items"].as_array().unwrap().iter().map(|l| l["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["scheduled", "scheduled", "cancelled", "cancelled", "cancelled"]);
+    let run = office
+        .post("/v1/billing/runs", json!({"period_start": "2026-12-01", "period_end": "2026-12-31", "dry_run": true}))
+        .await
+        .expect(200);
+    let family = run["preview"].as_array().unwrap().iter().find(|d| d["family_id"] == s.family_b).unwrap().clone();
+    let zoe = family["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["kind"] == "tuition" && l["student_id"] == s.students[1].as_str())
+        .unwrap()
+        .clone();
+    assert!(zoe["description"].as_str().unwrap().contains("15 of 31 days"), "{zoe}");
+    assert_eq!(zoe["amount_cents"], 7_258, "150.00 × 15 ÷ 31, rounded: {zoe}");
 }
 
 async fn december_tuition(app: &TestApp, s: &School) -> Vec<Value> {
