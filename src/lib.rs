@@ -97,6 +97,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Backup(args) => {
+            let db = db::Db::connect(&settings).await?;
+            let made = ops::backup::backup(&settings, &db, &args.to).await;
+            db.close().await;
+            let made = made?;
+            println!("{}: {} bytes", made.path.display(), made.bytes);
+            if args.rotate && args.to.is_dir() {
+                for removed in ops::backup::rotate(&args.to)? {
+                    println!("rotated out {}", removed.display());
+                }
+            }
+            Ok(())
+        }
+        Command::Restore(args) => {
+            ops::backup::restore(&settings, &args.from, args.force).await?;
+            println!("restored {} into {}", args.from.display(), settings.database_url.redacted());
+            Ok(())
+        }
         Command::Openapi => {
             println!("{}", app::openapi().to_pretty_json()?);
             Ok(())

@@ -19,6 +19,7 @@ pub fn registry() -> Registry<AppState> {
     let registry = crate::auth::jobs(registry);
     let registry = crate::scheduling::jobs(registry);
     let registry = crate::school_year::jobs(registry);
+    let registry = crate::ops::jobs(registry);
     let registry = crate::messaging::jobs(registry);
     let registry = crate::billing::jobs(registry);
     let registry = crate::privacy::jobs(registry);
@@ -31,6 +32,7 @@ pub fn schedules(settings: &Settings) -> Vec<Schedule> {
     all.push(Schedule::new("idempotency-purge", "maintenance", "idempotency.purge", "17 * * * *"));
     all.extend(crate::scheduling::schedules());
     all.extend(crate::school_year::schedules());
+    all.extend(crate::ops::schedules(settings));
     all.extend(crate::messaging::schedules());
     all.extend(crate::billing::schedules(settings));
     all.extend(crate::privacy::schedules());

@@ -372,6 +372,8 @@ async fn webhook(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
     let signature = headers.get("stripe-signature").and_then(|v| v.to_str().ok()).unwrap_or_default();
     if let Err(why) = verify_signature(signature, &body, secret.expose(), Utc::now().timestamp()) {
         metrics::counter!("stripe_webhooks_total", "outcome" => "bad_signature").increment(1);
+        // Recorded, so repeated failures reach the owner (ops::notify) from any process.
+        audit::record(&state.db, AuditEvent::new("stripe.webhook_rejected").details(json!({"why": why}))).await?;
         return Err(ApiError::BadRequest(format!("Stripe-Signature rejected: {why}")));
     }
     let event: Value = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("not JSON: {e}")))?;

@@ -37,9 +37,34 @@ pub enum Command {
     /// Administration tasks.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Back the database up to a file (or into a directory, named by the time): SQLite with
+    /// `VACUUM INTO` while serving, PostgreSQL with `pg_dump`.
+    Backup(BackupArgs),
+    /// Restore a backup into the configured database (empty unless --force), then migrate.
+    Restore(RestoreArgs),
     /// Optimize a weekly timetable (schedule-opt format v1): the solution JSON on stdout, a
     /// one-line summary on stderr; bad input exits with status 2.
     Optimize(OptimizeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The backup file to write, or a directory to write `cedar-YYYYMMDD-HHMMSS.*` into.
+    #[arg(long)]
+    pub to: std::path::PathBuf,
+    /// After writing into a directory, keep only 7 daily, 4 weekly and 12 monthly backups.
+    #[arg(long)]
+    pub rotate: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file (`cedar backup` output).
+    #[arg(long)]
+    pub from: std::path::PathBuf,
+    /// Replace a database that already holds Cedar's tables.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -158,6 +158,18 @@ pub struct Settings {
     pub progress: ProgressSettings,
     pub schedule_review: ScheduleReviewSettings,
     pub school_year: SchoolYearSettings,
+    pub operations: OperationsSettings,
+}
+
+/// Backups and the owner's notifications.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationsSettings {
+    pub backup_dir: Option<PathBuf>,
+    pub backup_cron: String,
+    /// `None`: no digest.
+    pub owner_digest_cron: Option<String>,
+    pub owner_alerts: bool,
+    pub webhook_failure_alert: u32,
 }
 
 /// How the timetable follows the school year: terms, closures, substitutes, email links.

@@ -126,6 +126,24 @@ impl Settings {
                     parse_school_hours(&text).map_err(|e| raw.school_hours.bad(e))?
                 },
             },
+            operations: OperationsSettings {
+                backup_dir: raw.backup_dir.text().map(PathBuf::from),
+                backup_cron: {
+                    let cron = raw.backup_cron.text().unwrap_or_else(|| "30 2 * * *".into());
+                    crate::jobs::cron::Cron::parse(&cron).map_err(|e| raw.backup_cron.bad(e))?;
+                    cron
+                },
+                owner_digest_cron: match raw.owner_digest_cron.text().as_deref() {
+                    Some("off") => None,
+                    other => {
+                        let cron = other.unwrap_or("0 7 * * *").to_owned();
+                        crate::jobs::cron::Cron::parse(&cron).map_err(|e| raw.owner_digest_cron.bad(e))?;
+                        Some(cron)
+                    }
+                },
+                owner_alerts: raw.owner_alerts.boolean(true)?,
+                webhook_failure_alert: raw.webhook_failure_alert.number(3, 0, 1_000_000)? as u32,
+            },
             school_year: SchoolYearSettings {
                 site_url: match raw.site_url.text() {
                     None => None,

@@ -338,6 +338,20 @@ settings! {
     /// Where families send Interac e-Transfers, shown on the pay page (an email address);
     /// unset: the page asks them to contact the office.
     etransfer_email => "CEDAR_ETRANSFER_EMAIL", "EMAIL";
+    /// Directory for the scheduled daily backup (rotated: 7 daily, 4 weekly, 12 monthly); unset:
+    /// no scheduled backup.
+    backup_dir => "CEDAR_BACKUP_DIR", "DIR";
+    /// When the scheduled backup runs, as cron in school time [default: "30 2 * * *"].
+    backup_cron => "CEDAR_BACKUP_CRON", "CRON";
+    /// When the owner's daily digest email goes to the admins, as cron; `off` for none
+    /// [default: "0 7 * * *"].
+    owner_digest_cron => "CEDAR_OWNER_DIGEST_CRON", "CRON";
+    /// Email the admins at once about what cannot wait (AI budget at 80/100 %, dead jobs,
+    /// failing webhook signatures), checked every 10 minutes (`true`/`false`) [default: true].
+    owner_alerts => "CEDAR_OWNER_ALERTS", "BOOL";
+    /// Stripe webhook deliveries failing their signature within an hour that make an alert;
+    /// 0 = never [default: 3].
+    webhook_failure_alert => "CEDAR_WEBHOOK_FAILURE_ALERT", "N";
     /// Days the bodies of sent (or dead) emails are kept [default: 90].
     retention_outbox_days => "CEDAR_RETENTION_OUTBOX_DAYS", "DAYS";
     /// Days what AI steps were given and answered is kept after their run ends [default: 30].

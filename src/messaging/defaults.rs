@@ -354,6 +354,29 @@ pub const TEMPLATES: &[Default] = &[
             "students": [{"name": "Hélène", "lessons": "piano, Tuesday 16:00 with Élodie Gagné"}]})
         },
     },
+    Default {
+        name: "owner_digest",
+        category: "transactional",
+        en: (
+            "{{ school }} today: {{ reviews_waiting }} review(s), {{ tasks_overdue }} overdue task(s)",
+            "Good morning {{ name }},\n\nWhat needs you on {{ date }}:\n- Reviews waiting: {{ reviews_waiting }}{% if reviews_waiting %} (the oldest for {{ oldest_review_hours }} h){% endif %}\n- Tasks: {{ tasks_open }} open, {{ tasks_overdue }} overdue\n- Card payments failed in the last day: {{ payments_failed }}\n- Dead jobs: {{ jobs_dead }}; undeliverable emails: {{ emails_dead }}\n- AI this month: CAD {{ ai_spent_cad }} of {{ ai_budget_cad }} ({{ ai_percent }} %)\n",
+        ),
+        fr: (
+            "{{ school }} aujourd'hui : {{ reviews_waiting }} révision(s), {{ tasks_overdue }} tâche(s) en retard",
+            "Bonjour {{ name }},\n\nCe qui vous attend le {{ date }} :\n- Révisions en attente : {{ reviews_waiting }}{% if reviews_waiting %} (la plus ancienne depuis {{ oldest_review_hours }} h){% endif %}\n- Tâches : {{ tasks_open }} ouvertes, {{ tasks_overdue }} en retard\n- Paiements par carte refusés depuis hier : {{ payments_failed }}\n- Tâches de fond abandonnées : {{ jobs_dead }}; courriels non livrés : {{ emails_dead }}\n- IA ce mois-ci : {{ ai_spent_cad }} $ sur {{ ai_budget_cad }} $ ({{ ai_percent }} %)\n",
+        ),
+        sample: || {
+            json!({"date": "2026-12-01", "reviews_waiting": 2, "oldest_review_hours": 19, "tasks_open": 5, "tasks_overdue": 1,
+            "payments_failed": 0, "jobs_dead": 0, "emails_dead": 1, "ai_spent_cad": "3.10", "ai_budget_cad": "20.00", "ai_percent": 15})
+        },
+    },
+    Default {
+        name: "owner_alert",
+        category: "transactional",
+        en: ("[{{ school }}] {{ title }}", "Hello {{ name }},\n\n{{ title }}.\n\n{{ detail }}\n"),
+        fr: ("[{{ school }}] {{ title }}", "Bonjour {{ name }},\n\n{{ title }}.\n\n{{ detail }}\n"),
+        sample: || json!({"title": "2 background job(s) died in the last hour", "detail": "GET /v1/jobs?status=dead shows why."}),
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Default> {

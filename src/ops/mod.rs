@@ -12,6 +12,40 @@ use utoipa_axum::routes;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::http::Json;
+use crate::jobs::{JobError, Registry, Schedule};
+
+pub mod backup;
+pub mod notify;
+
+/// The scheduled backup and the owner's digest and alerts.
+pub fn jobs(registry: Registry<AppState>) -> Registry<AppState> {
+    let retry = |e: anyhow::Error| JobError::Retry(format!("{e:#}"));
+    registry
+        .on("maintenance", "ops.backup", move |state: AppState, _job| async move {
+            backup::scheduled(&state).await.map_err(retry)
+        })
+        .on("maintenance", "ops.owner_digest", move |state: AppState, _job| async move {
+            notify::send_digest(&state).await.map(|_| ()).map_err(retry)
+        })
+        .on("maintenance", "ops.owner_alerts", move |state: AppState, _job| async move {
+            notify::send_alerts(&state).await.map(|_| ()).map_err(retry)
+        })
+}
+
+pub fn schedules(settings: &crate::config::Settings) -> Vec<Schedule> {
+    let ops = &settings.operations;
+    let mut all = Vec::new();
+    if ops.backup_dir.is_some() {
+        all.push(Schedule::new("ops-backup", "maintenance", "ops.backup", ops.backup_cron.clone()));
+    }
+    if let Some(cron) = &ops.owner_digest_cron {
+        all.push(Schedule::new("ops-owner-digest", "maintenance", "ops.owner_digest", cron.clone()));
+    }
+    if ops.owner_alerts {
+        all.push(Schedule::new("ops-owner-alerts", "maintenance", "ops.owner_alerts", "*/10 * * * *"));
+    }
+    all
+}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(health)).routes(routes!(ready)).routes(routes!(metrics))
@@ -103,6 +137,18 @@ async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) 
                 metrics::gauge!("workflow_runs_open", "workflow" => workflow.clone(), "status" => status)
                     .set(count as f64);
             }
+        }
+    }
+    if let Ok(spent) = state.ai.month_spend(&state).await {
+        metrics::gauge!("ai_month_spend_cad").set(spent as f64 / 1e6);
+        metrics::gauge!("ai_monthly_budget_cad").set(state.ai.monthly_budget_micros() as f64 / 1e6);
+    }
+    const OUTBOX: &str = "SELECT status, COUNT(*) FROM outbox GROUP BY status";
+    if let Ok(rows) = crate::on_db!(&state.db, pool => sqlx::query_as::<_, (String, i64)>(OUTBOX).fetch_all(pool).await)
+    {
+        for status in ["queued", "sent", "dead"] {
+            let n = rows.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+            metrics::gauge!("outbox_emails", "status" => status).set(n as f64);
         }
     }
     state.metrics.run_upkeep();

@@ -18,6 +18,7 @@ mod http_stack;
 mod idempotency;
 mod mail;
 mod messaging;
+mod operations;
 mod ops;
 mod optimizer;
 mod payment_issue;
