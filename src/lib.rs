@@ -26,6 +26,17 @@ use config::{AdminCommand, Cli, Command, LogFormat, Settings};
 
 /// Runs one command of the `cedar` binary.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Healthcheck(args) = &cli.command {
+        // No settings, no database: one request, as a container's HEALTHCHECK runs it.
+        let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(5)).build()?;
+        let status = client.get(&args.url).send().await.map(|r| r.status().as_u16());
+        match status {
+            Ok(200) => return Ok(()),
+            Ok(code) => eprintln!("cedar healthcheck: {} answered {code}", args.url),
+            Err(error) => eprintln!("cedar healthcheck: {} unreachable: {error}", args.url),
+        }
+        std::process::exit(1);
+    }
     if let Command::Optimize(args) = &cli.command {
         // No settings, no database: a file in, a file out.
         return optimize_file(args);
@@ -120,6 +131,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Optimize(args) => optimize_file(&args),
+        Command::Healthcheck(_) => unreachable!("answered before the settings are read"),
     }
 }
 

@@ -42,9 +42,18 @@ pub enum Command {
     Backup(BackupArgs),
     /// Restore a backup into the configured database (empty unless --force), then migrate.
     Restore(RestoreArgs),
+    /// Exit 0 when Cedar at URL answers 200 (the container health check; no curl needed).
+    Healthcheck(HealthcheckArgs),
     /// Optimize a weekly timetable (schedule-opt format v1): the solution JSON on stdout, a
     /// one-line summary on stderr; bad input exits with status 2.
     Optimize(OptimizeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// What to ask.
+    #[arg(long, default_value = "http://127.0.0.1:8000/ready")]
+    pub url: String,
 }
 
 #[derive(Debug, Args)]

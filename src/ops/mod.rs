@@ -139,6 +139,8 @@ async fn metrics(State(state): State<AppState>, headers: axum::http::HeaderMap) 
             }
         }
     }
+    // What /ready answers, for the alert rules (a scrape reaches this process only).
+    metrics::gauge!("cedar_ready").set(if state.db.check_ready().await.is_ok() { 1.0 } else { 0.0 });
     if let Ok(spent) = state.ai.month_spend(&state).await {
         metrics::gauge!("ai_month_spend_cad").set(spent as f64 / 1e6);
         metrics::gauge!("ai_monthly_budget_cad").set(state.ai.monthly_budget_micros() as f64 / 1e6);
