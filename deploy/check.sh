@@ -51,7 +51,7 @@ echo "== nginx -t (the compose config with loopback upstream and a self-signed c
 openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=localhost" \
     -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
 mkdir -p "$work/acme" "$work/tmp"
-sed -e "s#server cedar:8000;#server 127.0.0.1:$api;#" \
+sed -e "s#http://cedar:8000#http://127.0.0.1:$api#" \
     -e 's#${CEDAR_DOMAIN}#localhost#g' \
     -e "s#/etc/letsencrypt/live/localhost/fullchain.pem#$work/cert.pem#" \
     -e "s#/etc/letsencrypt/live/localhost/privkey.pem#$work/key.pem#" \
