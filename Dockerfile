@@ -13,7 +13,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates postgresql-client-15 \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home-dir /var/lib/cedar --create-home cedar
+    && useradd --system --uid 10001 --home-dir /var/lib/cedar --create-home cedar \
+    && install -d -o cedar -g cedar /var/lib/cedar-backups
 COPY --from=build /src/target/release/cedar /usr/local/bin/cedar
 USER cedar
 WORKDIR /var/lib/cedar
