@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo-deny >/dev/null || cargo install --locked cargo-deny
+cargo fetch --locked --quiet  # every platform's crates, so the offline checks see the whole graph
 cargo deny --offline check bans licenses sources
 if cargo deny fetch db >/dev/null 2>&1; then
     cargo deny check advisories
