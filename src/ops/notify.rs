@@ -152,7 +152,42 @@ pub async fn alerts(state: &AppState) -> anyhow::Result<Vec<Alert>> {
             detail: "Payments may not be recorded. Check STRIPE_WEBHOOK_SECRET against the endpoint's signing secret in the Stripe dashboard.".into(),
         });
     }
+    if let Some(stale) = backup_overdue(state, now)? {
+        out.push(stale);
+    }
     Ok(out)
+}
+
+/// With scheduled backups on, an alert when the newest backup is more than 26 hours old (the
+/// daily job failed or the worker is down), once per day.
+fn backup_overdue(state: &AppState, now: DateTime<Utc>) -> anyhow::Result<Option<Alert>> {
+    let Some(dir) = &state.settings.operations.backup_dir else { return Ok(None) };
+    let newest = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("cedar-"))
+                .filter_map(|e| e.metadata().and_then(|m| m.modified()).ok())
+                .max()
+        })
+        .unwrap_or(None);
+    let age = newest.map(|t| now - DateTime::<Utc>::from(t));
+    if age.is_some_and(|a| a < Duration::hours(26)) {
+        return Ok(None);
+    }
+    let day = now.with_timezone(&state.settings.timezone).format("%Y-%m-%d");
+    Ok(Some(Alert {
+        key: format!("alert:backup-overdue:{day}"),
+        title: "No database backup in the last 26 hours".into(),
+        detail: match age {
+            Some(age) => format!(
+                "The newest backup in {} is {} hours old. Check the worker's log for ops.backup errors (disk space, pg_dump).",
+                dir.display(),
+                age.num_hours()
+            ),
+            None => format!("{} holds no backup yet. Check the worker's log for ops.backup errors.", dir.display()),
+        },
+    }))
 }
 
 /// Emails each current alert once; returns how many emails were queued.

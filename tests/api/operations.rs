@@ -202,6 +202,18 @@ async fn the_owner_hears_once_about_what_needs_them(backend: Backend) {
     .unwrap();
     assert_eq!(cedar::ops::notify::send_alerts(&app.state).await.unwrap(), 1);
     assert_eq!(outbox_count(&app, &s.admin, "owner_alert").await, 4);
+    // Scheduled backups on, none written for over a day: that is an alert too (once a day).
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = app.state.clone();
+    let mut settings = (*state.settings).clone();
+    settings.operations.backup_dir = Some(dir.path().to_owned());
+    state.settings = Arc::new(settings);
+    let alerts = cedar::ops::notify::alerts(&state).await.unwrap();
+    assert!(alerts.iter().any(|a| a.title.contains("No database backup")), "{alerts:?}");
+    let made = cedar::ops::backup::backup(&state.settings, &state.db, dir.path()).await.unwrap();
+    assert!(made.path.file_name().unwrap().to_string_lossy().starts_with("cedar-"));
+    let alerts = cedar::ops::notify::alerts(&state).await.unwrap();
+    assert!(!alerts.iter().any(|a| a.title.contains("No database backup")), "{alerts:?}");
     // Teachers and parents never get them.
     let to: Vec<String> = app.as_user(&s.admin).get("/v1/outbox?template=owner_alert").await.expect(200)["items"]
         .as_array()
