@@ -42,6 +42,10 @@ pub struct Auth {
     pub account_limiter_overall: RateLimiter,
     cache: Mutex<HashMap<Uuid, (CurrentUser, Instant)>>,
     verified: Mutex<HashMap<[u8; 32], VerifiedToken>>,
+    /// Tokens Cedar's own key refused (by digest, with the refusal), for a minute: a client
+    /// retrying the same bad token costs a lookup, not an ECDSA verification. Keyed by the whole
+    /// token, so no valid token can ever match a refused one.
+    rejected: Mutex<HashMap<[u8; 32], (String, i64)>>,
 }
 
 /// What a verified token says, kept so a repeated token is not verified again.
@@ -79,6 +83,7 @@ impl Auth {
             ),
             cache: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
+            rejected: Mutex::new(HashMap::new()),
         })
     }
 
@@ -151,9 +156,30 @@ impl Auth {
                 return Ok(hit.clone());
             }
         }
+        {
+            let rejected = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((why, _)) = rejected.get(&digest).filter(|(_, until)| *until > now) {
+                return Err(AuthFailure::Unauthorized(why.clone()));
+            }
+        }
         let unauthorized = |e: TokenError| AuthFailure::Unauthorized(format!("Invalid token: {e}"));
         let (user_id, claims) = match &self.mode {
-            Mode::BuiltIn(key) => verify_builtin(token, &key.kid, &key.decoding, &self.issuer).map_err(unauthorized)?,
+            // Only Cedar's own key is remembered as refusing: a Supabase refusal may come from a
+            // JWKS that was momentarily out of date.
+            Mode::BuiltIn(key) => verify_builtin(token, &key.kid, &key.decoding, &self.issuer).map_err(|e| {
+                let failure = unauthorized(e);
+                if let AuthFailure::Unauthorized(why) = &failure {
+                    let mut rejected = self.rejected.lock().unwrap_or_else(|p| p.into_inner());
+                    if rejected.len() >= 10_000 {
+                        rejected.retain(|_, (_, until)| *until > now);
+                        if rejected.len() >= 10_000 {
+                            rejected.clear();
+                        }
+                    }
+                    rejected.insert(digest, (why.clone(), now + VERIFIED_TOKEN_TTL_SECS));
+                }
+                failure
+            })?,
             Mode::Supabase(verifier) => verifier.verify(token).await.map_err(unauthorized)?,
         };
         let verified = VerifiedToken {

@@ -126,12 +126,25 @@ async fn list_students(
     };
     let [q1, q2, q3] = search_patterns(filter.q.as_deref());
     let instrument = filter.instrument.as_deref().map(|i| i.trim().to_lowercase());
+    // Only the filters given become SQL: `$n IS NULL OR …` would leave PostgreSQL's cached
+    // generic plan testing every branch (the visibility subquery included) on every row.
+    let when =
+        |present: bool, n: u8, condition: &str| if present { condition.to_owned() } else { format!("${n} IS NULL") };
+    let conditions = [
+        when(family.is_some(), 1, "s.family_id = $1"),
+        when(teacher.is_some(), 2, taught_by_2!()),
+        when(q1.is_some(), 3, "s.search_text LIKE $3 ESCAPE '\\'"),
+        when(q2.is_some(), 4, "s.search_text LIKE $4 ESCAPE '\\'"),
+        when(q3.is_some(), 5, "s.search_text LIKE $5 ESCAPE '\\'"),
+        when(instrument.is_some(), 6, "s.instrument = $6"),
+        when(filter.teacher_id.is_some(), 7, "s.teacher_id = $7"),
+        when(filter.family_id.is_some(), 8, "s.family_id = $8"),
+        when(filter.status.is_some(), 9, "s.status = $9"),
+        when(after.is_some(), 10, "s.id > $10"),
+    ];
     let sql = sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM students s WHERE {VISIBLE} \
-         AND ($3 IS NULL OR s.search_text LIKE $3 ESCAPE '\\') AND ($4 IS NULL OR s.search_text LIKE $4 ESCAPE '\\') \
-         AND ($5 IS NULL OR s.search_text LIKE $5 ESCAPE '\\') AND ($6 IS NULL OR s.instrument = $6) \
-         AND ($7 IS NULL OR s.teacher_id = $7) AND ($8 IS NULL OR s.family_id = $8) AND ($9 IS NULL OR s.status = $9) \
-         AND ($10 IS NULL OR s.id > $10) ORDER BY s.id LIMIT $11"
+        "SELECT {COLUMNS} FROM students s WHERE {} ORDER BY s.id LIMIT $11",
+        conditions.join(" AND ")
     ));
     let rows = on_db!(&state.db, pool => sqlx::query_as::<_, Student>(sql)
         .bind(family).bind(teacher).bind(&q1).bind(&q2).bind(&q3).bind(&instrument)

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The load benchmark of issue [Performance]: the charter's scenarios against `cedar serve
+# --no-worker` with wrk (64 connections, 3 s warm-up, 15 s measured), data seeded through the
+# API (50 teachers, 2,000 families, 5,000 students, 20,000 lessons). Prints req/s, p50/p99 and
+# the CPU share of Cedar and of PostgreSQL (all its processes) per scenario, and Cedar's RSS.
+# Usage: bench/load.sh [postgres|sqlite]   (default postgres: a fresh database on $LOAD_PG,
+# default postgres://postgres@127.0.0.1:5432, dropped after). Not part of .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+backend="${1:-postgres}"
+duration="${LOAD_SECONDS:-15}"
+command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null 2>&1 || sudo apt-get install -y -qq wrk; }
+cargo build --release --locked --quiet --bin cedar
+bin="$(pwd)/${CARGO_TARGET_DIR:-target}/release/cedar"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+work=$(mktemp -d)
+export CEDAR_DATA_DIR="$work/data" CEDAR_LOG_LEVEL=warn CEDAR_CONFIG=/dev/null CEDAR_RATE_LIMIT_PER_MINUTE=0 \
+  CEDAR_AUTH_RATE_PER_IP=1000000 CEDAR_AUTH_RATE_PER_ACCOUNT=1000000 CEDAR_OWNER_ALERTS=false
+pg_db=""
+if [ "$backend" = postgres ]; then
+  pg="${LOAD_PG:-postgres://postgres@127.0.0.1:5432}"
+  pg_db="cedar_load_$$"
+  psql "$pg/postgres" -qc "CREATE DATABASE $pg_db" >/dev/null
+  export DATABASE_URL="$pg/$pg_db"
+fi
+cleanup() {
+  [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  [ -n "$pg_db" ] && psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" >/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$bin" admin create --email load@bench.example --password 'load-bench-password' >/dev/null
+"$bin" serve --no-worker --addr "127.0.0.1:$port" & pid=$!
+url="http://127.0.0.1:$port"
+until curl -fs "$url/ready" >/dev/null; do sleep 0.05; done
+token=$(curl -s -X POST -H 'content-type: application/json' -d '{"email":"load@bench.example","password":"load-bench-password"}' \
+  "$url/auth/v1/token?grant_type=password" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+echo "== seeding through the API"
+time python3 bench/load/seed.py "$url" "$token" "$work/ids.json"
+python3 - "$work" <<'PY'
+import json, sys
+ids = json.load(open(f"{sys.argv[1]}/ids.json"))
+for name in ("teachers", "students"):
+    open(f"{sys.argv[1]}/{name}.txt", "w").write("\n".join(ids[name]) + "\n")
+PY
+if [ -n "$pg_db" ]; then psql "$DATABASE_URL" -qc "ANALYZE" >/dev/null; fi
+export TOKEN="$token" TEACHERS="$work/teachers.txt" STUDENTS="$work/students.txt"
+
+ticks() { # CPU ticks (user + system) of the given pids
+  local total=0
+  for p in "$@"; do
+    [ -r "/proc/$p/stat" ] || continue
+    total=$(( total + $(awk '{print $14 + $15}' "/proc/$p/stat") ))
+  done
+  echo "$total"
+}
+# PostgreSQL's share: every busy tick of the machine but Cedar's and wrk's (its backends come
+# and go, so summing live processes would miss some).
+busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
+hz=$(getconf CLK_TCK)
+printf '%-44s %10s %9s %9s %7s %7s\n' scenario "req/s" "p50 ms" "p99 ms" "cedar" "pg"
+run() { # name, script, path
+  local name="$1" script="$2" path="$3"
+  RUN=1 wrk -t2 -c64 -d3s -s "bench/load/$script" "$url$path" >/dev/null 2>&1
+  RUN=2 wrk -t2 -c64 -d"${duration}s" --latency -s "bench/load/$script" "$url$path" >"$work/wrk.out" &
+  local wrk_pid=$!
+  sleep 0.2
+  local c0 b0 w0; c0=$(ticks "$pid"); b0=$(busy); w0=$(ticks "$wrk_pid")
+  sleep "$duration"
+  local c1 b1 w1; c1=$(ticks "$pid"); b1=$(busy); w1=$(ticks "$wrk_pid")
+  wait "$wrk_pid"
+  local out; out=$(cat "$work/wrk.out")
+  local p0=$(( b0 - c0 - w0 )) p1=$(( b1 - c1 - w1 ))
+  local rps p50 p99
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1 == "50%" {print $2}' <<<"$out"); p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  ms() { python3 -c "v='$1'; print(round(float(v[:-2]) if v.endswith('ms') else float(v[:-2])/1000 if v.endswith('us') else float(v[:-1])*1000, 2))"; }
+  printf '%-44s %10s %9s %9s %7.2f %7.2f\n' "$name" "$rps" "$(ms "$p50")" "$(ms "$p99")" \
+    "$(python3 -c "print(($c1-$c0)/$hz/$duration)")" "$(python3 -c "print(($p1-$p0)/$hz/$duration)")"
+  grep -q "Non-2xx" <<<"$out" && grep "Non-2xx" <<<"$out" | sed 's/^/    /' || true
+}
+IDS="$STUDENTS" PATH_PREFIX="/v1/students/" run "a GET /v1/students/{id}" ids.lua "/"
+PATH_Q="/v1/students?q=an&limit=50" run "b GET /v1/students?q=an&limit=50" fixed.lua "/"
+IDS="$TEACHERS" run "c GET /v1/lessons (one teacher's week)" week.lua "/"
+run "d POST /v1/lessons (half conflicting)" book.lua "/"
+tampered="${token%?????}AAAAA"
+TOKEN="$tampered" PATH_Q="/v1/me" run "e tampered token -> 401" fixed.lua "/"
+echo "Cedar RSS after the run: $(awk '/VmRSS/ {print $2, $3}' /proc/$pid/status)"
