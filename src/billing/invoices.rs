@@ -319,7 +319,7 @@ async fn invoice_pay(
     }
     if state.settings.billing.stripe.is_some() {
         let back = signed_links::link(&state, "invoices", id, "view").await?;
-        let url = match super::stripe::checkout_session(&state, &invoice, &back).await {
+        let url = match super::checkout_sessions::open(&state, &invoice, &back).await {
             Ok(url) => url,
             Err(ApiError::Conflict { detail, .. }) => {
                 return Ok(page(

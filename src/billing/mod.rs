@@ -1,6 +1,7 @@
 //! Billing: tuition rates and modes, billing runs and invoices, payments and refunds, Stripe
 //! checkout and webhooks (docs/billing.md). Money is integer cents, CAD.
 
+pub mod checkout_sessions;
 pub mod inquiries;
 pub mod invoices;
 pub mod issues;

@@ -278,23 +278,6 @@ async fn check_parties(
     errors.into_result()
 }
 
-/// `rrule` with `;UNTIL=` the last day of the term containing `starts_at` when it has neither
-/// `COUNT` nor `UNTIL` and such a term exists; otherwise unchanged.
-async fn bounded_by_term(state: &AppState, rrule: &str, starts_at: DateTime<Utc>) -> ApiResult<String> {
-    let upper = rrule.to_ascii_uppercase();
-    if upper.contains("COUNT=") || upper.contains("UNTIL=") {
-        return Ok(rrule.to_owned());
-    }
-    let mut tx = state.db.begin_read().await?;
-    let date = crate::time::local_date(state.settings.timezone, starts_at);
-    let term = crate::school_year::terms::containing(&mut tx, date).await?;
-    tx.rollback().await?;
-    Ok(match term {
-        Some(term) => format!("{};UNTIL={}", rrule.trim().trim_end_matches(';'), term.ends_on.format("%Y%m%d")),
-        None => rrule.to_owned(),
-    })
-}
-
 /// Books a lesson or a weekly series. Every occurrence is checked against the teacher's,
 /// student's and room's other lessons, the teacher's availability and time off, and closures;
 /// any conflict → 409 listing them all, and nothing is booked. With `?dry_run=true` the
@@ -328,7 +311,7 @@ async fn create_lessons(
     }
     // A weekly rule without COUNT or UNTIL runs to the end of the term it starts in.
     let rrule = match &input.recurrence {
-        Some(r) => Some(bounded_by_term(&state, &r.rrule, input.starts_at).await?),
+        Some(r) => Some(crate::school_year::terms::bounded_by_term(&state, &r.rrule, input.starts_at).await?),
         None => None,
     };
     let rule = match &rrule {

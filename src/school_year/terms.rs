@@ -63,6 +63,23 @@ pub async fn weekly_span(tx: &mut Tx, first: NaiveDate, default_weeks: i64) -> D
     })
 }
 
+/// `rrule` with `;UNTIL=` the last day of the term containing `starts_at` when it has neither
+/// `COUNT` nor `UNTIL` and such a term exists; otherwise unchanged.
+pub async fn bounded_by_term(state: &AppState, rrule: &str, starts_at: DateTime<Utc>) -> ApiResult<String> {
+    let upper = rrule.to_ascii_uppercase();
+    if upper.contains("COUNT=") || upper.contains("UNTIL=") {
+        return Ok(rrule.to_owned());
+    }
+    let mut tx = state.db.begin_read().await?;
+    let date = crate::time::local_date(state.settings.timezone, starts_at);
+    let term = crate::school_year::terms::containing(&mut tx, date).await?;
+    tx.rollback().await?;
+    Ok(match term {
+        Some(term) => format!("{};UNTIL={}", rrule.trim().trim_end_matches(';'), term.ends_on.format("%Y%m%d")),
+        None => rrule.to_owned(),
+    })
+}
+
 /// Whether the monthly run bills the month starting `month` (day 1): always when no term
 /// exists, else only a term's billing month.
 pub async fn bills_month(db: &Db, month: NaiveDate) -> DomainResult<bool> {
