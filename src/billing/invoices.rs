@@ -16,6 +16,7 @@ use crate::app::AppState;
 use crate::auth::{AdminUser, CurrentUser, Role};
 use crate::db::Tx;
 use crate::error::{ApiError, ApiResult};
+use crate::http::escape_html;
 use crate::http::pagination::{Page, PageParams};
 use crate::http::signed_links::{self, Signed};
 use crate::http::validate::Errors;
@@ -200,7 +201,7 @@ async fn invoice_view(
         let url = signed_links::link(&state, "invoices", id, "pay").await?;
         format!(
             "<p class=noprint><a href=\"{}\">Pay {} online</a></p>",
-            escape(&url),
+            escape_html(&url),
             invoice.amount_due_cents.format_cad()
         )
     } else {
@@ -232,10 +233,6 @@ pub(crate) async fn find(state: &AppState, id: Uuid) -> ApiResult<Invoice> {
     Ok(finish(state, Invoice { lines, ..invoice }))
 }
 
-pub(crate) fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
 /// Cedar's small HTML pages: their own inline style under a CSP that allows only that.
 pub(crate) fn page(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(
@@ -243,7 +240,7 @@ pub(crate) fn page(status: StatusCode, title: &str, body: &str) -> Response {
          <title>{title}</title><style>body{{font-family:sans-serif;max-width:44em;margin:2em auto;padding:0 1em;color:#1a1a1a}}\
          td,th{{padding:.3em .6em}}.n{{text-align:right}}table{{width:100%;border-collapse:collapse}}tr{{border-bottom:1px solid #ddd}}\
          a{{color:#1d4d2b}}@media print{{.noprint{{display:none}}body{{margin:0}}}}</style></head><body>{body}</body></html>",
-        title = escape(title),
+        title = escape_html(title),
     );
     let mut response = (status, Html(html)).into_response();
     response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
@@ -263,7 +260,7 @@ async fn printable(state: &AppState, invoice: &Invoice, extra: &str) -> ApiResul
         .map(|l| {
             format!(
                 "<tr><td>{}</td><td class=n>{}</td><td class=n>{}</td></tr>",
-                escape(&l.description),
+                escape_html(&l.description),
                 l.quantity,
                 l.amount_cents.format_cad()
             )
@@ -276,10 +273,10 @@ async fn printable(state: &AppState, invoice: &Invoice, extra: &str) -> ApiResul
          <table><tr><td>Subtotal</td><td class=n>{subtotal}</td></tr><tr><td>Discounts</td><td class=n>-{discount}</td></tr>\
          <tr><td>{tax}</td><td class=n>{tax_amount}</td></tr><tr><th>Total (CAD)</th><th class=n>{total}</th></tr>\
          <tr><td>Paid</td><td class=n>{paid}</td></tr><tr><th>Balance due</th><th class=n>{due_amount}</th></tr></table>{extra}",
-        number = escape(&invoice.number),
-        school = escape(crate::messaging::templates::SCHOOL),
-        family = escape(&family),
-        tax = escape(&tax),
+        number = escape_html(&invoice.number),
+        school = escape_html(crate::messaging::templates::SCHOOL),
+        family = escape_html(&family),
+        tax = escape_html(&tax),
         start = invoice.period_start,
         end = invoice.period_end,
         issued = invoice.issued_at.with_timezone(&state.settings.timezone).date_naive(),
@@ -313,8 +310,11 @@ async fn invoice_pay(
     if !matches!(invoice.status, InvoiceStatus::Open | InvoiceStatus::PartiallyPaid)
         || !invoice.amount_due_cents.is_positive()
     {
-        let text =
-            format!("<h1>{}</h1><p>Nothing to pay: this invoice is {}. Thank you.</p>", escape(&title), invoice.status);
+        let text = format!(
+            "<h1>{}</h1><p>Nothing to pay: this invoice is {}. Thank you.</p>",
+            escape_html(&title),
+            invoice.status
+        );
         return Ok(page(StatusCode::OK, &title, &text));
     }
     if state.settings.billing.stripe.is_some() {
@@ -325,7 +325,7 @@ async fn invoice_pay(
                 return Ok(page(
                     StatusCode::CONFLICT,
                     &title,
-                    &format!("<h1>{}</h1><p>{}</p>", escape(&title), escape(&detail)),
+                    &format!("<h1>{}</h1><p>{}</p>", escape_html(&title), escape_html(&detail)),
                 ));
             }
             Err(error) => return Err(error),
@@ -339,14 +339,14 @@ async fn invoice_pay(
         Some(address) => format!(
             "<p>Send an Interac e-Transfer of <strong>{amount}</strong> to <strong>{}</strong> with the message \
              <strong>{}</strong>. We record it within two business days.</p>",
-            escape(address),
-            escape(&invoice.number)
+            escape_html(address),
+            escape_html(&invoice.number)
         ),
         None => format!(
             "<p>To pay the balance of <strong>{amount}</strong>, please contact the office (cash, cheque or e-Transfer).</p>"
         ),
     };
-    Ok(page(StatusCode::OK, &title, &format!("<h1>{}</h1>{how}", escape(&title))))
+    Ok(page(StatusCode::OK, &title, &format!("<h1>{}</h1>{how}", escape_html(&title))))
 }
 
 /// Voids an invoice with no payments (admin); its number stays used.

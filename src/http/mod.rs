@@ -18,3 +18,9 @@ pub use extract::{Json, Query, nullable};
 pub fn contains_escaped_nul(json: &[u8]) -> bool {
     json.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000"))
 }
+
+/// Text made safe inside HTML elements and attribute values (the pages Cedar renders itself:
+/// email-link pages, printable invoices and reports).
+pub fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}

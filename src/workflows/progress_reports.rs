@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::auth::{AdminUser, CurrentUser};
 use crate::error::{ApiError, ApiResult};
+use crate::http::escape_html;
 use crate::http::pagination::{Page, PageParams};
 use crate::http::validate::Errors;
 use crate::http::{Json, Query};
@@ -128,10 +129,6 @@ async fn get_report(
     Ok(Json(find_visible(&state, &user, id).await?))
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
 /// The printable report (HTML with its own inline style; no scripts).
 #[utoipa::path(get, path = "/v1/progress-reports/{id}/html", tag = "workflows", security(("bearer" = [])),
     responses((status = 200, content_type = "text/html"), (status = 401), (status = 404)))]
@@ -173,7 +170,7 @@ async fn printable(state: &AppState, report: &ProgressReport) -> ApiResult<Respo
         ("Progress report", "Lessons", "Attended")
     };
     let paragraphs: String =
-        report.body.split("\n\n").map(|p| format!("<p>{}</p>", escape(p).replace('\n', "<br>"))).collect();
+        report.body.split("\n\n").map(|p| format!("<p>{}</p>", escape_html(p).replace('\n', "<br>"))).collect();
     let page = format!(
         "<!doctype html><html lang=\"{lang}\"><head><meta charset=\"utf-8\"><title>{title} – {name}</title>\
          <style>body{{font-family:Georgia,serif;max-width:40em;margin:2em auto;line-height:1.5;color:#222}}\
@@ -184,12 +181,12 @@ async fn printable(state: &AppState, report: &ProgressReport) -> ApiResult<Respo
          <p class=\"summary\">{summary}</p><table><tr><td>{lessons_label}</td><td>{lessons}</td></tr>\
          <tr><td>{present_label}</td><td>{present}</td></tr></table>{paragraphs}</body></html>",
         lang = if french { "fr" } else { "en" },
-        name = escape(&name),
-        school = escape(crate::messaging::templates::SCHOOL),
-        instrument = escape(&student.instrument),
+        name = escape_html(&name),
+        school = escape_html(crate::messaging::templates::SCHOOL),
+        instrument = escape_html(&student.instrument),
         start = report.period_start,
         end = report.period_end,
-        summary = escape(&report.summary),
+        summary = escape_html(&report.summary),
         lessons = m["lessons"],
         present = m["present"],
     );

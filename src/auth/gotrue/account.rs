@@ -20,6 +20,7 @@ use crate::auth::password;
 use crate::auth::store::{self, OneTimePurpose, UserRecord};
 use crate::error::ApiError;
 use crate::http::Query;
+use crate::http::escape_html;
 use crate::privacy::audit::{self, AuditEvent};
 
 use super::{
@@ -413,7 +414,7 @@ const PAGE_STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:28em;m
     button:focus,input:focus{outline:3px solid #f2b705}";
 
 fn html_page(status: StatusCode, language: &str, title: &str, body: &str) -> Response {
-    let school = escape(crate::messaging::templates::SCHOOL);
+    let school = escape_html(crate::messaging::templates::SCHOOL);
     let lang = if language == "fr" { "fr" } else { "en" };
     let html = format!(
         "<!doctype html><html lang=\"{lang}\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
@@ -426,7 +427,7 @@ fn html_page(status: StatusCode, language: &str, title: &str, body: &str) -> Res
 
 fn page(status: StatusCode, language: &str, title_en: &str, title_fr: &str, text_en: &str, text_fr: &str) -> Response {
     let (title, text) = if language == "fr" { (title_fr, text_fr) } else { (title_en, text_en) };
-    html_page(status, language, &escape(title), &format!("<p>{}</p>", escape(text)))
+    html_page(status, language, &escape_html(title), &format!("<p>{}</p>", escape_html(text)))
 }
 
 /// The page an invitation or recovery link opens: choose a password.
@@ -442,15 +443,11 @@ fn password_form(kind: &str, token: &str, language: &str) -> Response {
          <input type=\"hidden\" name=\"token\" value=\"{token}\"><input type=\"hidden\" name=\"lang\" value=\"{lang}\">\
          <label for=\"password\">{label}</label><input id=\"password\" name=\"password\" type=\"password\" \
          autocomplete=\"new-password\" minlength=\"8\" required autofocus><button type=\"submit\">{button}</button></form>",
-        kind = escape(kind),
-        token = escape(token),
+        kind = escape_html(kind),
+        token = escape_html(token),
         lang = if french { "fr" } else { "en" },
     );
     html_page(StatusCode::OK, language, title, &body)
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
