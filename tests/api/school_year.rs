@@ -331,6 +331,12 @@ async fn a_substitute_is_conflict_checked_notified_and_billed_per_the_setting(ba
     let lines = december_tuition(&app, &s).await;
     assert_eq!(lines.len(), 1, "{lines:#?}");
     assert_eq!((lines[0]["quantity"].as_i64(), lines[0]["unit_cents"].as_i64()), (Some(5), Some(3500)));
+    // A cancelled lesson gets no substitute.
+    office
+        .post(&format!("/v1/lessons/{}/attendance", ids[4]), json!({"status": "cancelled_by_student"}))
+        .await
+        .expect(200);
+    office.post(&format!("/v1/lessons/{}/substitute", ids[4]), json!({"teacher_id": s.teacher2_id})).await.problem(409);
     // Naming the regular teacher again undoes it.
     let back = office
         .post(&format!("/v1/lessons/{}/substitute", ids[0]), json!({"teacher_id": s.teacher1_id}))
