@@ -196,15 +196,26 @@ pub fn router(state: AppState) -> Router {
 /// The application plus `extra` routes, which get the same middleware stack (used by tests
 /// to exercise the plumbing with probe handlers).
 pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
+    // The console acts through the API in process: it gets its own copy of the API with the
+    // full middleware stack (authentication, limits, idempotency), then both are served.
+    let internal = with_middleware(api_routes(extra.clone()), &state);
+    with_middleware(api_routes(extra).merge(crate::console::router(internal)), &state)
+}
+
+/// The documented API, the documentation pages and `extra`, before middleware.
+fn api_routes(extra: Router<AppState>) -> Router<AppState> {
     let (routes, mut api) = api_router().split_for_parts();
     openapi::document_common_answers(&mut api);
-    let body_limit = state.settings.body_limit_bytes;
-    let routes = routes
+    routes
         .merge(extra)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
         .fallback(middleware::not_found)
-        .method_not_allowed_fallback(middleware::method_not_allowed);
+        .method_not_allowed_fallback(middleware::method_not_allowed)
+}
 
+/// Cedar's middleware stack around `routes`.
+fn with_middleware(routes: Router<AppState>, state: &AppState) -> Router {
+    let body_limit = state.settings.body_limit_bytes;
     // Outermost first. Requests flow down this list, responses back up.
     // Layers that change body types are followed by a `Body::new` mapping so the
     // `from_fn` middleware around them all see plain `Request`/`Response`.
@@ -229,7 +240,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::rate_limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::middleware));
 
-    routes.layer(stack).with_state(state)
+    routes.layer(stack).with_state(state.clone())
 }
 
 /// Runs the API until SIGTERM/SIGINT, then lets in-flight requests finish (up to the grace
