@@ -32,11 +32,10 @@ impl Lang {
     pub fn labels(self) -> &'static BTreeMap<&'static str, &'static str> {
         static EN: OnceLock<BTreeMap<&str, &str>> = OnceLock::new();
         static FR: OnceLock<BTreeMap<&str, &str>> = OnceLock::new();
-        let (cell, pick): (_, fn(&(&'static str, &'static str, &'static str)) -> &'static str) = match self {
-            Self::En => (&EN, |l| l.1),
-            Self::Fr => (&FR, |l| l.2),
-        };
-        cell.get_or_init(|| LABELS.iter().map(|l| (l.0, pick(l))).collect())
+        match self {
+            Self::En => EN.get_or_init(|| LABELS.iter().map(|(key, en, _)| (*key, *en)).collect()),
+            Self::Fr => FR.get_or_init(|| LABELS.iter().map(|(key, _, fr)| (*key, *fr)).collect()),
+        }
     }
 
     /// `$1,234.50` / `1 234,50 $`.

@@ -75,12 +75,8 @@ where
                 Err(redirect(&target, cookies))
             }
             Err(NoSession::NotStaff { lang }) => {
-                let body = render(
-                    "error.html",
-                    &json!({"t": lang.labels(), "lang": lang.code(),
-                    "title": lang.labels()["staff_only"], "message": ""}),
-                );
-                Err(html(StatusCode::FORBIDDEN, body, Vec::new()))
+                let context = json!({"t": lang.labels(), "lang": lang.code(), "title": lang.labels()["staff_only"]});
+                Err(page(StatusCode::FORBIDDEN, "error.html", &context, Vec::new()))
             }
         }
     }
@@ -145,13 +141,16 @@ fn templates() -> &'static Environment<'static> {
     })
 }
 
-/// Renders `name` with `context`; a template error is logged and shown as a plain message.
-pub fn render(name: &str, context: &Value) -> String {
+/// Renders template `name` with `context` into a page with the session's cookies; a template
+/// error is a 500 (and a log line), never a half-drawn page.
+pub fn page(status: StatusCode, name: &str, context: &Value, cookies: Vec<HeaderValue>) -> Response {
     match templates().get_template(name).and_then(|t| t.render(context)) {
-        Ok(html) => html,
+        Ok(body) => html(status, body, cookies),
         Err(error) => {
             tracing::error!(template = name, error = %format!("{error:#}"), "console template failed");
-            "<!doctype html><title>Cedar</title><p>This page could not be drawn; the error is in the log.</p>".into()
+            let body =
+                "<!doctype html><title>Cedar</title><p>This page could not be drawn; the error is in the log.</p>";
+            html(StatusCode::INTERNAL_SERVER_ERROR, body.into(), cookies)
         }
     }
 }
@@ -187,12 +186,8 @@ async fn asset(Path(file): Path<String>) -> Response {
 
 async fn not_found(headers: HeaderMap) -> Response {
     let lang = session::language(&headers);
-    let body = render(
-        "error.html",
-        &json!({"t": lang.labels(), "lang": lang.code(),
-        "title": lang.labels()["not_found"], "message": ""}),
-    );
-    html(StatusCode::NOT_FOUND, body, Vec::new())
+    let context = json!({"t": lang.labels(), "lang": lang.code(), "title": lang.labels()["not_found"]});
+    page(StatusCode::NOT_FOUND, "error.html", &context, Vec::new())
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::api::{Answer, Call, InternalApi};
 use super::forms::FormData;
 use super::session::{self, Session};
-use super::{Staff, base_context, html, redirect, render, reviews, views};
+use super::{Staff, base_context, page, redirect, reviews, views};
 use crate::app::AppState;
 use crate::auth::Role;
 
@@ -69,7 +69,7 @@ pub async fn morning(
         }),
     );
     let cookies = session.cookies.clone();
-    html(StatusCode::OK, render("morning.html", &Value::Object(context)), cookies)
+    page(StatusCode::OK, "morning.html", &Value::Object(context), cookies)
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,7 +103,7 @@ pub async fn review(
     context.insert("review".into(), review);
     context.insert("done".into(), json!(done_message(&session, query.done.as_deref())));
     let cookies = session.cookies.clone();
-    html(StatusCode::OK, render("review.html", &Value::Object(context)), cookies)
+    page(StatusCode::OK, "review.html", &Value::Object(context), cookies)
 }
 
 /// Approves a review with the reviewer's edits (the chosen option, edited text, the moves
@@ -248,7 +248,7 @@ fn refused(session: &Session, answer: &Answer, back: &str) -> Response {
     context.insert("title".into(), json!(labels["error"]));
     context.insert("message".into(), json!(message));
     context.insert("back".into(), json!(back));
-    html(answer.status, render("error.html", &Value::Object(context)), session.cookies.clone())
+    page(answer.status, "error.html", &Value::Object(context), session.cookies.clone())
 }
 
 fn failure_page(session: &Session, status: StatusCode, message: &str) -> Response {
@@ -294,7 +294,7 @@ fn sign_in_form(
     let csrf = session::csrf_of(state, headers, &mut cookies);
     let next = next.filter(|n| n.starts_with("/console") && !n.starts_with("//")).unwrap_or("/console");
     let context = json!({"t": lang.labels(), "lang": lang.code(), "csrf": csrf, "next": next, "error": error});
-    html(status, render("sign_in.html", &context), cookies)
+    page(status, "sign_in.html", &context, cookies)
 }
 
 /// Signs in with Cedar's own password grant; only admins and teachers get a console session.

@@ -175,6 +175,11 @@ pub async fn money(state: &AppState, today: NaiveDate, lang: Lang) -> anyhow::Re
     }))
 }
 
+/// (id, queue, kind, attempts, last error, when).
+type DeadJob = (Uuid, String, String, i32, Option<String>, DateTime<Utc>);
+/// (id, template, to, subject, attempts, last error, when).
+type DeadEmail = (Uuid, String, String, String, i32, Option<String>, DateTime<Utc>);
+
 /// Dead jobs and emails (with their last error) and the month's AI spend (admins).
 pub async fn health(state: &AppState, lang: Lang) -> anyhow::Result<Value> {
     const JOBS: &str = "SELECT id, queue, kind, attempts, last_error, updated_at FROM jobs WHERE status = 'dead' \
@@ -183,10 +188,8 @@ pub async fn health(state: &AppState, lang: Lang) -> anyhow::Result<Value> {
         WHERE status = 'dead' ORDER BY created_at DESC LIMIT 20";
     let zone = state.settings.timezone;
     let at = |t: DateTime<Utc>| t.with_timezone(&zone).format("%Y-%m-%d %H:%M").to_string();
-    let jobs: Vec<(Uuid, String, String, i32, Option<String>, DateTime<Utc>)> =
-        on_db!(&state.db, pool => sqlx::query_as(JOBS).fetch_all(pool).await)?;
-    let emails: Vec<(Uuid, String, String, String, i32, Option<String>, DateTime<Utc>)> =
-        on_db!(&state.db, pool => sqlx::query_as(EMAILS).fetch_all(pool).await)?;
+    let jobs: Vec<DeadJob> = on_db!(&state.db, pool => sqlx::query_as(JOBS).fetch_all(pool).await)?;
+    let emails: Vec<DeadEmail> = on_db!(&state.db, pool => sqlx::query_as(EMAILS).fetch_all(pool).await)?;
     let spent = state.ai.month_spend(state).await?;
     let budget = state.ai.monthly_budget_micros();
     let cents = |micros: i64| micros / 10_000;

@@ -10,6 +10,7 @@ mod auth;
 mod billing;
 mod booking;
 mod cli;
+mod console;
 mod enrollment_workflow;
 mod enrollments;
 mod extremes;

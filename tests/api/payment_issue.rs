@@ -164,8 +164,22 @@ async fn a_declined_card_is_answered_after_review_with_an_email_and_a_task(backe
         "French, with the amount: {draft}"
     );
 
+    // The owner reads it on the console (history, options, the draft) and edits the reply there.
     let reply = "Votre paiement a été refusé; nous réessaierons la carte vendredi.";
-    approve(&app, &s, &review, json!({"reply": reply})).await;
+    let mut owner = crate::console::Browser::new(&app);
+    owner.sign_in(crate::common::ADMIN_EMAIL, crate::common::ADMIN_PASSWORD).await;
+    let morning = owner.get("/console").await;
+    let number = a["number"].as_str().unwrap();
+    let failed_payments = &morning.body[morning.body.find("id=\"money\"").unwrap()..];
+    assert!(failed_payments.contains(number) && failed_payments.contains("insufficient_funds"), "the money section");
+    let id = review["id"].as_str().unwrap();
+    let page = owner.get(&format!("/console/reviews/{id}")).await;
+    assert_eq!(page.status, 200);
+    for shown in [number, "Payment history", "Failed attempts", "insufficient_funds", "retry card", "name=\"reply\""] {
+        assert!(page.body.contains(shown), "the payment review shows {shown}");
+    }
+    let approved = owner.submit(&format!("/console/reviews/{id}/approve"), &[("option", "0"), ("reply", reply)]).await;
+    assert_eq!(approved.status, 303, "{}", approved.body);
     let done = run_reaching(&app, &s, run["id"].as_str().unwrap(), "succeeded").await;
     let names: Vec<&str> = done["steps"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["merge", "gather", "classify", "propose", "route", "review", "act"]);

@@ -148,8 +148,21 @@ async fn a_months_reports_are_reviewed_by_teachers_and_sent_once_per_family(back
     let theirs = theirs["items"][0]["id"].as_str().unwrap().to_owned();
     app.as_user(&s.teacher1).post(&format!("/v1/reviews/{theirs}/approve"), json!({})).await.problem(404);
     let edited = "Hélène a beaucoup progressé ce mois-ci : bravo !";
-    let approve = format!("/v1/reviews/{}/approve", mine[0]["id"].as_str().unwrap());
-    app.as_user(&s.teacher1).post(&approve, json!({"edits": {"summary": edited}})).await.expect(200);
+    // Teacher 1 does it on the console: the draft beside the month's figures and notes.
+    let mut teacher = crate::console::Browser::new(&app);
+    teacher.sign_in("t1@cedarheights.ca", "a-good-password").await;
+    let inbox = teacher.get("/console").await.body;
+    assert!(inbox.contains("Progress report") && !inbox.contains("Zoë"), "only their own student's report");
+    let id = mine[0]["id"].as_str().unwrap();
+    let page = teacher.get(&format!("/console/reviews/{id}")).await;
+    for shown in ["attendance percent", "Gymnop", "name=\"summary\"", "name=\"body\""] {
+        assert!(page.body.contains(shown), "the report review shows {shown}");
+    }
+    assert_eq!(teacher.get(&format!("/console/reviews/{theirs}")).await.status, 404);
+    let body = mine[0]["proposal"]["body"].as_str().unwrap();
+    let approved =
+        teacher.submit(&format!("/console/reviews/{id}/approve"), &[("summary", edited), ("body", body)]).await;
+    assert_eq!(approved.status, 303, "{}", approved.body);
     // The owner approves the rest in bulk.
     app.as_user(&s.teacher1).post("/v1/progress-reports/approve", json!({"report_ids": [z["id"]]})).await.problem(403);
     let bulk = office.post("/v1/progress-reports/approve", json!({"report_ids": [z["id"], h["id"]]})).await.expect(200);

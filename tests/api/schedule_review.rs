@@ -174,10 +174,21 @@ async fn approving_a_subset_applies_exactly_that_subset(backend: Backend) {
     assert_eq!(pending["context"]["before"]["gap_minutes"], 120);
     assert_eq!(pending["context"]["after"]["gap_minutes"], 0);
     let chosen = moves[0].clone();
-    office
-        .post(&format!("/v1/reviews/{review}/approve"), json!({"edits": {"moves": [chosen.clone()]}}))
-        .await
-        .expect(200);
+    // The owner keeps only the first move, on the console's page.
+    let mut owner = crate::console::Browser::new(&app);
+    owner.sign_in(crate::common::ADMIN_EMAIL, crate::common::ADMIN_PASSWORD).await;
+    let page = owner.get(&format!("/console/reviews/{review}")).await;
+    assert_eq!(page.status, 200);
+    for m in &moves {
+        let item = m["item"].as_str().unwrap();
+        assert!(page.body.contains(&format!("name=\"move\" value=\"{item}\"")), "a checkbox per move");
+        assert!(page.body.contains(m["student"].as_str().unwrap()));
+    }
+    assert!(page.body.contains("class=\"leaves\"") && page.body.contains("class=\"arrives\""), "before and after");
+    let kept = owner
+        .submit(&format!("/console/reviews/{review}/approve"), &[("move", chosen["item"].as_str().unwrap())])
+        .await;
+    assert_eq!(kept.status, 303, "{}", kept.body);
     let done = run_reaching(&app, s, &run, "succeeded").await;
     stop_worker(worker).await;
     assert_eq!(done["context"]["apply"]["applied"].as_array().unwrap().len(), 1);
