@@ -240,6 +240,8 @@ const LABELS: &[(&str, &str, &str)] = &[
     ("progress_notes", "Teacher's notes", "Notes du professeur"),
     ("attention", "Needs attention", "À surveiller"),
     ("proposal", "Proposal (JSON)", "Proposition (JSON)"),
+    ("advanced", "Advanced: the whole proposal", "Avancé : toute la proposition"),
+    ("advanced_help", "Changes here replace the fields above.", "Une modification ici remplace les champs ci-dessus."),
     ("context", "Context", "Contexte"),
     ("kind_enrollment", "Enrolment", "Inscription"),
     ("kind_invoice", "Payment issue", "Problème de paiement"),

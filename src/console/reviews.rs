@@ -61,7 +61,7 @@ pub fn summary(review: &Value, lang: Lang, now: DateTime<Utc>) -> Value {
 
 /// What the review page shows beyond the raw review.
 pub fn details(review: &Value, family: Option<&Value>, lang: Lang) -> Value {
-    match kind(review) {
+    let mut details = match kind(review) {
         "enrollment" => enrollment(review, family, lang),
         "invoice" => payment_issue(review, lang),
         "schedule_review" => schedule(review, lang),
@@ -69,9 +69,10 @@ pub fn details(review: &Value, family: Option<&Value>, lang: Lang) -> Value {
             "metrics": pairs(&review["context"]["metrics"]),
             "notes": review["context"]["notes"].as_array().cloned().unwrap_or_default().iter().map(note_text).collect::<Vec<_>>(),
         }),
-        _ => json!({"proposal_json": serde_json::to_string_pretty(&review["proposal"]).unwrap_or_default(),
-            "context_json": serde_json::to_string_pretty(&review["context"]).unwrap_or_default()}),
-    }
+        _ => json!({"context_json": serde_json::to_string_pretty(&review["context"]).unwrap_or_default()}),
+    };
+    details["proposal_json"] = json!(serde_json::to_string_pretty(&review["proposal"]).unwrap_or_default());
+    details
 }
 
 fn enrollment(review: &Value, family: Option<&Value>, lang: Lang) -> Value {
@@ -287,6 +288,14 @@ pub fn edits(review: &Value, form: &FormData) -> Result<Value, String> {
     let number = |key: &str| -> Result<Option<u64>, String> {
         form.get(key).map(|v| v.parse::<u64>().map_err(|_| format!("{key} must be a number"))).transpose()
     };
+    // The whole proposal as JSON (under "Advanced"), when the reviewer changed it, wins: it
+    // reaches what the fields do not (a payment plan's dates and amounts, say).
+    if let Some(raw) = form.get("proposal") {
+        let parsed: Value = serde_json::from_str(raw).map_err(|e| format!("the proposal is not JSON: {e}"))?;
+        if parsed != review["proposal"] {
+            return Ok(parsed);
+        }
+    }
     let mut edits = serde_json::Map::new();
     let text = |key: &str, edits: &mut serde_json::Map<String, Value>| {
         if let Some(value) = form.get(key) {
@@ -322,14 +331,7 @@ pub fn edits(review: &Value, form: &FormData) -> Result<Value, String> {
             text("summary", &mut edits);
             text("body", &mut edits);
         }
-        _ => {
-            if let Some(raw) = form.get("proposal") {
-                let parsed: Value = serde_json::from_str(raw).map_err(|e| format!("the proposal is not JSON: {e}"))?;
-                if parsed != review["proposal"] {
-                    return Ok(parsed);
-                }
-            }
-        }
+        _ => {}
     }
     Ok(Value::Object(edits))
 }

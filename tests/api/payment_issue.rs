@@ -359,7 +359,20 @@ async fn hardship_gets_a_payment_plan_with_instalment_reminders(backend: Backend
         + chrono::Duration::days(1))
     .to_string();
     plan[0]["due_on"] = json!(tomorrow);
-    approve(&app, &s, &review, json!({"options": options})).await;
+    // On the console: the plan's dates are edited in the whole-proposal JSON ("Advanced").
+    let mut owner = crate::console::Browser::new(&app);
+    owner.sign_in(crate::common::ADMIN_EMAIL, crate::common::ADMIN_PASSWORD).await;
+    let id = review["id"].as_str().unwrap();
+    assert!(owner.get(&format!("/console/reviews/{id}")).await.body.contains("name=\"proposal\""));
+    let mut proposal = review["proposal"].clone();
+    proposal["options"] = options;
+    let edited = serde_json::to_string_pretty(&proposal).unwrap();
+    let path = format!("/console/reviews/{id}/approve");
+    let broken = owner.submit(&path, &[("option", "0"), ("proposal", "{not json")]).await;
+    assert_eq!(broken.status, 422, "a typo in the JSON is explained, nothing decided");
+    assert_eq!(review_of(&app, &s, &run).await["status"], "pending");
+    let approved = owner.submit(&path, &[("option", "0"), ("proposal", &edited)]).await;
+    assert_eq!(approved.status, 303, "{}", approved.body);
     run_reaching(&app, &s, run["id"].as_str().unwrap(), "succeeded").await;
     // The reply and the first instalment's reminder reach the family.
     wait_for_mail(&server, "About invoice", 1).await;
