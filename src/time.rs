@@ -10,6 +10,46 @@ use utoipa::ToSchema;
 /// The UTC instant of a local wall-clock time. In the spring-forward gap the time does not
 /// exist; it moves to the same wall time one hour later. In the fall-back overlap the first
 /// (daylight) instant is used.
+/// A weekday's name (0 = Monday) in English or French (lower case, as French writes them).
+pub fn weekday_name(index_from_monday: usize, french: bool) -> &'static str {
+    const EN: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+    const FR: [&str; 7] = ["lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche"];
+    (if french { FR } else { EN })[index_from_monday % 7]
+}
+
+/// A month's name (0 = January) in English or French.
+pub fn month_name(index0: usize, french: bool) -> &'static str {
+    const EN: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    const FR: [&str; 12] = [
+        "janvier",
+        "février",
+        "mars",
+        "avril",
+        "mai",
+        "juin",
+        "juillet",
+        "août",
+        "septembre",
+        "octobre",
+        "novembre",
+        "décembre",
+    ];
+    (if french { FR } else { EN })[index0 % 12]
+}
+
 pub fn resolve_local(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
     match tz.from_local_datetime(&local) {
         LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => t.with_timezone(&Utc),

@@ -73,51 +73,15 @@ impl Lang {
     /// `Monday 30 November 2026` / `lundi 30 novembre 2026`.
     pub fn long_date(self, date: NaiveDate) -> String {
         let weekday = self.weekday(date.weekday().num_days_from_monday() as usize);
-        let month = match self {
-            Self::En => MONTHS_EN[date.month0() as usize],
-            Self::Fr => MONTHS_FR[date.month0() as usize],
-        };
+        let month = crate::time::month_name(date.month0() as usize, self == Self::Fr);
         format!("{weekday} {} {month} {}", date.day(), date.year())
     }
 
     /// Monday is 0.
     pub fn weekday(self, index: usize) -> &'static str {
-        let names = match self {
-            Self::En => ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
-            Self::Fr => ["lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche"],
-        };
-        names[index % 7]
+        crate::time::weekday_name(index, self == Self::Fr)
     }
 }
-
-const MONTHS_EN: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
-const MONTHS_FR: [&str; 12] = [
-    "janvier",
-    "février",
-    "mars",
-    "avril",
-    "mai",
-    "juin",
-    "juillet",
-    "août",
-    "septembre",
-    "octobre",
-    "novembre",
-    "décembre",
-];
 
 /// (key, English, French).
 const LABELS: &[(&str, &str, &str)] = &[

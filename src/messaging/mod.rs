@@ -164,42 +164,14 @@ pub async fn email_family(
 
 /// "Tuesday 8 September at 16:00" / "mardi 8 septembre à 16 h 00", in the school's zone.
 pub fn when(at: DateTime<Utc>, tz: chrono_tz::Tz, language: &str) -> String {
-    const DAYS_EN: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
-    const DAYS_FR: [&str; 7] = ["lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche"];
-    const MONTHS_EN: [&str; 12] = [
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ];
-    const MONTHS_FR: [&str; 12] = [
-        "janvier",
-        "février",
-        "mars",
-        "avril",
-        "mai",
-        "juin",
-        "juillet",
-        "août",
-        "septembre",
-        "octobre",
-        "novembre",
-        "décembre",
-    ];
     let local = at.with_timezone(&tz);
     let (day, month) = (local.weekday().num_days_from_monday() as usize, local.month0() as usize);
     if language == "fr" {
-        format!("{} {} {} à {} h {:02}", DAYS_FR[day], local.day(), MONTHS_FR[month], local.hour(), local.minute())
+        let (day, month) = (crate::time::weekday_name(day, true), crate::time::month_name(month, true));
+        format!("{day} {} {month} à {} h {:02}", local.day(), local.hour(), local.minute())
     } else {
-        format!("{} {} {} at {:02}:{:02}", DAYS_EN[day], local.day(), MONTHS_EN[month], local.hour(), local.minute())
+        let (day, month) = (crate::time::weekday_name(day, false), crate::time::month_name(month, false));
+        format!("{day} {} {month} at {:02}:{:02}", local.day(), local.hour(), local.minute())
     }
 }
 

@@ -131,10 +131,9 @@ struct WeeklyLesson {
 impl WeeklyLesson {
     /// "Hélène", "piano, Tuesday 16:00 with Élodie Gagné" (or "piano, mardi 16 h 00 avec …").
     fn describe(&self, tz: chrono_tz::Tz, language: &str) -> Value {
-        const DAYS_FR: [&str; 7] = ["lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche"];
         let local = local_naive(tz, self.at);
         let lessons = if language == "fr" {
-            let day = DAYS_FR[local.weekday().num_days_from_monday() as usize];
+            let day = crate::time::weekday_name(local.weekday().num_days_from_monday() as usize, true);
             format!("{}, {day} {} h {} avec {}", self.instrument, local.format("%H"), local.format("%M"), self.teacher)
         } else {
             format!("{}, {} {} with {}", self.instrument, local.format("%A"), local.format("%H:%M"), self.teacher)

@@ -181,17 +181,14 @@ async fn optimize_week(cx: StepCtx) -> StepResult {
     ))
 }
 
-const DAYS_EN: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
-const DAYS_FR: [&str; 7] = ["lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche"];
-
 /// "Tuesday 16:30" / "mardi 16 h 30".
 fn when(place: &Value, language: &str) -> String {
     let day = place["weekday"].as_u64().unwrap_or(1).clamp(1, 7) as usize - 1;
     let time = place["start_time"].as_str().unwrap_or("");
     if language == "fr" {
-        format!("{} {}", DAYS_FR[day], time.replace(':', " h "))
+        format!("{} {}", crate::time::weekday_name(day, true), time.replace(':', " h "))
     } else {
-        format!("{} {time}", DAYS_EN[day])
+        format!("{} {time}", crate::time::weekday_name(day, false))
     }
 }
 
