@@ -48,6 +48,8 @@ pub struct AppState {
     pub request_limiter: Arc<ratelimit::RateLimiter>,
     /// Signs the links in emails that open a page without signing in.
     pub link_key: Arc<crate::http::signed_links::LinkKey>,
+    /// Staff reads awaiting their audit entry (started on first use).
+    read_log: Arc<OnceLock<crate::privacy::read_log::ReadLog>>,
 }
 
 impl AppState {
@@ -82,8 +84,16 @@ impl AppState {
                 std::time::Duration::from_secs(60),
             )),
             link_key: Arc::default(),
+            read_log: Arc::default(),
             settings: Arc::new(settings),
         })
+    }
+}
+
+impl AppState {
+    /// The group-commit writer of staff reads' audit entries.
+    pub fn read_log(&self) -> &crate::privacy::read_log::ReadLog {
+        self.read_log.get_or_init(|| crate::privacy::read_log::ReadLog::start(self.db.clone()))
     }
 }
 

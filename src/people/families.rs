@@ -319,7 +319,7 @@ async fn set_guardians(
 async fn get_family(State(state): State<AppState>, user: CurrentUser, Path(id): Path<Uuid>) -> ApiResult<Json<Family>> {
     let row = find_visible(&state.db, &user, id).await?;
     let guardians = guardians(&state.db, id).await?;
-    crate::privacy::audit::record_read(&state.db, &user, "family", id).await?;
+    crate::privacy::audit::record_read(&state, &user, "family", id).await?;
     Ok(Json(present(&state, &user, row, Some(guardians))))
 }
 

@@ -281,7 +281,7 @@ async fn get_student(
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Student>> {
     let student = find_visible(&state.db, &user, id).await?;
-    crate::privacy::audit::record_read(&state.db, &user, "student", id).await?;
+    crate::privacy::audit::record_read(&state, &user, "student", id).await?;
     Ok(Json(student))
 }
 

@@ -128,10 +128,11 @@ pub struct AuditFilter {
     pub cursor: Option<String>,
 }
 
-/// Records that staff read a family's or student's record (parents reading their own family
-/// are not audited: it is their data).
+/// Records that staff read a family's or student's record, before the read is answered
+/// (parents reading their own family are not audited: it is their data). Concurrent reads
+/// share one commit (`read_log`).
 pub async fn record_read(
-    db: &Db,
+    state: &AppState,
     user: &crate::auth::CurrentUser,
     kind: &'static str,
     id: Uuid,
@@ -139,11 +140,15 @@ pub async fn record_read(
     if user.role == Role::Parent {
         return Ok(());
     }
-    record(
-        db,
-        AuditEvent::new(if kind == "family" { "family.viewed" } else { "student.viewed" }).by(user).subject(kind, id),
-    )
-    .await
+    let event = super::read_log::ReadEvent {
+        actor_id: user.id,
+        actor_role: user.role.as_str(),
+        action: if kind == "family" { "family.viewed" } else { "student.viewed" },
+        subject_type: kind,
+        subject_id: id.to_string(),
+        request_id: crate::http::request_id::current(),
+    };
+    state.read_log().record(event).await
 }
 
 /// Every audit entry about one of `subjects` (record ids as text), oldest first.

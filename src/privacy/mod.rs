@@ -7,6 +7,7 @@ pub mod audit;
 pub mod consents;
 pub mod erasure;
 mod export;
+pub mod read_log;
 pub mod retention;
 mod rows;
 

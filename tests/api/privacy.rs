@@ -283,4 +283,18 @@ async fn staff_reads_are_audited(backend: Backend) {
     let by_actor =
         items(&office.get(&format!("/v1/audit-log?actor_id={}", teacher["id"].as_str().unwrap())).await.expect(200));
     assert!(by_actor.iter().any(|e| e["action"] == "student.viewed"));
+
+    // Concurrent reads share commits, yet every one is recorded, with its own request id,
+    // before its answer.
+    let reads = (0..40).map(|_| {
+        let (client, url, token) =
+            (app.client.clone(), app.url(&format!("/v1/students/{student}")), s.teacher1.clone());
+        async move { client.get(url).bearer_auth(token).send().await.unwrap().status().as_u16() }
+    });
+    assert!(futures_util::future::join_all(reads).await.iter().all(|status| *status == 200));
+    let path = format!("/v1/audit-log?subject_id={student}&action=student.viewed&limit=100");
+    let reads = items(&office.get(&path).await.expect(200));
+    assert_eq!(reads.len(), 41);
+    let ids: std::collections::BTreeSet<&str> = reads.iter().map(|e| e["request_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 41, "one entry per request");
 }
