@@ -4,7 +4,8 @@
 # API (50 teachers, 2,000 families, 5,000 students, 20,000 lessons). Prints req/s, p50/p99 and
 # the CPU share of Cedar and of PostgreSQL (all its processes) per scenario, and Cedar's RSS.
 # Usage: bench/load.sh [postgres|sqlite]   (default postgres: a fresh database on $LOAD_PG,
-# default postgres://postgres@127.0.0.1:5432, dropped after). Not part of .ci/run.
+# default postgres://postgres@127.0.0.1:5432, dropped after unless LOAD_KEEP_DB=1). Only some
+# scenarios: LOAD_ONLY="a c". Not part of .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 backend="${1:-postgres}"
@@ -25,6 +26,9 @@ if [ "$backend" = postgres ]; then
 fi
 cleanup() {
   [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+  if [ -n "$pg_db" ] && [ -n "${LOAD_KEEP_DB:-}" ]; then
+    echo "kept the seeded database: $DATABASE_URL (bench/explain.sh reads it)"; return
+  fi
   [ -n "$pg_db" ] && psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" >/dev/null
   rm -rf "$work"
 }
@@ -80,10 +84,13 @@ run() { # name, script, path
     "$(python3 -c "print(($c1-$c0)/$hz/$duration)")" "$(python3 -c "print(($p1-$p0)/$hz/$duration)")"
   grep -q "Non-2xx" <<<"$out" && grep "Non-2xx" <<<"$out" | sed 's/^/    /' || true
 }
-IDS="$STUDENTS" PATH_PREFIX="/v1/students/" run "a GET /v1/students/{id}" ids.lua "/"
-PATH_Q="/v1/students?q=an&limit=50" run "b GET /v1/students?q=an&limit=50" fixed.lua "/"
-IDS="$TEACHERS" run "c GET /v1/lessons (one teacher's week)" week.lua "/"
-run "d POST /v1/lessons (half conflicting)" book.lua "/"
+only="${LOAD_ONLY:-a b c d e}"
+want() { [[ " $only " == *" $1 "* ]]; }
+want a && IDS="$STUDENTS" PATH_PREFIX="/v1/students/" run "a GET /v1/students/{id}" ids.lua "/"
+want b && PATH_Q="/v1/students?q=an&limit=50" run "b GET /v1/students?q=an&limit=50" fixed.lua "/"
+want c && IDS="$TEACHERS" run "c GET /v1/lessons (one teacher's week)" week.lua "/"
+want d && run "d POST /v1/lessons (half conflicting)" book.lua "/"
 tampered="${token%?????}AAAAA"
-TOKEN="$tampered" PATH_Q="/v1/me" run "e tampered token -> 401" fixed.lua "/"
+want e && TOKEN="$tampered" PATH_Q="/v1/me" run "e tampered token -> 401" fixed.lua "/"
+[ -n "${LOAD_HOLD:-}" ] && { echo "holding: $url (token in \$TOKEN); Ctrl-C ends"; echo "$url $token $pid" > "${LOAD_HOLD}"; wait "$pid"; }
 echo "Cedar RSS after the run: $(awk '/VmRSS/ {print $2, $3}' /proc/$pid/status)"

@@ -206,21 +206,30 @@ pub fn router(state: AppState) -> Router {
 /// The application plus `extra` routes, which get the same middleware stack (used by tests
 /// to exercise the plumbing with probe handlers).
 pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
-    // The console acts through the API in process: it gets its own copy of the API with the
-    // full middleware stack (authentication, limits, idempotency), then both are served.
-    let internal = with_middleware(api_routes(extra.clone()), &state);
-    with_middleware(api_routes(extra).merge(crate::console::router(internal)), &state)
-}
-
-/// The documented API, the documentation pages and `extra`, before middleware.
-fn api_routes(extra: Router<AppState>) -> Router<AppState> {
     let (routes, mut api) = api_router().split_for_parts();
     openapi::document_common_answers(&mut api);
-    routes
-        .merge(extra)
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
-        .fallback(middleware::not_found)
-        .method_not_allowed_fallback(middleware::method_not_allowed)
+    // The document is served as bytes made once: the structure behind it is most of what
+    // building the routes allocates, and it is dropped here.
+    let document = axum::body::Bytes::from(serde_json::to_vec(&api).expect("the OpenAPI document serializes"));
+    drop(api);
+    let routes = routes.merge(extra);
+    // The console acts through the API in process: it gets its own copy of the API routes
+    // with the full middleware stack (authentication, limits, idempotency).
+    let internal = with_middleware(with_fallbacks(routes.clone()), &state);
+    let serve_document = move || {
+        let document = document.clone();
+        async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], document) }
+    };
+    let public = routes
+        .route("/openapi.json", axum::routing::get(serve_document))
+        .merge(SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json")))
+        .merge(crate::console::router(internal));
+    with_middleware(with_fallbacks(public), &state)
+}
+
+/// Problem answers for unknown paths and methods.
+fn with_fallbacks(routes: Router<AppState>) -> Router<AppState> {
+    routes.fallback(middleware::not_found).method_not_allowed_fallback(middleware::method_not_allowed)
 }
 
 /// Cedar's middleware stack around `routes`.
