@@ -22,6 +22,6 @@ trap 'kill $pid 2>/dev/null; rm -rf "$data"' EXIT
 until curl -fs "http://127.0.0.1:$port/ready" >/dev/null; do sleep 0.005; done
 echo "start → /ready 200: $(( ($(date +%s%N) - start) / 1000000 )) ms (includes migrating a new database)"
 sleep 1
-echo "idle RSS: $(awk '/VmRSS/ {print $2, $3}' /proc/$pid/status)"
+echo "idle RSS: $(awk '/VmRSS|RssAnon|RssFile/ {printf "%s %s %s  ", $1, $2, $3}' /proc/$pid/status)"
 wrk -t2 -c64 -d10s --latency "http://127.0.0.1:$port/health" | grep -E "Requests/sec|Latency|50%|99%"
-echo "RSS after load: $(awk '/VmRSS/ {print $2, $3}' /proc/$pid/status)"
+echo "RSS after load: $(awk '/VmRSS|RssAnon|RssFile/ {printf "%s %s %s  ", $1, $2, $3}' /proc/$pid/status)"

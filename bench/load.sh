@@ -59,8 +59,6 @@ ticks() { # CPU ticks (user + system) of the given pids
   done
   echo "$total"
 }
-# PostgreSQL's share: every busy tick of the machine but Cedar's and wrk's (its backends come
-# and go, so summing live processes would miss some).
 busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 hz=$(getconf CLK_TCK)
 printf '%-44s %10s %9s %9s %7s %7s\n' scenario "req/s" "p50 ms" "p99 ms" "cedar" "pg"
@@ -70,12 +68,16 @@ run() { # name, script, path
   RUN=2 wrk -t2 -c64 -d"${duration}s" --latency -s "bench/load/$script" "$url$path" >"$work/wrk.out" &
   local wrk_pid=$!
   sleep 0.2
-  local c0 b0 w0; c0=$(ticks "$pid"); b0=$(busy); w0=$(ticks "$wrk_pid")
+  # PostgreSQL's share: its processes' ticks (the pool's backends live through the run).
+  # With SQLite, everything the machine did besides Cedar and wrk (mostly loopback TCP).
+  local pg_pids=""; [ -n "$pg_db" ] && pg_pids=$(pgrep -x postgres | tr '\n' ' ')
+  local c0 b0 w0 g0; c0=$(ticks "$pid"); b0=$(busy); w0=$(ticks "$wrk_pid"); g0=$(ticks $pg_pids)
   sleep "$duration"
-  local c1 b1 w1; c1=$(ticks "$pid"); b1=$(busy); w1=$(ticks "$wrk_pid")
+  local c1 b1 w1 g1; c1=$(ticks "$pid"); b1=$(busy); w1=$(ticks "$wrk_pid"); g1=$(ticks $pg_pids)
   wait "$wrk_pid"
   local out; out=$(cat "$work/wrk.out")
   local p0=$(( b0 - c0 - w0 )) p1=$(( b1 - c1 - w1 ))
+  [ -n "$pg_db" ] && { p0=$g0; p1=$g1; }
   local rps p50 p99
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1 == "50%" {print $2}' <<<"$out"); p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
@@ -93,4 +95,4 @@ want d && run "d POST /v1/lessons (half conflicting)" book.lua "/"
 tampered="${token%?????}AAAAA"
 want e && TOKEN="$tampered" PATH_Q="/v1/me" run "e tampered token -> 401" fixed.lua "/"
 [ -n "${LOAD_HOLD:-}" ] && { echo "holding: $url (token in \$TOKEN); Ctrl-C ends"; echo "$url $token $pid" > "${LOAD_HOLD}"; wait "$pid"; }
-echo "Cedar RSS after the run: $(awk '/VmRSS/ {print $2, $3}' /proc/$pid/status)"
+echo "Cedar RSS after the run: $(awk '/VmRSS|RssAnon|RssFile/ {printf "%s %s %s  ", $1, $2, $3}' /proc/$pid/status)"

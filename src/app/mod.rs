@@ -29,9 +29,14 @@ use crate::db::Db;
 
 pub use crate::http::request_id::current as current_request_id;
 
-/// Everything a handler may need; cheap to clone.
+/// Everything a handler may need; cloning it (every extractor and middleware does, per
+/// request) is one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// What [`AppState`] shares; read through `state.db`, `state.settings`, ….
+#[derive(Clone)]
+pub struct Shared {
     pub db: Db,
     pub auth: Arc<crate::auth::Auth>,
     pub settings: Arc<Settings>,
@@ -70,7 +75,7 @@ impl AppState {
     pub fn new(db: Db, settings: Settings) -> anyhow::Result<Self> {
         install_constraints();
         let auth = Arc::new(crate::auth::Auth::new(&settings)?);
-        Ok(Self {
+        Ok(Self(Arc::new(Shared {
             db,
             auth,
             metrics: metrics_handle(),
@@ -86,7 +91,23 @@ impl AppState {
             link_key: Arc::default(),
             read_log: Arc::default(),
             settings: Arc::new(settings),
-        })
+        })))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// Changing a part (tests swap in their own workflows or settings) changes this copy only,
+/// as with any cloned value.
+impl std::ops::DerefMut for AppState {
+    fn deref_mut(&mut self) -> &mut Shared {
+        Arc::make_mut(&mut self.0)
     }
 }
 

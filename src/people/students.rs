@@ -61,7 +61,9 @@ pub struct Student {
     /// Last day billed: set by a withdrawal (the day before it takes effect).
     pub end_date: Option<NaiveDate>,
     pub notes: Option<String>,
+    #[serde(serialize_with = "crate::time::json_utc")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::time::json_utc")]
     pub updated_at: DateTime<Utc>,
 }
 

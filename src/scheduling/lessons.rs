@@ -45,7 +45,9 @@ pub struct Lesson {
     pub teacher_id: Uuid,
     pub student_id: Uuid,
     pub room_id: Option<Uuid>,
+    #[serde(serialize_with = "crate::time::json_utc")]
     pub starts_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::time::json_utc")]
     pub ends_at: DateTime<Utc>,
     pub status: LessonStatus,
     pub attendance: Option<Attendance>,
@@ -57,7 +59,9 @@ pub struct Lesson {
     pub notes: Option<String>,
     /// The student's own teacher when a substitute (`teacher_id`) teaches this occurrence.
     pub substitute_for: Option<Uuid>,
+    #[serde(serialize_with = "crate::time::json_utc")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::time::json_utc")]
     pub updated_at: DateTime<Utc>,
 }
 
