@@ -5,7 +5,7 @@
 # the CPU share of Cedar and of PostgreSQL (all its processes) per scenario, and Cedar's RSS.
 # Usage: bench/load.sh [postgres|sqlite]   (default postgres: a fresh database on $LOAD_PG,
 # default postgres://postgres@127.0.0.1:5432, dropped after unless LOAD_KEEP_DB=1). Only some
-# scenarios: LOAD_ONLY="a c". Not part of .ci/run.
+# scenarios: LOAD_ONLY="a c". LOAD_DB=postgres://… reuses a kept database. Not part of .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 backend="${1:-postgres}"
@@ -18,7 +18,11 @@ work=$(mktemp -d)
 export CEDAR_DATA_DIR="$work/data" CEDAR_LOG_LEVEL=warn CEDAR_CONFIG=/dev/null CEDAR_RATE_LIMIT_PER_MINUTE=0 \
   CEDAR_AUTH_RATE_PER_IP=1000000 CEDAR_AUTH_RATE_PER_ACCOUNT=1000000 CEDAR_OWNER_ALERTS=false
 pg_db=""
-if [ "$backend" = postgres ]; then
+if [ -n "${LOAD_DB:-}" ]; then
+  # An already seeded database (LOAD_KEEP_DB=1 from an earlier run): no seeding; scenario d
+  # then finds some of its free slots taken by the earlier run.
+  export DATABASE_URL="$LOAD_DB"; pg_db="kept"; backend=kept
+elif [ "$backend" = postgres ]; then
   pg="${LOAD_PG:-postgres://postgres@127.0.0.1:5432}"
   pg_db="cedar_load_$$"
   psql "$pg/postgres" -qc "CREATE DATABASE $pg_db" >/dev/null
@@ -29,25 +33,31 @@ cleanup() {
   if [ -n "$pg_db" ] && [ -n "${LOAD_KEEP_DB:-}" ]; then
     echo "kept the seeded database: $DATABASE_URL (bench/explain.sh reads it)"; return
   fi
-  [ -n "$pg_db" ] && psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" >/dev/null
+  [ -n "$pg_db" ] && [ "$pg_db" != kept ] && psql "$pg/postgres" -qc "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" >/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-"$bin" admin create --email load@bench.example --password 'load-bench-password' >/dev/null
-"$bin" serve --no-worker --addr "127.0.0.1:$port" & pid=$!
+[ "$backend" = kept ] || "$bin" admin create --email load@bench.example --password 'load-bench-password' >/dev/null
+# LOAD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 (or libmimalloc.so.2) compares allocators.
+LD_PRELOAD="${LOAD_PRELOAD:-}" "$bin" serve --no-worker --addr "127.0.0.1:$port" & pid=$!
 url="http://127.0.0.1:$port"
 until curl -fs "$url/ready" >/dev/null; do sleep 0.05; done
 token=$(curl -s -X POST -H 'content-type: application/json' -d '{"email":"load@bench.example","password":"load-bench-password"}' \
   "$url/auth/v1/token?grant_type=password" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
-echo "== seeding through the API"
-time python3 bench/load/seed.py "$url" "$token" "$work/ids.json"
-python3 - "$work" <<'PY'
+if [ "$backend" = kept ]; then
+  psql "$DATABASE_URL" -Atc "SELECT id FROM teachers ORDER BY created_at, id" > "$work/teachers.txt"
+  psql "$DATABASE_URL" -Atc "SELECT id FROM students ORDER BY created_at, id" > "$work/students.txt"
+else
+  echo "== seeding through the API"
+  time python3 bench/load/seed.py "$url" "$token" "$work/ids.json"
+  python3 - "$work" <<'PY'
 import json, sys
 ids = json.load(open(f"{sys.argv[1]}/ids.json"))
 for name in ("teachers", "students"):
     open(f"{sys.argv[1]}/{name}.txt", "w").write("\n".join(ids[name]) + "\n")
 PY
+fi
 if [ -n "$pg_db" ]; then psql "$DATABASE_URL" -qc "ANALYZE" >/dev/null; fi
 export TOKEN="$token" TEACHERS="$work/teachers.txt" STUDENTS="$work/students.txt"
 
@@ -95,4 +105,7 @@ want d && run "d POST /v1/lessons (half conflicting)" book.lua "/"
 tampered="${token%?????}AAAAA"
 want e && TOKEN="$tampered" PATH_Q="/v1/me" run "e tampered token -> 401" fixed.lua "/"
 [ -n "${LOAD_HOLD:-}" ] && { echo "holding: $url (token in \$TOKEN); Ctrl-C ends"; echo "$url $token $pid" > "${LOAD_HOLD}"; wait "$pid"; }
-echo "Cedar RSS after the run: $(awk '/VmRSS|RssAnon|RssFile/ {printf "%s %s %s  ", $1, $2, $3}' /proc/$pid/status)"
+rss() { awk '/VmRSS|RssAnon|RssFile/ {printf "%s %s %s  ", $1, $2, $3}' /proc/$pid/status; }
+echo "Cedar RSS after the run: $(rss)"
+sleep 11
+echo "Cedar RSS 11 s later (freed heap returned every 10 s): $(rss)"

@@ -2,6 +2,7 @@
 
 pub mod idempotency;
 pub mod jobs;
+mod memory;
 mod middleware;
 mod openapi;
 pub mod ratelimit;
@@ -298,6 +299,7 @@ pub async fn serve(settings: Settings, no_worker: bool) -> anyhow::Result<()> {
         "cedar is listening; API docs at /docs"
     );
     let upkeep = tokio::spawn(metrics_upkeep(state.clone()));
+    let trim = tokio::spawn(memory::trim_periodically());
     let (stop_worker, worker_stopped) = tokio::sync::watch::channel(false);
     let worker = if no_worker { None } else { Some(tokio::spawn(jobs::start_worker(state.clone(), worker_stopped))) };
     let result = run_until_shutdown(listener, router(state.clone()), shutdown_signal(), grace).await;
@@ -310,6 +312,7 @@ pub async fn serve(settings: Settings, no_worker: bool) -> anyhow::Result<()> {
         }
     }
     upkeep.abort();
+    trim.abort();
     state.db.close().await;
     tracing::info!("stopped");
     result
@@ -320,12 +323,14 @@ pub async fn work(settings: Settings) -> anyhow::Result<()> {
     let state = AppState::init(settings).await?;
     tracing::info!(database = %state.settings.database_url, "cedar worker starting");
     let upkeep = tokio::spawn(metrics_upkeep(state.clone()));
+    let trim = tokio::spawn(memory::trim_periodically());
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(jobs::start_worker(state.clone(), stopped));
     shutdown_signal().await;
     let _ = stop.send(true);
     let result = worker.await?;
     upkeep.abort();
+    trim.abort();
     state.db.close().await;
     result
 }

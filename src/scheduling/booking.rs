@@ -64,7 +64,7 @@ pub async fn conflicts(
     exceptions: &Exceptions,
 ) -> DomainResult<Vec<Conflict>> {
     const OVERLAPS: &str = "SELECT id, teacher_id, student_id, room_id, starts_at, ends_at FROM lessons \
-        WHERE status = 'scheduled' AND starts_at < $2 AND ends_at > $1 \
+        WHERE status = 'scheduled' AND starts_at < $2 AND ends_at > $1 AND starts_at > $6 \
         AND (teacher_id = $3 OR student_id = $4 OR ($5 IS NOT NULL AND room_id = $5)) ORDER BY starts_at";
     type Row = (Uuid, Uuid, Uuid, Option<Uuid>, DateTime<Utc>, DateTime<Utc>);
     let mut out = Vec::new();
@@ -98,7 +98,7 @@ pub async fn conflicts(
         }
         let rows: Vec<Row> = on_tx!(tx, conn => sqlx::query_as(OVERLAPS)
             .bind(slot.starts_at).bind(slot.ends_at).bind(slot.teacher_id).bind(slot.student_id).bind(slot.room_id)
-            .fetch_all(&mut **conn).await)?;
+            .bind(super::running_since(slot.starts_at)).fetch_all(&mut **conn).await)?;
         for (id, teacher, student, room, starts_at, ends_at) in rows.into_iter().filter(|r| !ignore.contains(&r.0)) {
             for (kind, hit) in [
                 ("teacher", teacher == slot.teacher_id),

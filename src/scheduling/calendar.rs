@@ -409,9 +409,10 @@ async fn free_slots(
     let mut tx = state.db.begin_read().await?;
     let exceptions = Exceptions::load(&mut tx, from_local, to_local).await?;
     const BUSY: &str = "SELECT starts_at, ends_at FROM lessons WHERE status = 'scheduled' AND starts_at < $2 \
-        AND ends_at > $1 AND (teacher_id = $3 OR ($4 IS NOT NULL AND student_id = $4))";
+        AND ends_at > $1 AND starts_at > $5 AND (teacher_id = $3 OR ($4 IS NOT NULL AND student_id = $4))";
     let busy: Vec<(DateTime<Utc>, DateTime<Utc>)> = on_tx!(&mut tx, conn => sqlx::query_as(BUSY)
-        .bind(q.from).bind(q.to).bind(q.teacher_id).bind(q.student_id).fetch_all(&mut **conn).await)?;
+        .bind(q.from).bind(q.to).bind(q.teacher_id).bind(q.student_id).bind(super::running_since(q.from))
+        .fetch_all(&mut **conn).await)?;
     tx.rollback().await?;
 
     let duration = Duration::minutes(q.duration_minutes);

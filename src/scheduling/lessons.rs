@@ -156,7 +156,13 @@ async fn list_lessons(
     let conditions = [
         when(family.is_some(), 1, "EXISTS (SELECT 1 FROM students s WHERE s.id = l.student_id AND s.family_id = $1)"),
         when(teacher.is_some(), 2, "l.teacher_id = $2"),
-        when(filter.from.is_some(), 3, "l.ends_at > $3"),
+        // A lesson lasts at most MAX_LESSON: the ones still running at `from` started after
+        // `from - MAX_LESSON` ($12), which bounds the index range from below.
+        if filter.from.is_some() {
+            "l.ends_at > $3 AND l.starts_at > $12".to_owned()
+        } else {
+            "$3 IS NULL AND $12 IS NULL".to_owned()
+        },
         when(filter.to.is_some(), 4, "l.starts_at < $4"),
         when(filter.teacher_id.is_some(), 5, "l.teacher_id = $5"),
         when(filter.student_id.is_some(), 6, "l.student_id = $6"),
@@ -176,6 +182,7 @@ async fn list_lessons(
     let mut rows = on_db!(&state.db, pool => sqlx::query_as::<_, Lesson>(sql)
         .bind(family).bind(teacher).bind(filter.from).bind(filter.to).bind(filter.teacher_id).bind(filter.student_id)
         .bind(filter.room_id).bind(status).bind(after_at).bind(after_id).bind(i64::from(limit) + 1)
+        .bind(filter.from.map(super::running_since))
         .fetch_all(pool).await)?;
     let next_cursor = (rows.len() > limit as usize).then(|| {
         rows.truncate(limit as usize);
@@ -260,24 +267,23 @@ async fn check_parties(
         Role::Teacher if user.teacher_id == Some(teacher) => {}
         _ => return Err(ApiError::Forbidden),
     }
+    // Teachers book for their own students only (their main teacher is them); to anyone
+    // else the student is as good as missing. One statement for the three parties.
+    const PARTIES: &str = "SELECT (SELECT COUNT(*) FROM teachers WHERE id = $1), \
+        (SELECT COUNT(*) FROM students WHERE id = $2 AND ($3 IS NULL OR teacher_id = $3)), \
+        (SELECT COUNT(*) FROM rooms WHERE id = $4)";
+    let own = if user.role == Role::Teacher && new_booking { user.teacher_id } else { None };
+    let (teachers, students, rooms): (i64, i64, i64) = on_db!(db, pool => sqlx::query_as(PARTIES)
+        .bind(teacher).bind(student).bind(own).bind(room).fetch_one(pool).await)?;
     let mut errors = Errors::default();
-    if crate::people::teacher_exists(db, teacher).await.is_err() {
+    if teachers == 0 {
         errors.add("teacher_id", "No such teacher");
     }
-    // Teachers book for their own students only (their main teacher is them); to anyone
-    // else the student is as good as missing.
-    const STUDENT: &str = "SELECT COUNT(*) FROM students WHERE id = $1 AND ($2 IS NULL OR teacher_id = $2)";
-    let own = if user.role == Role::Teacher && new_booking { user.teacher_id } else { None };
-    let n: i64 = on_db!(db, pool => sqlx::query_scalar(STUDENT).bind(student).bind(own).fetch_one(pool).await)?;
-    if n == 0 {
+    if students == 0 {
         errors.add("student_id", "No such student");
     }
-    if let Some(room) = room {
-        const ROOM: &str = "SELECT COUNT(*) FROM rooms WHERE id = $1";
-        let n: i64 = on_db!(db, pool => sqlx::query_scalar(ROOM).bind(room).fetch_one(pool).await)?;
-        if n == 0 {
-            errors.add("room_id", "No such room");
-        }
+    if room.is_some() && rooms == 0 {
+        errors.add("room_id", "No such room");
     }
     errors.into_result()
 }
@@ -310,7 +316,7 @@ async fn create_lessons(
         }
     };
     let duration = ends_at - input.starts_at;
-    if errors.0.is_empty() && !(Duration::minutes(15)..=Duration::minutes(240)).contains(&duration) {
+    if errors.0.is_empty() && !(super::MIN_LESSON..=super::MAX_LESSON).contains(&duration) {
         errors.add("ends_at", "a lesson lasts 15 minutes to 4 hours");
     }
     // A weekly rule without COUNT or UNTIL runs to the end of the term it starts in.
@@ -487,7 +493,7 @@ async fn update_lesson(
     let new_start = input.starts_at.unwrap_or(lesson.starts_at);
     let new_end = input.ends_at.unwrap_or(new_start + (lesson.ends_at - lesson.starts_at));
     let duration = new_end - new_start;
-    if !(Duration::minutes(15)..=Duration::minutes(240)).contains(&duration) {
+    if !(super::MIN_LESSON..=super::MAX_LESSON).contains(&duration) {
         errors.add("ends_at", "a lesson lasts 15 minutes to 4 hours");
     }
     errors.into_result()?;

@@ -11,10 +11,24 @@ pub(crate) mod lessons;
 pub mod recurrence;
 mod substitutes;
 
+use chrono::{DateTime, Duration, Utc};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::app::AppState;
 use crate::text_enum;
+
+/// The longest a lesson may last (bookings and edits are refused beyond it; PostgreSQL checks
+/// it too, SQLite with triggers).
+pub const MAX_LESSON: Duration = Duration::minutes(240);
+/// The shortest.
+pub const MIN_LESSON: Duration = Duration::minutes(15);
+
+/// The earliest start of a lesson that can still be running at `at`: with it, "overlaps
+/// [from, to)" becomes one index range on `(teacher_id | student_id | room_id, starts_at)`
+/// instead of everything the teacher ever taught before `to`.
+pub fn running_since(at: DateTime<Utc>) -> DateTime<Utc> {
+    at - MAX_LESSON
+}
 
 text_enum! {
     /// Whether a lesson takes place.

@@ -137,14 +137,15 @@ async fn reschedule_task(
     lesson: &Lesson,
 ) -> ApiResult<Uuid> {
     const BUSY: &str = "SELECT starts_at, ends_at FROM lessons WHERE status = 'scheduled' AND starts_at < $2 \
-        AND ends_at > $1 AND (teacher_id = $3 OR student_id = $4)";
+        AND ends_at > $1 AND starts_at > $5 AND (teacher_id = $3 OR student_id = $4)";
     let tz = state.settings.timezone;
     let first_day = disruption.ends_on + Duration::days(1);
     let range = (at_local(tz, first_day, NaiveTime::MIN), at_local(tz, first_day + Duration::days(14), NaiveTime::MIN));
     let windows = windows_in_tx(tx, lesson.teacher_id).await?;
     let exceptions = Exceptions::load(tx, first_day, first_day + Duration::days(14)).await?;
     let busy: Vec<(DateTime<Utc>, DateTime<Utc>)> = on_tx!(tx, conn => sqlx::query_as(BUSY).bind(range.0).bind(range.1)
-        .bind(lesson.teacher_id).bind(lesson.student_id).fetch_all(&mut **conn).await)?;
+        .bind(lesson.teacher_id).bind(lesson.student_id).bind(crate::scheduling::running_since(range.0))
+        .fetch_all(&mut **conn).await)?;
     let slots =
         open_slots(&windows, &exceptions, &busy, tz, lesson.teacher_id, range, lesson.ends_at - lesson.starts_at, 5);
     let when = crate::messaging::when(lesson.starts_at, tz, "en");

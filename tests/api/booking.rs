@@ -10,7 +10,11 @@ use crate::backend_tests;
 use crate::common::{Backend, TestApp, spawn_app};
 use crate::helpers::{School, school};
 
-backend_tests!(a_series_moves_from_a_date_or_not_at_all, cancelling_following_occurrences_keeps_them_as_history);
+backend_tests!(
+    a_series_moves_from_a_date_or_not_at_all,
+    cancelling_following_occurrences_keeps_them_as_history,
+    a_lesson_still_running_at_from_is_listed_and_none_lasts_over_four_hours,
+);
 
 fn uuid(v: &Value) -> Uuid {
     Uuid::parse_str(v.as_str().unwrap()).unwrap()
@@ -111,4 +115,43 @@ async fn cancelling_following_occurrences_keeps_them_as_history(backend: Backend
         )
         .await
         .expect(201);
+}
+
+/// The week view and the conflict check bound their index range with `starts_at > from - 4 h`:
+/// a four-hour lesson that began before `from` is still found, and the database refuses a
+/// longer one however it is written.
+async fn a_lesson_still_running_at_from_is_listed_and_none_lasts_over_four_hours(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let s = school(&app).await;
+    let office = app.as_user(&s.admin);
+    let long = office
+        .post(
+            "/v1/lessons",
+            json!({"teacher_id": s.teacher1_id, "student_id": s.students[0],
+            "starts_at": "2027-03-01T21:00:00Z", "duration_minutes": 240, "override_availability": true}),
+        )
+        .await
+        .expect(201);
+    let id = long["occurrences"][0]["id"].as_str().unwrap().to_owned();
+    let listed = |from: &str| format!("/v1/lessons?teacher_id={}&from={from}&to=2027-03-03T00:00:00Z", s.teacher1_id);
+    let page = office.get(&listed("2027-03-02T00:59:00Z")).await.expect(200);
+    assert_eq!(page["items"][0]["id"], id.as_str(), "ends at 01:00, so running at 00:59");
+    let page = office.get(&listed("2027-03-02T01:00:00Z")).await.expect(200);
+    assert_eq!(page["items"], json!([]));
+    // A second booking overlapping its last minute is a conflict.
+    let clash = office
+        .post(
+            "/v1/lessons",
+            json!({"teacher_id": s.teacher1_id, "student_id": s.students[1],
+            "starts_at": "2027-03-02T00:45:00Z", "duration_minutes": 30, "override_availability": true}),
+        )
+        .await
+        .problem(409);
+    assert_eq!(clash["conflicts"][0]["lesson_id"], id.as_str(), "{clash:#}");
+    let db = &app.state.db;
+    let lesson = Uuid::parse_str(&id).unwrap();
+    let five_hours: DateTime<Utc> = "2027-03-02T02:00:00Z".parse().unwrap();
+    let stretched = cedar::on_db!(db, pool => sqlx::query("UPDATE lessons SET ends_at = $2 WHERE id = $1")
+        .bind(lesson).bind(five_hours).execute(pool).await.map(|_| ()));
+    assert!(stretched.unwrap_err().to_string().contains("lessons_length"));
 }
