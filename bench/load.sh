@@ -69,6 +69,11 @@ ticks() { # CPU ticks (user + system) of the given pids
   done
   echo "$total"
 }
+pg_ticks() { # "pid ticks" of every PostgreSQL process, sorted for join
+  for p in $(pgrep -x postgres); do
+    [ -r "/proc/$p/stat" ] && echo "$p $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null)"
+  done | sort -k1,1
+}
 busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 hz=$(getconf CLK_TCK)
 printf '%-44s %10s %9s %9s %7s %7s\n' scenario "req/s" "p50 ms" "p99 ms" "cedar" "pg"
@@ -78,16 +83,17 @@ run() { # name, script, path
   RUN=2 wrk -t2 -c64 -d"${duration}s" --latency -s "bench/load/$script" "$url$path" >"$work/wrk.out" &
   local wrk_pid=$!
   sleep 0.2
-  # PostgreSQL's share: its processes' ticks (the pool's backends live through the run).
-  # With SQLite, everything the machine did besides Cedar and wrk (mostly loopback TCP).
-  local pg_pids=""; [ -n "$pg_db" ] && pg_pids=$(pgrep -x postgres | tr '\n' ' ')
-  local c0 b0 w0 g0; c0=$(ticks "$pid"); b0=$(busy); w0=$(ticks "$wrk_pid"); g0=$(ticks $pg_pids)
+  # PostgreSQL's share: the ticks of its processes (the pool's backends live through the
+  # run). With SQLite: everything the machine did besides Cedar and wrk (loopback TCP mostly).
+  local c0 b0 w0; c0=$(ticks "$pid"); b0=$(busy); w0=$(ticks "$wrk_pid"); pg_ticks > "$work/pg0"
   sleep "$duration"
-  local c1 b1 w1 g1; c1=$(ticks "$pid"); b1=$(busy); w1=$(ticks "$wrk_pid"); g1=$(ticks $pg_pids)
+  local c1 b1 w1; c1=$(ticks "$pid"); b1=$(busy); w1=$(ticks "$wrk_pid"); pg_ticks > "$work/pg1"
   wait "$wrk_pid"
   local out; out=$(cat "$work/wrk.out")
   local p0=$(( b0 - c0 - w0 )) p1=$(( b1 - c1 - w1 ))
-  [ -n "$pg_db" ] && { p0=$g0; p1=$g1; }
+  if [ -n "$pg_db" ]; then # the growth of every PostgreSQL process alive at both ends
+    p0=0; p1=$(join "$work/pg0" "$work/pg1" | awk '{d += $3 - $2} END {print d + 0}')
+  fi
   local rps p50 p99
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1 == "50%" {print $2}' <<<"$out"); p99=$(awk '$1 == "99%" {print $2}' <<<"$out")

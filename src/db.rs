@@ -54,6 +54,8 @@ pub struct Tx {
 pub enum TxConn {
     Sqlite(Transaction<'static, Sqlite>),
     Postgres(Transaction<'static, Postgres>),
+    /// [`Db::reads`] on PostgreSQL: a pooled connection, no transaction.
+    PostgresReads(sqlx::pool::PoolConnection<Postgres>),
 }
 
 /// Runs the same expression against whichever pool `db` holds:
@@ -75,6 +77,7 @@ macro_rules! on_tx {
         match $crate::db::Tx::conn_mut($tx) {
             $crate::db::TxConn::Sqlite($conn) => $body,
             $crate::db::TxConn::Postgres($conn) => $body,
+            $crate::db::TxConn::PostgresReads($conn) => $body,
         }
     };
 }
@@ -229,6 +232,17 @@ impl Db {
         Ok(Tx { conn, writes: false })
     }
 
+    /// Reads that need no snapshot of their own: on PostgreSQL a pooled connection with no
+    /// transaction (no BEGIN and ROLLBACK round trips; each statement sees what is committed,
+    /// as in a READ COMMITTED transaction), on SQLite a deferred read transaction.
+    pub async fn reads(&self) -> Result<Tx, sqlx::Error> {
+        let conn = match self {
+            Self::Sqlite(pool) => TxConn::Sqlite(pool.begin().await?),
+            Self::Postgres(pool) => TxConn::PostgresReads(pool.acquire().await?),
+        };
+        Ok(Tx { conn, writes: false })
+    }
+
     /// (connections in use, idle connections).
     pub fn pool_usage(&self) -> (u32, u32) {
         let (size, idle) = on_db!(self, pool => (pool.size(), pool.num_idle() as u32));
@@ -256,6 +270,7 @@ impl Tx {
         match self.conn {
             TxConn::Sqlite(tx) => tx.commit().await,
             TxConn::Postgres(tx) => tx.commit().await,
+            TxConn::PostgresReads(_) => Ok(()),
         }
     }
 
@@ -274,6 +289,7 @@ impl Tx {
         match self.conn {
             TxConn::Sqlite(tx) => tx.rollback().await,
             TxConn::Postgres(tx) => tx.rollback().await,
+            TxConn::PostgresReads(_) => Ok(()),
         }
     }
 }

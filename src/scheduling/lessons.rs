@@ -353,8 +353,12 @@ async fn create_lessons(
         starts.first().map_or(input.starts_at, |s| *s).with_timezone(&tz).date_naive(),
         starts.last().map_or(input.starts_at, |s| *s).with_timezone(&tz).date_naive(),
     );
-    // A dry run only reads: it must not take SQLite's write lock.
-    let mut tx = if mode.dry_run { state.db.begin_read().await? } else { state.db.begin().await? };
+    // What keeps lessons apart: on PostgreSQL its exclusion constraints, so there the report
+    // is read before any transaction and a conflicting (or dry-run) request never opens one;
+    // on SQLite its single writer, so there the check runs inside the transaction that books.
+    // A dry run only reads: it never takes SQLite's write lock.
+    let check_while_writing = matches!(state.db, Db::Sqlite(_)) && !mode.dry_run;
+    let mut tx = if check_while_writing { state.db.begin().await? } else { state.db.reads().await? };
     let exceptions = Exceptions::load(&mut tx, first_day, last_day).await?;
     // Occurrences of a series that fall on closures or outside terms are skipped; a single
     // lesson there is a conflict.
@@ -401,6 +405,12 @@ async fn create_lessons(
     if slots.is_empty() {
         return Err(ApiError::invalid("recurrence.rrule", "every occurrence falls on a closure or outside the terms"));
     }
+    let mut tx = if check_while_writing {
+        tx
+    } else {
+        tx.rollback().await?;
+        state.db.begin().await?
+    };
     let options = BookingOptions {
         rrule: rrule.as_deref(),
         booked_by: Some(user.id),
