@@ -7,6 +7,11 @@
 
 use std::time::Duration;
 
+/// Once, now (after start-up built and dropped its large temporary structures).
+pub async fn trim_now() {
+    let _ = tokio::task::spawn_blocking(trim).await;
+}
+
 pub async fn trim_periodically() {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

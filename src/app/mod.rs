@@ -302,7 +302,10 @@ pub async fn serve(settings: Settings, no_worker: bool) -> anyhow::Result<()> {
     let trim = tokio::spawn(memory::trim_periodically());
     let (stop_worker, worker_stopped) = tokio::sync::watch::channel(false);
     let worker = if no_worker { None } else { Some(tokio::spawn(jobs::start_worker(state.clone(), worker_stopped))) };
-    let result = run_until_shutdown(listener, router(state.clone()), shutdown_signal(), grace).await;
+    let app = router(state.clone());
+    // Building the routes allocated and freed the OpenAPI structures: give those pages back now.
+    memory::trim_now().await;
+    let result = run_until_shutdown(listener, app, shutdown_signal(), grace).await;
     let _ = stop_worker.send(true);
     if let Some(worker) = worker {
         match worker.await {
