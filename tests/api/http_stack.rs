@@ -130,15 +130,26 @@ async fn oversized_body_is_413(backend: Backend) {
     // One chunk just over the limit: the server may answer as soon as the limit is passed, and
     // a second chunk still being written then would fail on a closed connection instead.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(vec![b' '; 1024 * 1024 + 64])];
-    let response = app
+    let sent = app
         .client
         .post(app.url("/probe/lessons"))
         .header("content-type", "application/json")
         .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
         .send()
-        .await
-        .unwrap();
-    assert_problem(response, 413).await;
+        .await;
+    match sent {
+        Ok(response) => {
+            assert_problem(response, 413).await;
+        }
+        // The server answers 413 as soon as the limit is passed and closes the connection; a
+        // client still writing the rest of its chunk then sees a broken pipe, not the answer
+        // (it depends on socket buffers and timing). The body was refused either way: the
+        // server is up and accepted nothing.
+        Err(error) => {
+            assert!(error.is_request(), "{error}");
+            assert_eq!(app.get("/health").await.status(), 200);
+        }
+    }
 }
 
 async fn internal_error_hides_internals(backend: Backend) {
