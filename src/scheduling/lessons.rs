@@ -148,16 +148,14 @@ async fn list_lessons(
     let Some((family, teacher)) = user.row_filter() else {
         return Ok(Json(LessonPage { items: vec![], next_cursor: None }));
     };
-    // Absent filters become `$n IS NULL` (true) rather than `($n IS NULL OR col = $n)`, so the
-    // planner sees the present ones plainly and uses the indexes (SQLite cannot otherwise).
-    // The parameters and their order stay the same whichever filters are present.
+    // Absent filters become `$n IS NULL` (true), not `($n IS NULL OR col = $n)`: the planner
+    // sees the present ones plainly and uses the indexes; the parameters never change.
     let when =
         |present: bool, n: u8, condition: &str| if present { condition.to_owned() } else { format!("${n} IS NULL") };
     let conditions = [
         when(family.is_some(), 1, "EXISTS (SELECT 1 FROM students s WHERE s.id = l.student_id AND s.family_id = $1)"),
         when(teacher.is_some(), 2, "l.teacher_id = $2"),
-        // A lesson lasts at most MAX_LESSON: the ones still running at `from` started after
-        // `from - MAX_LESSON` ($12), which bounds the index range from below.
+        // Lessons running at `from` began after `from - MAX_LESSON` ($12): a bounded range.
         if filter.from.is_some() {
             "l.ends_at > $3 AND l.starts_at > $12".to_owned()
         } else {
@@ -353,10 +351,8 @@ async fn create_lessons(
         starts.first().map_or(input.starts_at, |s| *s).with_timezone(&tz).date_naive(),
         starts.last().map_or(input.starts_at, |s| *s).with_timezone(&tz).date_naive(),
     );
-    // What keeps lessons apart: on PostgreSQL its exclusion constraints, so there the report
-    // is read before any transaction and a conflicting (or dry-run) request never opens one;
-    // on SQLite its single writer, so there the check runs inside the transaction that books.
-    // A dry run only reads: it never takes SQLite's write lock.
+    // PostgreSQL's exclusion constraints keep lessons apart: the report is read outside any
+    // transaction. SQLite's single writer does: the check runs inside the booking's.
     let check_while_writing = matches!(state.db, Db::Sqlite(_)) && !mode.dry_run;
     let mut tx = if check_while_writing { state.db.begin().await? } else { state.db.reads().await? };
     let exceptions = Exceptions::load(&mut tx, first_day, last_day).await?;
