@@ -201,6 +201,8 @@ pub struct BookingOptions<'a> {
 pub struct Booked {
     pub series_id: Option<Uuid>,
     pub lesson_ids: Vec<Uuid>,
+    /// The lessons as written (`RETURNING`: no second read).
+    pub lessons: Vec<super::lessons::Lesson>,
 }
 
 /// Writes `slots` as lessons — a series when `options.rrule` is set. Callers check conflicts
@@ -217,13 +219,14 @@ pub async fn book(tx: &mut Tx, tz: chrono_tz::Tz, slots: &[Slot], options: Booki
         }
         None => None,
     };
-    let mut lesson_ids = Vec::with_capacity(slots.len());
+    let mut lessons = Vec::with_capacity(slots.len());
     for slot in slots {
-        lesson_ids.push(
+        lessons.push(
             insert_lesson(tx, slot, series_id, options.makeup, options.availability_override, options.notes).await?,
         );
     }
-    Ok(Booked { series_id, lesson_ids })
+    let lesson_ids = lessons.iter().map(|l| l.id).collect();
+    Ok(Booked { series_id, lesson_ids, lessons })
 }
 
 /// Rewrites lessons in place: each `(lesson id, new slot)` gets the slot's time, teacher and
@@ -413,15 +416,17 @@ async fn insert_lesson(
     makeup: bool,
     availability_override: bool,
     notes: Option<&str>,
-) -> DomainResult<Uuid> {
+) -> DomainResult<super::lessons::Lesson> {
     const SQL: &str = "INSERT INTO lessons (id, series_id, teacher_id, student_id, room_id, starts_at, ends_at, status, \
         is_makeup, availability_override, notes, created_at, updated_at) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, 'scheduled', $8, $9, $10, $11, $11)";
-    let id = Uuid::now_v7();
-    on_tx!(tx, conn => sqlx::query(SQL).bind(id).bind(series_id).bind(slot.teacher_id).bind(slot.student_id)
-        .bind(slot.room_id).bind(slot.starts_at).bind(slot.ends_at).bind(makeup).bind(availability_override)
-        .bind(notes).bind(Utc::now()).execute(&mut **conn).await.map(|_| ()))?;
-    Ok(id)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, 'scheduled', $8, $9, $10, $11, $11) \
+        RETURNING id, series_id, teacher_id, student_id, room_id, starts_at, ends_at, status, attendance, \
+        attendance_note, is_makeup, availability_override, notes, substitute_for, created_at, updated_at";
+    let lesson = on_tx!(tx, conn => sqlx::query_as::<_, super::lessons::Lesson>(SQL).bind(Uuid::now_v7())
+        .bind(series_id).bind(slot.teacher_id).bind(slot.student_id).bind(slot.room_id).bind(slot.starts_at)
+        .bind(slot.ends_at).bind(makeup).bind(availability_override).bind(notes).bind(Utc::now())
+        .fetch_one(&mut **conn).await)?;
+    Ok(lesson)
 }
 
 /// Shifts an occurrence by `shift` in local wall-clock terms, so "one hour later" stays one

@@ -22,7 +22,7 @@ use super::recurrence;
 use super::{Attendance, EditScope, LessonStatus};
 use crate::app::AppState;
 use crate::auth::{CurrentUser, Role};
-use crate::db::{CommitMark, Db, Tx};
+use crate::db::{CommitMark, Db};
 use crate::error::{ApiError, ApiResult};
 use crate::http::validate::Errors;
 use crate::http::{Json, Query, nullable};
@@ -77,18 +77,6 @@ pub(crate) async fn find_visible(db: &Db, user: &CurrentUser, id: Uuid) -> ApiRe
     let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM lessons l WHERE {VISIBLE} AND l.id = $3"));
     on_db!(db, pool => sqlx::query_as::<_, Lesson>(sql).bind(family).bind(teacher).bind(id).fetch_optional(pool).await)?
         .ok_or(ApiError::NotFound)
-}
-
-/// The lessons just booked, read in the booking's transaction, in booking order.
-async fn booked(tx: &mut Tx, ids: &[Uuid]) -> ApiResult<Vec<Lesson>> {
-    let sql = format!("SELECT {COLUMNS} FROM lessons l WHERE l.id = $1");
-    let mut lessons = Vec::with_capacity(ids.len());
-    for id in ids {
-        let lesson = on_tx!(tx, conn => sqlx::query_as::<_, Lesson>(sqlx::AssertSqlSafe(sql.clone())).bind(id)
-            .fetch_one(&mut **conn).await)?;
-        lessons.push(lesson);
-    }
-    Ok(lessons)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -414,7 +402,8 @@ async fn create_lessons(
         availability_override: input.override_availability,
         notes: notes.as_deref(),
     };
-    let Booked { series_id, lesson_ids: ids } = booking::book(&mut tx, tz, &slots, options).await?;
+    let Booked { series_id, lesson_ids: ids, lessons: occurrences } =
+        booking::book(&mut tx, tz, &slots, options).await?;
     if input.makeup {
         super::credits::spend_credit(&mut tx, input.student_id, ids[0]).await?;
     }
@@ -427,7 +416,6 @@ async fn create_lessons(
             "availability_override": input.override_availability, "makeup": input.makeup})),
     )
     .await?;
-    let occurrences = booked(&mut tx, &ids).await?;
     let booking = Booking { lesson: occurrences.first().cloned(), occurrences, skipped };
     CommitMark::answer_with_json(201, &booking);
     tx.commit().await?;
