@@ -136,14 +136,6 @@ pub fn json_utc<S: serde::Serializer>(at: &DateTime<Utc>, serializer: S) -> Resu
     }
 }
 
-/// [`json_utc`] for an optional instant.
-pub fn json_utc_opt<S: serde::Serializer>(at: &Option<DateTime<Utc>>, serializer: S) -> Result<S::Ok, S::Error> {
-    match at {
-        Some(at) => json_utc(at, serializer),
-        None => serializer.serialize_none(),
-    }
-}
-
 /// The RFC 3339 text of `at` in `buffer`, or `None` where chrono's own formatting is needed
 /// (years outside 0–9999, leap seconds).
 fn rfc3339_into<'a>(at: &DateTime<Utc>, buffer: &'a mut [u8; 32]) -> Option<&'a str> {

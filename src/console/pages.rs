@@ -34,7 +34,7 @@ pub async fn morning(
     Query(query): Query<MorningQuery>,
 ) -> Response {
     let zone = state.settings.timezone;
-    let today = Utc::now().with_timezone(&zone).date_naive();
+    let today = crate::time::today(zone);
     let day = query.day.unwrap_or(today);
     let answer = api.call(&session.headers, session.peer, session.get("/v1/reviews?limit=100")).await;
     let now = Utc::now();

@@ -135,13 +135,9 @@ pub fn csrf_ok(headers: &HeaderMap, submitted: Option<&str>) -> bool {
         }
     }
     match (cookie(headers, CSRF), submitted) {
-        (Some(expected), Some(given)) => constant_time_eq(expected.as_bytes(), given.as_bytes()),
+        (Some(expected), Some(given)) => crate::http::constant_time_eq(expected.as_bytes(), given.as_bytes()),
         _ => false,
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The signed-in staff member behind the request's cookies, refreshing an expired access

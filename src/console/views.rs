@@ -2,7 +2,7 @@
 //! health, each one query shaped for the page (the API's resources carry ids; the page needs
 //! names). Scoped like the API: a teacher sees their own lessons and tasks, nothing else.
 
-use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde_json::{Value, json};
 use sqlx::types::Json as SqlJson;
 use uuid::Uuid;
@@ -11,17 +11,6 @@ use super::i18n::Lang;
 use crate::app::AppState;
 use crate::auth::CurrentUser;
 use crate::on_db;
-
-/// The instants a school day starts and ends.
-pub fn day_bounds(day: NaiveDate, zone: chrono_tz::Tz) -> (DateTime<Utc>, DateTime<Utc>) {
-    let start = |d: NaiveDate| {
-        zone.from_local_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight exists"))
-            .earliest()
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or_else(|| d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc())
-    };
-    (start(day), start(day.succ_opt().unwrap_or(day)))
-}
 
 type LessonRow =
     (Uuid, DateTime<Utc>, DateTime<Utc>, String, Option<String>, bool, bool, String, String, Option<String>);
@@ -36,8 +25,10 @@ pub async fn today(state: &AppState, user: &CurrentUser, day: NaiveDate, lang: L
         WHERE l.starts_at < $1 AND l.ends_at > $2 AND ($3 IS NULL OR l.teacher_id = $3) \
         ORDER BY l.starts_at, t.last_name, t.first_name";
     let zone = state.settings.timezone;
-    let (from, to) = day_bounds(day, zone);
-    let teacher = teacher_scope(user);
+    let midnight = |d: NaiveDate| crate::time::at_local(zone, d, chrono::NaiveTime::MIN);
+    let (from, to) = (midnight(day), midnight(day.succ_opt().unwrap_or(day)));
+    // Admins: every teacher; a teacher: their own (an account with no teacher record: none).
+    let teacher = user.row_filter().map_or(Some(Uuid::nil()), |(_, teacher)| teacher);
     let rows: Vec<LessonRow> =
         on_db!(&state.db, pool => sqlx::query_as(LESSONS).bind(to).bind(from).bind(teacher).fetch_all(pool).await)?;
     let now = Utc::now();
@@ -84,7 +75,7 @@ pub async fn today(state: &AppState, user: &CurrentUser, day: NaiveDate, lang: L
         "long_date": lang.long_date(day),
         "previous": day.pred_opt().map(|d| d.to_string()),
         "next": day.succ_opt().map(|d| d.to_string()),
-        "is_today": day == now.with_timezone(&zone).date_naive(),
+        "is_today": day == crate::time::today(zone),
         "count": lessons.len(),
         "by_room": by("room"),
         "by_teacher": by("teacher"),
@@ -205,11 +196,4 @@ pub async fn health(state: &AppState, lang: Lang) -> anyhow::Result<Value> {
             "percent": if budget > 0 { (spent * 100 / budget).min(999) } else { 0 },
         },
     }))
-}
-
-fn teacher_scope(user: &CurrentUser) -> Option<Uuid> {
-    match user.role {
-        crate::auth::Role::Admin => None,
-        _ => Some(user.teacher_id.unwrap_or(Uuid::nil())),
-    }
 }

@@ -19,6 +19,11 @@ pub fn contains_escaped_nul(json: &[u8]) -> bool {
     json.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000"))
 }
 
+/// Whether two secrets are equal, in time that does not depend on where they first differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Text made safe inside HTML elements and attribute values (the pages Cedar renders itself:
 /// email-link pages, printable invoices and reports).
 pub fn escape_html(text: &str) -> String {

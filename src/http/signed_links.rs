@@ -68,9 +68,7 @@ pub async fn check(
 ) -> Result<Result<(), LinkError>, sqlx::Error> {
     let key = state.link_key.get(&state.db).await?;
     let expected = signature(key, &format!("{collection}/{page}"), id, expires);
-    // Constant time: the comparison does not stop at the first differing byte.
-    let same =
-        expected.len() == sig.len() && expected.bytes().zip(sig.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    let same = crate::http::constant_time_eq(expected.as_bytes(), sig.as_bytes());
     Ok(if !same {
         Err(LinkError::Invalid)
     } else if expires < Utc::now().timestamp() {
