@@ -17,6 +17,7 @@ backend_tests!(
     tasks_and_dead_emails_are_handled_through_the_api_with_csrf,
     the_language_follows_the_users_choice,
     the_day_shows_lessons_by_room_and_teacher_and_takes_attendance,
+    rejecting_needs_a_reason_and_declines_the_request,
     an_expired_access_token_is_renewed_and_sign_out_ends_the_session,
 );
 
@@ -463,4 +464,37 @@ async fn the_day_shows_lessons_by_room_and_teacher_and_takes_attendance(backend:
     // Nor can they mark another teacher's lesson (the API's answer).
     let refused = teacher.submit(&format!("/console/lessons/{zoe}/attendance"), &[("status", "present")]).await;
     assert_eq!(refused.status, 404);
+}
+
+async fn rejecting_needs_a_reason_and_declines_the_request(backend: Backend) {
+    let app = spawn_app_with_workflows(backend, cedar::workflows::builtin(), |_| {}).await;
+    let s = school(&app).await;
+    let worker = start_worker(&app.state, Duration::from_secs(30));
+    let review = pending_enrolment(&app, &s).await;
+    let id = review["id"].as_str().unwrap();
+    let mut owner = Browser::new(&app);
+    // A sign-in asked to go elsewhere afterwards lands on the console.
+    owner.get("/console/sign-in").await;
+    let csrf = owner.cookies["cedar_csrf"].clone();
+    let fields =
+        [("csrf", csrf.as_str()), ("email", ADMIN_EMAIL), ("password", ADMIN_PASSWORD), ("next", "//evil.example/x")];
+    assert_eq!(owner.post("/console/sign-in", &fields).await.location.as_deref(), Some("/console"));
+
+    let path = format!("/console/reviews/{id}/reject");
+    let blank = owner.submit(&path, &[("reason", "   ")]).await;
+    assert_eq!(blank.status, 422, "the API's answer");
+    assert!(blank.body.contains("reason"), "{}", blank.body);
+    assert_eq!(app.as_user(&s.admin).get(&format!("/v1/reviews/{id}")).await.expect(200)["status"], "pending");
+
+    let rejected = owner.submit(&path, &[("reason", "No piano teacher on Tuesdays this term")]).await;
+    assert_eq!(rejected.location.as_deref(), Some("/console?done=rejected#inbox"));
+    let decided = app.as_user(&s.admin).get(&format!("/v1/reviews/{id}")).await.expect(200);
+    assert_eq!(
+        (decided["status"].as_str(), decided["reason"].as_str()),
+        (Some("rejected"), Some("No piano teacher on Tuesdays this term"))
+    );
+    let run = crate::helpers::run_reaching(&app, &s, review["run_id"].as_str().unwrap(), "succeeded").await;
+    assert_eq!(run["context"]["decline"]["declined"], true, "{run:#}");
+    assert!(owner.get("/console?done=rejected").await.body.contains("Rejected."));
+    stop_worker(worker).await;
 }
