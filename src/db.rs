@@ -54,8 +54,6 @@ pub struct Tx {
 pub enum TxConn {
     Sqlite(Transaction<'static, Sqlite>),
     Postgres(Transaction<'static, Postgres>),
-    /// [`Db::reads`] on PostgreSQL: a pooled connection, no transaction.
-    PostgresReads(sqlx::pool::PoolConnection<Postgres>),
 }
 
 /// Runs the same expression against whichever pool `db` holds:
@@ -77,9 +75,39 @@ macro_rules! on_tx {
         match $crate::db::Tx::conn_mut($tx) {
             $crate::db::TxConn::Sqlite($conn) => $body,
             $crate::db::TxConn::Postgres($conn) => $body,
-            $crate::db::TxConn::PostgresReads($conn) => $body,
         }
     };
+}
+
+/// A pooled connection idle for longer than this is pinged before it is handed out.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(10);
+
+/// The pool's liveness check, for connections that sat idle only. sqlx's own check pings on
+/// every acquire: one more round trip per statement for connections that were busy a moment
+/// ago. A connection that broke while idle (a database restart) fails its ping and is
+/// replaced, as before; one that breaks mid-use fails that statement either way.
+async fn ping_if_idle<C: sqlx::Connection>(
+    conn: &mut C,
+    meta: sqlx::pool::PoolConnectionMetadata,
+) -> Result<bool, sqlx::Error> {
+    if meta.idle_for > PING_AFTER_IDLE {
+        conn.ping().await?;
+    }
+    Ok(true)
+}
+
+/// `BEGIN` on a pooled PostgreSQL connection, carried through even if the request is
+/// dropped half-way (its client hung up). sqlx counts a transaction only once `BEGIN` has
+/// answered: cancelled in between, the connection went back to the pool inside a transaction
+/// nobody knew of, where the next borrower's single statements would wait uncommitted for
+/// someone's `COMMIT` (or vanish with a `ROLLBACK`). Run to the end on its own task, an
+/// abandoned transaction is dropped like any other: rolled back before the connection is
+/// reused.
+async fn begin_to_the_end(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.begin().await })
+        .await
+        .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?
 }
 
 impl Db {
@@ -101,6 +129,8 @@ impl Db {
                 let pool = SqlitePoolOptions::new()
                     .max_connections(settings.db_max_connections)
                     .acquire_timeout(Duration::from_secs(10))
+                    .test_before_acquire(false)
+                    .before_acquire(|conn, meta| Box::pin(ping_if_idle(conn, meta)))
                     .connect_with(options)
                     .await
                     .with_context(|| format!("opening SQLite database {}", path.display()))?;
@@ -112,6 +142,8 @@ impl Db {
                 let pool = PgPoolOptions::new()
                     .max_connections(settings.db_max_connections)
                     .acquire_timeout(Duration::from_secs(5))
+                    .test_before_acquire(false)
+                    .before_acquire(|conn, meta| Box::pin(ping_if_idle(conn, meta)))
                     .connect_with(options)
                     .await
                     .with_context(|| format!("connecting to {}", settings.database_url.redacted()))?;
@@ -217,7 +249,7 @@ impl Db {
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         let conn = match self {
             Self::Sqlite(pool) => TxConn::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
-            Self::Postgres(pool) => TxConn::Postgres(pool.begin().await?),
+            Self::Postgres(pool) => TxConn::Postgres(begin_to_the_end(pool).await?),
         };
         Ok(Tx { conn, writes: true })
     }
@@ -227,18 +259,7 @@ impl Db {
     pub async fn begin_read(&self) -> Result<Tx, sqlx::Error> {
         let conn = match self {
             Self::Sqlite(pool) => TxConn::Sqlite(pool.begin().await?),
-            Self::Postgres(pool) => TxConn::Postgres(pool.begin().await?),
-        };
-        Ok(Tx { conn, writes: false })
-    }
-
-    /// Reads that need no snapshot of their own: on PostgreSQL a pooled connection with no
-    /// transaction (no BEGIN and ROLLBACK round trips; each statement sees what is committed,
-    /// as in a READ COMMITTED transaction), on SQLite a deferred read transaction.
-    pub async fn reads(&self) -> Result<Tx, sqlx::Error> {
-        let conn = match self {
-            Self::Sqlite(pool) => TxConn::Sqlite(pool.begin().await?),
-            Self::Postgres(pool) => TxConn::PostgresReads(pool.acquire().await?),
+            Self::Postgres(pool) => TxConn::Postgres(begin_to_the_end(pool).await?),
         };
         Ok(Tx { conn, writes: false })
     }
@@ -270,7 +291,6 @@ impl Tx {
         match self.conn {
             TxConn::Sqlite(tx) => tx.commit().await,
             TxConn::Postgres(tx) => tx.commit().await,
-            TxConn::PostgresReads(_) => Ok(()),
         }
     }
 
@@ -289,7 +309,6 @@ impl Tx {
         match self.conn {
             TxConn::Sqlite(tx) => tx.rollback().await,
             TxConn::Postgres(tx) => tx.rollback().await,
-            TxConn::PostgresReads(_) => Ok(()),
         }
     }
 }
@@ -338,6 +357,11 @@ impl CommitMark {
     /// answers no `GET` reproduces (a booking's occurrences and skipped dates).
     pub fn answer_with_json(status: u16, body: &impl serde::Serialize) {
         Self::declare(|| serde_json::to_vec(body).ok().map(|body| Answer::Json(status, body)));
+    }
+
+    /// Whether a keyed request is in flight: its writes must commit with its mark.
+    pub fn in_scope() -> bool {
+        COMMIT_MARK.try_with(|_| ()).is_ok()
     }
 
     /// Records the answer of the keyed request in flight (built only if there is one).
