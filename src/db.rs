@@ -105,9 +105,7 @@ async fn ping_if_idle<C: sqlx::Connection>(
 /// reused.
 async fn begin_to_the_end(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     let pool = pool.clone();
-    tokio::spawn(async move { pool.begin().await })
-        .await
-        .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?
+    tokio::spawn(async move { pool.begin().await }).await.map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?
 }
 
 impl Db {

@@ -75,6 +75,35 @@ impl AuditEvent {
 const INSERT: &str = "INSERT INTO audit_log (id, occurred_at, actor_id, actor_role, action, subject_type, \
     subject_id, ip, request_id, details) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
+/// The audit entry as one part of a larger PostgreSQL statement (a `WITH … AS (INSERT …)`):
+/// its ten values are `$first`… in [`bind_from`]'s order.
+pub(crate) fn insert_from(first: usize) -> String {
+    let values: Vec<String> = (first..first + 10).map(|n| format!("${n}")).collect();
+    format!(
+        "INSERT INTO audit_log (id, occurred_at, actor_id, actor_role, action, subject_type, subject_id, ip, \
+        request_id, details) VALUES ({})",
+        values.join(", ")
+    )
+}
+
+/// Binds `event`'s values for [`insert_from`].
+pub(crate) fn bind_from<'q, O>(
+    query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    event: AuditEvent,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    query
+        .bind(Uuid::now_v7())
+        .bind(Utc::now())
+        .bind(event.actor_id)
+        .bind(event.actor_role.map(Role::as_str))
+        .bind(event.action)
+        .bind(event.subject_type)
+        .bind(event.subject_id)
+        .bind(event.ip)
+        .bind(crate::http::request_id::current())
+        .bind(SqlJson(event.details))
+}
+
 /// Records the event inside the caller's transaction: it exists if and only if the change does.
 pub async fn record_tx(tx: &mut Tx, event: AuditEvent) -> Result<(), sqlx::Error> {
     let request_id = crate::http::request_id::current();

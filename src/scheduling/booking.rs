@@ -52,6 +52,21 @@ pub struct Slot {
     pub room_id: Option<Uuid>,
 }
 
+/// A scheduled lesson overlapping an occurrence: id, teacher, student, room, start, end.
+pub(crate) type Overlap = (Uuid, Uuid, Uuid, Option<Uuid>, DateTime<Utc>, DateTime<Utc>);
+
+/// Scheduled lessons overlapping the occurrence `[$1, $2)` that share its teacher ($3),
+/// student ($4) or room ($5); `$6` = [`super::running_since`] of `$1` bounds the range.
+pub(crate) const OVERLAPS: &str = "SELECT id, teacher_id, student_id, room_id, starts_at, ends_at FROM lessons \
+    WHERE status = 'scheduled' AND starts_at < $2 AND ends_at > $1 AND starts_at > $6 \
+    AND (teacher_id = $3 OR student_id = $4 OR ($5 IS NOT NULL AND room_id = $5)) ORDER BY starts_at";
+
+pub(crate) async fn overlaps_in_tx(tx: &mut Tx, slot: &Slot) -> DomainResult<Vec<Overlap>> {
+    Ok(on_tx!(tx, conn => sqlx::query_as(OVERLAPS)
+        .bind(slot.starts_at).bind(slot.ends_at).bind(slot.teacher_id).bind(slot.student_id).bind(slot.room_id)
+        .bind(super::running_since(slot.starts_at)).fetch_all(&mut **conn).await)?)
+}
+
 /// Every conflict of `slots` with existing scheduled lessons (other than `ignore`), the
 /// teacher's availability (unless overridden), time off, and — when `skip_closures` is false —
 /// closures and terms.
@@ -63,62 +78,74 @@ pub async fn conflicts(
     check_availability: bool,
     exceptions: &Exceptions,
 ) -> DomainResult<Vec<Conflict>> {
-    const OVERLAPS: &str = "SELECT id, teacher_id, student_id, room_id, starts_at, ends_at FROM lessons \
-        WHERE status = 'scheduled' AND starts_at < $2 AND ends_at > $1 AND starts_at > $6 \
-        AND (teacher_id = $3 OR student_id = $4 OR ($5 IS NOT NULL AND room_id = $5)) ORDER BY starts_at";
-    type Row = (Uuid, Uuid, Uuid, Option<Uuid>, DateTime<Utc>, DateTime<Utc>);
     let mut out = Vec::new();
     let mut teacher_windows = std::collections::HashMap::new();
     for slot in slots {
-        let date = slot.starts_at.with_timezone(&tz).date_naive();
-        let conflict = |kind, detail: String| Conflict {
-            occurrence_starts_at: slot.starts_at,
-            kind,
-            lesson_id: None,
-            starts_at: slot.starts_at,
-            ends_at: slot.ends_at,
-            detail,
-        };
-        if let Some(name) = exceptions.closure(date) {
-            out.push(conflict("closure", format!("The school is closed: {name}")));
+        if check_availability
+            && let std::collections::hash_map::Entry::Vacant(entry) = teacher_windows.entry(slot.teacher_id)
+        {
+            entry.insert(windows_in_tx(tx, slot.teacher_id).await?);
         }
-        if exceptions.outside_terms(date) {
-            out.push(conflict("outside_term", "No term covers this date".into()));
-        }
-        if exceptions.time_off(slot.teacher_id, date) {
-            out.push(conflict("time_off", "The teacher is away".into()));
-        }
-        if check_availability {
-            if let std::collections::hash_map::Entry::Vacant(entry) = teacher_windows.entry(slot.teacher_id) {
-                entry.insert(windows_in_tx(tx, slot.teacher_id).await?);
-            }
-            if !within_availability(&teacher_windows[&slot.teacher_id], tz, slot.starts_at, slot.ends_at) {
-                out.push(conflict("availability", "Outside the teacher's availability".into()));
-            }
-        }
-        let rows: Vec<Row> = on_tx!(tx, conn => sqlx::query_as(OVERLAPS)
-            .bind(slot.starts_at).bind(slot.ends_at).bind(slot.teacher_id).bind(slot.student_id).bind(slot.room_id)
-            .bind(super::running_since(slot.starts_at)).fetch_all(&mut **conn).await)?;
-        for (id, teacher, student, room, starts_at, ends_at) in rows.into_iter().filter(|r| !ignore.contains(&r.0)) {
-            for (kind, hit) in [
-                ("teacher", teacher == slot.teacher_id),
-                ("student", student == slot.student_id),
-                ("room", room.is_some() && room == slot.room_id),
-            ] {
-                if hit {
-                    out.push(Conflict {
-                        occurrence_starts_at: slot.starts_at,
-                        kind,
-                        lesson_id: Some(id),
-                        starts_at,
-                        ends_at,
-                        detail: format!("The {kind} already has a lesson then"),
-                    });
-                }
+        let windows = teacher_windows.get(&slot.teacher_id).map(Vec::as_slice);
+        let overlaps = overlaps_in_tx(tx, slot).await?;
+        slot_conflicts(tz, slot, exceptions, windows, &overlaps, ignore, &mut out);
+    }
+    Ok(out)
+}
+
+/// The conflicts of one occurrence with what it is checked against: the calendar, the
+/// teacher's weekly windows (`None`: availability not checked) and the scheduled lessons
+/// overlapping it (those in `ignore` aside).
+pub(crate) fn slot_conflicts<'a>(
+    tz: chrono_tz::Tz,
+    slot: &Slot,
+    exceptions: &Exceptions,
+    windows: Option<&[crate::people::WeeklyWindow]>,
+    overlaps: impl IntoIterator<Item = &'a Overlap>,
+    ignore: &[Uuid],
+    out: &mut Vec<Conflict>,
+) {
+    let date = slot.starts_at.with_timezone(&tz).date_naive();
+    let conflict = |kind, detail: String| Conflict {
+        occurrence_starts_at: slot.starts_at,
+        kind,
+        lesson_id: None,
+        starts_at: slot.starts_at,
+        ends_at: slot.ends_at,
+        detail,
+    };
+    if let Some(name) = exceptions.closure(date) {
+        out.push(conflict("closure", format!("The school is closed: {name}")));
+    }
+    if exceptions.outside_terms(date) {
+        out.push(conflict("outside_term", "No term covers this date".into()));
+    }
+    if exceptions.time_off(slot.teacher_id, date) {
+        out.push(conflict("time_off", "The teacher is away".into()));
+    }
+    if let Some(windows) = windows
+        && !within_availability(windows, tz, slot.starts_at, slot.ends_at)
+    {
+        out.push(conflict("availability", "Outside the teacher's availability".into()));
+    }
+    for &(id, teacher, student, room, starts_at, ends_at) in overlaps.into_iter().filter(|r| !ignore.contains(&r.0)) {
+        for (kind, hit) in [
+            ("teacher", teacher == slot.teacher_id),
+            ("student", student == slot.student_id),
+            ("room", room.is_some() && room == slot.room_id),
+        ] {
+            if hit {
+                out.push(Conflict {
+                    occurrence_starts_at: slot.starts_at,
+                    kind,
+                    lesson_id: Some(id),
+                    starts_at,
+                    ends_at,
+                    detail: format!("The {kind} already has a lesson then"),
+                });
             }
         }
     }
-    Ok(out)
 }
 
 pub(crate) async fn windows_in_tx(tx: &mut Tx, teacher_id: Uuid) -> DomainResult<Vec<crate::people::WeeklyWindow>> {
@@ -204,6 +231,66 @@ pub struct Booked {
     /// The lessons as written (`RETURNING`: no second read).
     pub lessons: Vec<super::lessons::Lesson>,
 }
+
+impl Booked {
+    /// What the booking's audit entry is about: the series, or the single lesson.
+    pub fn audit_subject(&self) -> (&'static str, Uuid) {
+        match self.series_id {
+            Some(series) => ("lesson_series", series),
+            None => ("lesson", self.lesson_ids[0]),
+        }
+    }
+}
+
+/// [`book`] and its audit entry (`audit`, about the series or lesson) as one statement — its
+/// own transaction — on PostgreSQL: one round trip instead of four. Callers check conflicts
+/// first; the exclusion constraints still refuse a double booking that slipped in between.
+pub async fn book_in_one_statement(
+    pool: &sqlx::PgPool,
+    tz: chrono_tz::Tz,
+    slots: &[Slot],
+    options: BookingOptions<'_>,
+    audit: crate::privacy::audit::AuditEvent,
+) -> DomainResult<Booked> {
+    let series_id = options.rrule.map(|_| Uuid::now_v7());
+    let lesson_ids: Vec<Uuid> = slots.iter().map(|_| Uuid::now_v7()).collect();
+    let booked = Booked { series_id, lesson_ids, lessons: Vec::new() };
+    let (kind, subject) = booked.audit_subject();
+    let sql = sqlx::AssertSqlSafe(format!(
+        "WITH series AS (INSERT INTO lesson_series (id, rrule, timezone, created_by, created_at) \
+            SELECT $1, $2, $3, $4, $5 WHERE $1::uuid IS NOT NULL), \
+        booked AS (INSERT INTO lessons (id, series_id, teacher_id, student_id, room_id, starts_at, ends_at, status, \
+            is_makeup, availability_override, notes, created_at, updated_at) \
+            SELECT s.id, $1, s.teacher_id, s.student_id, s.room_id, s.starts_at, s.ends_at, 'scheduled', $6, $7, $8, $5, $5 \
+            FROM UNNEST($9::uuid[], $10::uuid[], $11::uuid[], $12::uuid[], $13::timestamptz[], $14::timestamptz[]) \
+                AS s(id, teacher_id, student_id, room_id, starts_at, ends_at) \
+            RETURNING {RETURNED}), \
+        audited AS ({}) \
+        SELECT * FROM booked ORDER BY starts_at",
+        crate::privacy::audit::insert_from(15)
+    ));
+    let query = sqlx::query_as::<_, super::lessons::Lesson>(sql)
+        .bind(series_id)
+        .bind(options.rrule.map(str::trim))
+        .bind(tz.name())
+        .bind(options.booked_by)
+        .bind(Utc::now())
+        .bind(options.makeup)
+        .bind(options.availability_override)
+        .bind(options.notes)
+        .bind(&booked.lesson_ids)
+        .bind(slots.iter().map(|s| s.teacher_id).collect::<Vec<_>>())
+        .bind(slots.iter().map(|s| s.student_id).collect::<Vec<_>>())
+        .bind(slots.iter().map(|s| s.room_id).collect::<Vec<_>>())
+        .bind(slots.iter().map(|s| s.starts_at).collect::<Vec<_>>())
+        .bind(slots.iter().map(|s| s.ends_at).collect::<Vec<_>>());
+    let lessons = crate::privacy::audit::bind_from(query, audit.subject(kind, subject)).fetch_all(pool).await?;
+    Ok(Booked { lessons, ..booked })
+}
+
+/// The columns a booking returns (those of [`super::lessons::Lesson`]).
+const RETURNED: &str = "id, series_id, teacher_id, student_id, room_id, starts_at, ends_at, status, attendance, \
+    attendance_note, is_makeup, availability_override, notes, substitute_for, created_at, updated_at";
 
 /// Writes `slots` as lessons — a series when `options.rrule` is set. Callers check conflicts
 /// first ([`check`]); this only writes.
@@ -419,10 +506,9 @@ async fn insert_lesson(
 ) -> DomainResult<super::lessons::Lesson> {
     const SQL: &str = "INSERT INTO lessons (id, series_id, teacher_id, student_id, room_id, starts_at, ends_at, status, \
         is_makeup, availability_override, notes, created_at, updated_at) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, 'scheduled', $8, $9, $10, $11, $11) \
-        RETURNING id, series_id, teacher_id, student_id, room_id, starts_at, ends_at, status, attendance, \
-        attendance_note, is_makeup, availability_override, notes, substitute_for, created_at, updated_at";
-    let lesson = on_tx!(tx, conn => sqlx::query_as::<_, super::lessons::Lesson>(SQL).bind(Uuid::now_v7())
+        VALUES ($1, $2, $3, $4, $5, $6, $7, 'scheduled', $8, $9, $10, $11, $11) RETURNING ";
+    let sql = sqlx::AssertSqlSafe(format!("{SQL}{RETURNED}"));
+    let lesson = on_tx!(tx, conn => sqlx::query_as::<_, super::lessons::Lesson>(sql).bind(Uuid::now_v7())
         .bind(series_id).bind(slot.teacher_id).bind(slot.student_id).bind(slot.room_id).bind(slot.starts_at)
         .bind(slot.ends_at).bind(makeup).bind(availability_override).bind(notes).bind(Utc::now())
         .fetch_one(&mut **conn).await)?;

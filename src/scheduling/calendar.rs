@@ -129,26 +129,33 @@ pub struct Exceptions {
     time_off: HashMap<Uuid, Vec<(NaiveDate, NaiveDate)>>,
 }
 
+/// One row of what [`Exceptions`] is built from: kind, teacher (time off), name, first and
+/// last local date.
+pub(crate) type ExceptionRow = (String, Option<Uuid>, String, NaiveDate, NaiveDate);
+
+/// Closures and time off touching `[$1, $2]`, and every term — from both the `term`
+/// exceptions of old and `/v1/terms`.
+pub(crate) const EXCEPTIONS_SQL: &str = "SELECT kind, teacher_id, name, starts_on, ends_on FROM calendar_exceptions \
+    WHERE kind = 'term' OR (starts_on <= $2 AND ends_on >= $1) \
+    UNION ALL SELECT 'term', NULL, name, starts_on, ends_on FROM terms";
+
 impl Exceptions {
     pub async fn load(tx: &mut Tx, from: NaiveDate, to: NaiveDate) -> crate::error::DomainResult<Self> {
-        // Terms come from both the `term` exceptions of old and `/v1/terms`.
-        const SQL: &str = "SELECT id, kind, teacher_id, name, starts_on, ends_on, created_at FROM calendar_exceptions \
-            WHERE kind = 'term' OR (starts_on <= $2 AND ends_on >= $1) \
-            UNION ALL SELECT id, 'term', NULL, name, starts_on, ends_on, created_at FROM terms";
-        let rows = on_tx!(tx, conn => sqlx::query_as::<_, CalendarException>(SQL).bind(from).bind(to).fetch_all(&mut **conn).await)?;
+        let rows: Vec<ExceptionRow> =
+            on_tx!(tx, conn => sqlx::query_as(EXCEPTIONS_SQL).bind(from).bind(to).fetch_all(&mut **conn).await)?;
+        Ok(Self::from_rows(rows))
+    }
+
+    pub(crate) fn from_rows(rows: impl IntoIterator<Item = ExceptionRow>) -> Self {
         let mut out = Self::default();
-        for row in rows {
-            match row.kind.as_str() {
-                "closure" => out.closures.push((row.starts_on, row.ends_on, row.name)),
-                "term" => out.terms.push((row.starts_on, row.ends_on)),
-                _ => out
-                    .time_off
-                    .entry(row.teacher_id.unwrap_or_default())
-                    .or_default()
-                    .push((row.starts_on, row.ends_on)),
+        for (kind, teacher_id, name, starts_on, ends_on) in rows {
+            match kind.as_str() {
+                "closure" => out.closures.push((starts_on, ends_on, name)),
+                "term" => out.terms.push((starts_on, ends_on)),
+                _ => out.time_off.entry(teacher_id.unwrap_or_default()).or_default().push((starts_on, ends_on)),
             }
         }
-        Ok(out)
+        out
     }
 
     pub(crate) fn closure(&self, date: NaiveDate) -> Option<&str> {

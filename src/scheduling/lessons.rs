@@ -15,9 +15,10 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::booking::{
-    self, Booked, BookingOptions, Conflict, Occurrences, Skipped, Slot, conflict_error, conflicts, shift_local,
+    self, Booked, BookingOptions, Conflict, Occurrences, Parties, Skipped, Slot, conflict_error, conflicts, shift_local,
 };
 use super::calendar::Exceptions;
+use super::facts::BookingFacts;
 use super::recurrence;
 use super::{Attendance, EditScope, LessonStatus};
 use crate::app::AppState;
@@ -28,6 +29,7 @@ use crate::http::validate::Errors;
 use crate::http::{Json, Query, nullable};
 use crate::messaging::LessonNotice;
 use crate::privacy::audit::{self, AuditEvent};
+use crate::time::local_date;
 use crate::{on_db, on_tx};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -224,6 +226,12 @@ pub struct Booking {
     skipped: Vec<Skipped>,
 }
 
+impl Booking {
+    fn new(booked: Booked, skipped: Vec<Skipped>) -> Self {
+        Self { lesson: booked.lessons.first().cloned(), occurrences: booked.lessons, skipped }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DryRunReport {
     dry_run: bool,
@@ -239,39 +247,15 @@ pub struct SlotView {
     ends_at: DateTime<Utc>,
 }
 
-/// Checks the people and room exist and the caller may book for them.
-async fn check_parties(
-    db: &Db,
-    user: &CurrentUser,
-    teacher: Uuid,
-    student: Uuid,
-    room: Option<Uuid>,
-    new_booking: bool,
-) -> ApiResult<()> {
+/// Whom the caller may book for: admins anyone, teachers for themselves — and, for a new
+/// booking, their own students only (`Some(teacher)`: to them anyone else's student is as
+/// good as missing). Others 403.
+fn booking_scope(user: &CurrentUser, teacher: Uuid, new_booking: bool) -> ApiResult<Option<Uuid>> {
     match user.role {
-        Role::Admin => {}
-        Role::Teacher if user.teacher_id == Some(teacher) => {}
-        _ => return Err(ApiError::Forbidden),
+        Role::Admin => Ok(None),
+        Role::Teacher if user.teacher_id == Some(teacher) => Ok(user.teacher_id.filter(|_| new_booking)),
+        _ => Err(ApiError::Forbidden),
     }
-    // Teachers book for their own students only (their main teacher is them); to anyone
-    // else the student is as good as missing. One statement for the three parties.
-    const PARTIES: &str = "SELECT (SELECT COUNT(*) FROM teachers WHERE id = $1), \
-        (SELECT COUNT(*) FROM students WHERE id = $2 AND ($3 IS NULL OR teacher_id = $3)), \
-        (SELECT COUNT(*) FROM rooms WHERE id = $4)";
-    let own = if user.role == Role::Teacher && new_booking { user.teacher_id } else { None };
-    let (teachers, students, rooms): (i64, i64, i64) = on_db!(db, pool => sqlx::query_as(PARTIES)
-        .bind(teacher).bind(student).bind(own).bind(room).fetch_one(pool).await)?;
-    let mut errors = Errors::default();
-    if teachers == 0 {
-        errors.add("teacher_id", "No such teacher");
-    }
-    if students == 0 {
-        errors.add("student_id", "No such student");
-    }
-    if room.is_some() && rooms == 0 {
-        errors.add("room_id", "No such room");
-    }
-    errors.into_result()
 }
 
 /// Books a lesson or a weekly series. Every occurrence is checked against the teacher's,
@@ -328,53 +312,60 @@ async fn create_lessons(
     }
     let notes = errors.optional_text("notes", input.notes.as_deref());
     errors.into_result()?;
-    check_parties(&state.db, &user, input.teacher_id, input.student_id, input.room_id, true).await?;
-
+    let own_students_of = booking_scope(&user, input.teacher_id, true)?;
+    let parties = Parties { teacher_id: input.teacher_id, student_id: input.student_id, room_id: input.room_id };
     let tz = state.settings.timezone;
-    let starts = match &rule {
+    let candidates: Vec<Slot> = match &rule {
         Some(rule) => recurrence::expand(rule, input.starts_at, tz),
         None => vec![input.starts_at],
+    }
+    .into_iter()
+    .map(|start| Slot {
+        starts_at: start,
+        ends_at: start + duration,
+        teacher_id: input.teacher_id,
+        student_id: input.student_id,
+        room_id: input.room_id,
+    })
+    .collect();
+    let days = local_date(tz, candidates.first().map_or(input.starts_at, |s| s.starts_at))
+        ..=local_date(tz, candidates.last().map_or(input.starts_at, |s| s.starts_at));
+    let check_availability = !input.override_availability;
+    // PostgreSQL: one statement, no transaction (its exclusion constraints keep lessons
+    // apart). SQLite: the same reads inside the booking's write transaction (its single
+    // writer does).
+    let (sqlite_tx, facts) = match &state.db {
+        Db::Postgres(pool) => {
+            (None, BookingFacts::read(pool, parties, own_students_of, days, &candidates, check_availability).await?)
+        }
+        Db::Sqlite(_) => {
+            let mut tx = if mode.dry_run { state.db.begin_read().await? } else { state.db.begin().await? };
+            let facts =
+                BookingFacts::read_in(&mut tx, parties, own_students_of, days, &candidates, check_availability).await?;
+            (Some(tx), facts)
+        }
     };
-    let (first_day, last_day) = (
-        starts.first().map_or(input.starts_at, |s| *s).with_timezone(&tz).date_naive(),
-        starts.last().map_or(input.starts_at, |s| *s).with_timezone(&tz).date_naive(),
-    );
-    // PostgreSQL's exclusion constraints keep lessons apart: the report is read outside any
-    // transaction. SQLite's single writer does: the check runs inside the booking's.
-    let check_while_writing = matches!(state.db, Db::Sqlite(_)) && !mode.dry_run;
-    let mut tx = if check_while_writing { state.db.begin().await? } else { state.db.reads().await? };
-    let exceptions = Exceptions::load(&mut tx, first_day, last_day).await?;
-    // Occurrences of a series that fall on closures or outside terms are skipped; a single
-    // lesson there is a conflict.
+    facts.parties_exist(input.room_id.is_some())?;
+    // Occurrences of a series on closures or outside terms are skipped; a single lesson
+    // there is a conflict.
     let mut skipped = Vec::new();
     let mut slots = Vec::new();
-    for start in starts {
-        let date = start.with_timezone(&tz).date_naive();
-        if rule.is_some() {
-            if let Some(name) = exceptions.closure(date) {
-                skipped.push(Skipped { starts_at: start, reason: "closure", detail: name.to_owned() });
-                continue;
+    for slot in candidates {
+        let date = local_date(tz, slot.starts_at);
+        let skip = match (rule.is_some(), facts.exceptions.closure(date)) {
+            (false, _) => None,
+            (true, Some(name)) => Some(("closure", name.to_owned())),
+            (true, None) => {
+                facts.exceptions.outside_terms(date).then(|| ("outside_term", "No term covers this date".to_owned()))
             }
-            if exceptions.outside_terms(date) {
-                skipped.push(Skipped {
-                    starts_at: start,
-                    reason: "outside_term",
-                    detail: "No term covers this date".into(),
-                });
-                continue;
-            }
+        };
+        match skip {
+            Some((reason, detail)) => skipped.push(Skipped { starts_at: slot.starts_at, reason, detail }),
+            None => slots.push(slot),
         }
-        slots.push(Slot {
-            starts_at: start,
-            ends_at: start + duration,
-            teacher_id: input.teacher_id,
-            student_id: input.student_id,
-            room_id: input.room_id,
-        });
     }
-    let found = conflicts(&mut tx, tz, &slots, &[], !input.override_availability, &exceptions).await?;
+    let found = facts.conflicts(tz, &slots);
     if mode.dry_run {
-        tx.rollback().await?;
         let report = DryRunReport {
             dry_run: true,
             occurrences: slots.iter().map(|s| SlotView { starts_at: s.starts_at, ends_at: s.ends_at }).collect(),
@@ -389,12 +380,6 @@ async fn create_lessons(
     if slots.is_empty() {
         return Err(ApiError::invalid("recurrence.rrule", "every occurrence falls on a closure or outside the terms"));
     }
-    let mut tx = if check_while_writing {
-        tx
-    } else {
-        tx.rollback().await?;
-        state.db.begin().await?
-    };
     let options = BookingOptions {
         rrule: rrule.as_deref(),
         booked_by: Some(user.id),
@@ -402,23 +387,31 @@ async fn create_lessons(
         availability_override: input.override_availability,
         notes: notes.as_deref(),
     };
-    let Booked { series_id, lesson_ids: ids, lessons: occurrences } =
-        booking::book(&mut tx, tz, &slots, options).await?;
-    if input.makeup {
-        super::credits::spend_credit(&mut tx, input.student_id, ids[0]).await?;
-    }
-    audit::record_tx(
-        &mut tx,
-        AuditEvent::new("lesson.created")
-            .by(&user)
-            .subject(if series_id.is_some() { "lesson_series" } else { "lesson" }, series_id.unwrap_or(ids[0]))
-            .details(json!({"occurrences": ids.len(), "skipped": skipped.len(),
-            "availability_override": input.override_availability, "makeup": input.makeup})),
-    )
-    .await?;
-    let booking = Booking { lesson: occurrences.first().cloned(), occurrences, skipped };
-    CommitMark::answer_with_json(201, &booking);
-    tx.commit().await?;
+    let audit = AuditEvent::new("lesson.created").by(&user).details(json!({"occurrences": slots.len(),
+        "skipped": skipped.len(), "availability_override": input.override_availability, "makeup": input.makeup}));
+    let booking = match (&state.db, sqlite_tx) {
+        // The common case on PostgreSQL — lessons and their audit entry — is one statement;
+        // a makeup (its credit) or a keyed request (its mark) takes a transaction.
+        (Db::Postgres(pool), _) if !input.makeup && !CommitMark::in_scope() => {
+            Booking::new(booking::book_in_one_statement(pool, tz, &slots, options, audit).await?, skipped)
+        }
+        (_, tx) => {
+            let mut tx = match tx {
+                Some(tx) => tx,
+                None => state.db.begin().await?,
+            };
+            let booked = booking::book(&mut tx, tz, &slots, options).await?;
+            if input.makeup {
+                super::credits::spend_credit(&mut tx, input.student_id, booked.lesson_ids[0]).await?;
+            }
+            let (kind, id) = booked.audit_subject();
+            audit::record_tx(&mut tx, audit.subject(kind, id)).await?;
+            let booking = Booking::new(booked, skipped);
+            CommitMark::answer_with_json(201, &booking);
+            tx.commit().await?;
+            booking
+        }
+    };
     Ok((StatusCode::CREATED, Json(booking)).into_response())
 }
 
@@ -496,7 +489,9 @@ async fn update_lesson(
     let room = input.room_id.unwrap_or(lesson.room_id);
     let status = new_status.unwrap_or(lesson.status);
     if input.teacher_id.is_some() || input.room_id.flatten().is_some() {
-        check_parties(&state.db, &user, teacher, lesson.student_id, room, false).await?;
+        booking_scope(&user, teacher, false)?;
+        let parties = Parties { teacher_id: teacher, student_id: lesson.student_id, room_id: room };
+        super::facts::parties_exist(&state.db, parties).await?;
     }
 
     let mut tx = state.db.begin().await?;

@@ -6,6 +6,7 @@
 pub mod booking;
 pub(crate) mod calendar;
 pub mod credits;
+pub mod facts;
 mod feeds;
 pub(crate) mod lessons;
 pub mod recurrence;

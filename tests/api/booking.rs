@@ -14,6 +14,7 @@ backend_tests!(
     a_series_moves_from_a_date_or_not_at_all,
     cancelling_following_occurrences_keeps_them_as_history,
     a_lesson_still_running_at_from_is_listed_and_none_lasts_over_four_hours,
+    a_booking_and_its_audit_entry_are_written_together_or_not_at_all,
 );
 
 fn uuid(v: &Value) -> Uuid {
@@ -154,4 +155,73 @@ async fn a_lesson_still_running_at_from_is_listed_and_none_lasts_over_four_hours
     let stretched = cedar::on_db!(db, pool => sqlx::query("UPDATE lessons SET ends_at = $2 WHERE id = $1")
         .bind(lesson).bind(five_hours).execute(pool).await.map(|_| ()));
     assert!(stretched.unwrap_err().to_string().contains("lessons_length"));
+}
+
+/// On PostgreSQL a plain booking is one statement (lessons, series and audit entry); this
+/// checks all three land together, and that a refused booking writes none of them.
+async fn a_booking_and_its_audit_entry_are_written_together_or_not_at_all(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let s = school(&app).await;
+    let office = app.as_user(&s.admin);
+    let created = |subject: Uuid| format!("/v1/audit-log?action=lesson.created&subject_id={subject}");
+    let room = office.post("/v1/rooms", json!({"name": "Studio Chopin", "capacity": 2})).await.expect(201);
+    let room_id = room["id"].as_str().unwrap();
+
+    let single = office
+        .post(
+            "/v1/lessons",
+            json!({"teacher_id": s.teacher1_id, "student_id": s.students[0], "room_id": room_id,
+            "starts_at": "2027-03-02T21:00:00Z", "duration_minutes": 45, "notes": "bring the Czerny"}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(single["occurrences"].as_array().unwrap().len(), 1);
+    assert_eq!(single["ends_at"], "2027-03-02T21:45:00Z");
+    assert_eq!(single["notes"], "bring the Czerny");
+    assert_eq!(single["room_id"], room_id);
+    assert!(single["series_id"].is_null());
+    let entries = office.get(&created(uuid(&single["id"]))).await.expect(200)["items"].as_array().unwrap().clone();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["subject_type"], "lesson");
+    assert_eq!(entries[0]["details"]["occurrences"], 1);
+
+    let series = office
+        .post("/v1/lessons", json!({"teacher_id": s.teacher1_id, "student_id": s.students[1],
+            "starts_at": "2027-03-03T21:00:00Z", "duration_minutes": 30, "recurrence": {"rrule": "FREQ=WEEKLY;COUNT=3"}}))
+        .await
+        .expect(201);
+    let occurrences = series["occurrences"].as_array().unwrap();
+    assert_eq!(starts(occurrences), ["2027-03-03T21:00:00Z", "2027-03-10T21:00:00Z", "2027-03-17T20:00:00Z"]);
+    let series_id = uuid(&occurrences[0]["series_id"]);
+    assert!(occurrences.iter().all(|o| uuid(&o["series_id"]) == series_id));
+    let entries = office.get(&created(series_id)).await.expect(200)["items"].as_array().unwrap().clone();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["subject_type"], "lesson_series");
+    assert_eq!(entries[0]["details"]["occurrences"], 3);
+
+    // Refused: a double booking of the room (409), an unknown student (422). Nothing written.
+    let all_created = "/v1/audit-log?action=lesson.created";
+    let before = office.get(all_created).await.expect(200)["items"].as_array().unwrap().len();
+    let clash = office
+        .post(
+            "/v1/lessons",
+            json!({"teacher_id": s.teacher2_id, "student_id": s.students[2], "room_id": room_id,
+            "starts_at": "2027-03-02T21:30:00Z", "duration_minutes": 30}),
+        )
+        .await
+        .expect(409);
+    assert_eq!(clash["conflicts"][0]["kind"], "room");
+    assert_eq!(clash["conflicts"][0]["lesson_id"], single["id"]);
+    let missing = office
+        .post(
+            "/v1/lessons",
+            json!({"teacher_id": s.teacher2_id, "student_id": Uuid::now_v7(),
+            "starts_at": "2027-03-04T21:00:00Z", "duration_minutes": 30}),
+        )
+        .await
+        .expect(422);
+    assert!(missing["errors"].to_string().contains("student_id"), "{missing}");
+    assert_eq!(office.get(all_created).await.expect(200)["items"].as_array().unwrap().len(), before);
+    let path = format!("/v1/lessons?from=2027-03-01T00:00:00Z&to=2027-03-05T00:00:00Z&teacher_id={}", s.teacher2_id);
+    assert!(office.get(&path).await.expect(200)["items"].as_array().unwrap().is_empty());
 }
