@@ -47,8 +47,18 @@ impl BookingFacts {
         candidates: &[Slot],
         check_availability: bool,
     ) -> DomainResult<Self> {
-        // The calendar's query keeps its `$1`/`$2` (the days); overlaps are found for every
-        // candidate occurrence at once through arrays of starts, ends and lower bounds.
+        // The calendar's query keeps its `$1`/`$2` (the days). A single occurrence's overlaps
+        // are one index range per party with plain parameters, which PostgreSQL plans once
+        // and reuses; a series passes arrays of starts, ends and lower bounds (planned anew
+        // each time, at a fraction of a millisecond — series are rare).
+        let overlaps = if candidates.len() == 1 {
+            "SELECT $8::timestamptz AS occurrence, l.* FROM lessons l WHERE l.starts_at < $9::timestamptz \
+                AND l.ends_at > $8::timestamptz AND l.starts_at > $10::timestamptz"
+        } else {
+            "SELECT s.starts_at AS occurrence, l.* FROM UNNEST($8::timestamptz[], $9::timestamptz[], $10::timestamptz[]) \
+                AS s(starts_at, ends_at, since) JOIN lessons l ON l.starts_at < s.ends_at AND l.ends_at > s.starts_at \
+                AND l.starts_at > s.since"
+        };
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT (SELECT COUNT(*) FROM teachers WHERE id = $3), \
             (SELECT COUNT(*) FROM students WHERE id = $4 AND ($5::uuid IS NULL OR teacher_id = $5)), \
@@ -57,32 +67,30 @@ impl BookingFacts {
                 FROM ({EXCEPTIONS_SQL}) e), \
             (SELECT COALESCE(json_agg(json_build_array(weekday, start_time, end_time)), '[]') \
                 FROM teacher_availability WHERE $7 AND teacher_id = $3), \
-            (SELECT COALESCE(json_agg(json_build_array(s.starts_at, json_build_array(l.id, l.teacher_id, l.student_id, \
-                l.room_id, l.starts_at, l.ends_at)) ORDER BY s.starts_at, l.starts_at), '[]') \
-                FROM UNNEST($8::timestamptz[], $9::timestamptz[], $10::timestamptz[]) AS s(starts_at, ends_at, since) \
-                JOIN lessons l ON l.status = 'scheduled' AND l.starts_at < s.ends_at AND l.ends_at > s.starts_at \
-                AND l.starts_at > s.since \
-                AND (l.teacher_id = $3 OR l.student_id = $4 OR ($6::uuid IS NOT NULL AND l.room_id = $6)))"
+            (SELECT COALESCE(json_agg(json_build_array(o.occurrence, json_build_array(o.id, o.teacher_id, o.student_id, \
+                o.room_id, o.starts_at, o.ends_at)) ORDER BY o.occurrence, o.starts_at), '[]') \
+                FROM ({overlaps}) o WHERE o.status = 'scheduled' \
+                AND (o.teacher_id = $3 OR o.student_id = $4 OR ($6::uuid IS NOT NULL AND o.room_id = $6)))"
         ));
         type Windows = Vec<(i32, String, String)>;
         type Row =
             (i64, i64, i64, SqlJson<Vec<ExceptionRow>>, SqlJson<Windows>, SqlJson<Vec<(DateTime<Utc>, Overlap)>>);
-        let starts: Vec<_> = candidates.iter().map(|s| s.starts_at).collect();
-        let ends: Vec<_> = candidates.iter().map(|s| s.ends_at).collect();
-        let since: Vec<_> = starts.iter().map(|s| super::running_since(*s)).collect();
-        let (teachers, students, rooms, exceptions, windows, overlaps): Row = sqlx::query_as(sql)
+        let query = sqlx::query_as(sql)
             .bind(days.start())
             .bind(days.end())
             .bind(parties.teacher_id)
             .bind(parties.student_id)
             .bind(own_students_of)
             .bind(parties.room_id)
-            .bind(check_availability)
-            .bind(starts)
-            .bind(ends)
-            .bind(since)
-            .fetch_one(pool)
-            .await?;
+            .bind(check_availability);
+        let query = match candidates {
+            [one] => query.bind(one.starts_at).bind(one.ends_at).bind(super::running_since(one.starts_at)),
+            many => query
+                .bind(many.iter().map(|s| s.starts_at).collect::<Vec<_>>())
+                .bind(many.iter().map(|s| s.ends_at).collect::<Vec<_>>())
+                .bind(many.iter().map(|s| super::running_since(s.starts_at)).collect::<Vec<_>>()),
+        };
+        let (teachers, students, rooms, exceptions, windows, overlaps): Row = query.fetch_one(pool).await?;
         Ok(Self {
             parties: (teachers, students, rooms),
             exceptions: Exceptions::from_rows(exceptions.0),
