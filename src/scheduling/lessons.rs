@@ -39,7 +39,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(super::credits::mark_attendance))
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+/// Decoded from [`COLUMNS`] by position (`super::lesson_row`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Lesson {
     pub id: Uuid,
     /// The recurring series this occurrence belongs to.
