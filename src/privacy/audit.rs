@@ -72,18 +72,21 @@ impl AuditEvent {
     }
 }
 
-const INSERT: &str = "INSERT INTO audit_log (id, occurred_at, actor_id, actor_role, action, subject_type, \
-    subject_id, ip, request_id, details) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+/// The audit entry's ten columns, in the order every insert binds them.
+macro_rules! audit_columns {
+    () => {
+        "id, occurred_at, actor_id, actor_role, action, subject_type, subject_id, ip, request_id, details"
+    };
+}
+
+const INSERT: &str =
+    concat!("INSERT INTO audit_log (", audit_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
 
 /// The audit entry as one part of a larger PostgreSQL statement (a `WITH … AS (INSERT …)`):
 /// its ten values are `$first`… in [`bind_from`]'s order.
 pub(crate) fn insert_from(first: usize) -> String {
     let values: Vec<String> = (first..first + 10).map(|n| format!("${n}")).collect();
-    format!(
-        "INSERT INTO audit_log (id, occurred_at, actor_id, actor_role, action, subject_type, subject_id, ip, \
-        request_id, details) VALUES ({})",
-        values.join(", ")
-    )
+    format!(concat!("INSERT INTO audit_log (", audit_columns!(), ") VALUES ({})"), values.join(", "))
 }
 
 /// Binds `event`'s values for [`insert_from`].

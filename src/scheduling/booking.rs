@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::LessonStatus;
 pub use super::calendar::Exceptions;
 use super::calendar::within_availability;
+use super::lessons::{COLUMNS, RETURNED};
 use crate::db::Tx;
 use crate::error::{DomainError, DomainResult};
 use crate::on_tx;
@@ -227,18 +228,25 @@ pub struct BookingOptions<'a> {
 #[derive(Debug, Clone)]
 pub struct Booked {
     pub series_id: Option<Uuid>,
-    pub lesson_ids: Vec<Uuid>,
-    /// The lessons as written (`RETURNING`: no second read).
+    /// The lessons as written, in time order (`RETURNING`: no second read).
     pub lessons: Vec<super::lessons::Lesson>,
 }
 
 impl Booked {
+    pub fn lesson_ids(&self) -> impl Iterator<Item = Uuid> + '_ {
+        self.lessons.iter().map(|l| l.id)
+    }
+
     /// What the booking's audit entry is about: the series, or the single lesson.
     pub fn audit_subject(&self) -> (&'static str, Uuid) {
-        match self.series_id {
-            Some(series) => ("lesson_series", series),
-            None => ("lesson", self.lesson_ids[0]),
-        }
+        audit_subject(self.series_id, self.lessons[0].id)
+    }
+}
+
+fn audit_subject(series_id: Option<Uuid>, first_lesson: Uuid) -> (&'static str, Uuid) {
+    match series_id {
+        Some(series) => ("lesson_series", series),
+        None => ("lesson", first_lesson),
     }
 }
 
@@ -254,8 +262,7 @@ pub async fn book_in_one_statement(
 ) -> DomainResult<Booked> {
     let series_id = options.rrule.map(|_| Uuid::now_v7());
     let lesson_ids: Vec<Uuid> = slots.iter().map(|_| Uuid::now_v7()).collect();
-    let booked = Booked { series_id, lesson_ids, lessons: Vec::new() };
-    let (kind, subject) = booked.audit_subject();
+    let (kind, subject) = audit_subject(series_id, lesson_ids[0]);
     let sql = sqlx::AssertSqlSafe(format!(
         "WITH series AS (INSERT INTO lesson_series (id, rrule, timezone, created_by, created_at) \
             SELECT $1, $2, $3, $4, $5 WHERE $1::uuid IS NOT NULL), \
@@ -264,9 +271,9 @@ pub async fn book_in_one_statement(
             SELECT s.id, $1, s.teacher_id, s.student_id, s.room_id, s.starts_at, s.ends_at, 'scheduled', $6, $7, $8, $5, $5 \
             FROM UNNEST($9::uuid[], $10::uuid[], $11::uuid[], $12::uuid[], $13::timestamptz[], $14::timestamptz[]) \
                 AS s(id, teacher_id, student_id, room_id, starts_at, ends_at) \
-            RETURNING {RETURNED}), \
+            RETURNING *), \
         audited AS ({}) \
-        SELECT * FROM booked ORDER BY starts_at",
+        SELECT {COLUMNS} FROM booked l ORDER BY l.starts_at",
         crate::privacy::audit::insert_from(15)
     ));
     let query = sqlx::query_as::<_, super::lessons::Lesson>(sql)
@@ -278,19 +285,15 @@ pub async fn book_in_one_statement(
         .bind(options.makeup)
         .bind(options.availability_override)
         .bind(options.notes)
-        .bind(&booked.lesson_ids)
+        .bind(&lesson_ids)
         .bind(slots.iter().map(|s| s.teacher_id).collect::<Vec<_>>())
         .bind(slots.iter().map(|s| s.student_id).collect::<Vec<_>>())
         .bind(slots.iter().map(|s| s.room_id).collect::<Vec<_>>())
         .bind(slots.iter().map(|s| s.starts_at).collect::<Vec<_>>())
         .bind(slots.iter().map(|s| s.ends_at).collect::<Vec<_>>());
     let lessons = crate::privacy::audit::bind_from(query, audit.subject(kind, subject)).fetch_all(pool).await?;
-    Ok(Booked { lessons, ..booked })
+    Ok(Booked { series_id, lessons })
 }
-
-/// The columns a booking returns (those of [`super::lessons::Lesson`]).
-const RETURNED: &str = "id, series_id, teacher_id, student_id, room_id, starts_at, ends_at, status, attendance, \
-    attendance_note, is_makeup, availability_override, notes, substitute_for, created_at, updated_at";
 
 /// Writes `slots` as lessons — a series when `options.rrule` is set. Callers check conflicts
 /// first ([`check`]); this only writes.
@@ -312,8 +315,7 @@ pub async fn book(tx: &mut Tx, tz: chrono_tz::Tz, slots: &[Slot], options: Booki
             insert_lesson(tx, slot, series_id, options.makeup, options.availability_override, options.notes).await?,
         );
     }
-    let lesson_ids = lessons.iter().map(|l| l.id).collect();
-    Ok(Booked { series_id, lesson_ids, lessons })
+    Ok(Booked { series_id, lessons })
 }
 
 /// Rewrites lessons in place: each `(lesson id, new slot)` gets the slot's time, teacher and

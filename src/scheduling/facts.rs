@@ -120,20 +120,9 @@ impl BookingFacts {
         Ok(Self { parties: counts, exceptions, windows, overlaps })
     }
 
-    /// 422 naming each party that does not exist (or is not the booking teacher's student).
+    /// See [`missing_parties`].
     pub fn parties_exist(&self, room_given: bool) -> Result<(), crate::error::ApiError> {
-        let (teachers, students, rooms) = self.parties;
-        let mut errors = Errors::default();
-        if teachers == 0 {
-            errors.add("teacher_id", "No such teacher");
-        }
-        if students == 0 {
-            errors.add("student_id", "No such student");
-        }
-        if room_given && rooms == 0 {
-            errors.add("room_id", "No such room");
-        }
-        errors.into_result()
+        missing_parties(self.parties, room_given)
     }
 
     /// Every conflict of `slots` (a subset of the candidates read).
@@ -151,9 +140,25 @@ impl BookingFacts {
 pub async fn parties_exist(db: &crate::db::Db, parties: Parties) -> Result<(), crate::error::ApiError> {
     let counts = crate::on_db!(db, pool => sqlx::query_as(PARTIES).bind(parties.teacher_id)
         .bind(parties.student_id).bind(None::<Uuid>).bind(parties.room_id).fetch_one(pool).await)?;
-    let facts =
-        BookingFacts { parties: counts, exceptions: Exceptions::default(), windows: None, overlaps: Vec::new() };
-    facts.parties_exist(parties.room_id.is_some())
+    missing_parties(counts, parties.room_id.is_some())
+}
+
+/// 422 naming each party that does not exist (or is not the booking teacher's student).
+fn missing_parties(
+    (teachers, students, rooms): (i64, i64, i64),
+    room_given: bool,
+) -> Result<(), crate::error::ApiError> {
+    let mut errors = Errors::default();
+    if teachers == 0 {
+        errors.add("teacher_id", "No such teacher");
+    }
+    if students == 0 {
+        errors.add("student_id", "No such student");
+    }
+    if room_given && rooms == 0 {
+        errors.add("room_id", "No such room");
+    }
+    errors.into_result()
 }
 
 fn to_windows(rows: Vec<(i32, String, String)>) -> Vec<WeeklyWindow> {

@@ -71,6 +71,10 @@ pub struct Lesson {
 pub(crate) const COLUMNS: &str = "l.id, l.series_id, l.teacher_id, l.student_id, l.room_id, l.starts_at, l.ends_at, \
     l.status, l.attendance, l.attendance_note, l.is_makeup, l.availability_override, l.notes, l.substitute_for, l.created_at, l.updated_at";
 
+/// [`COLUMNS`] unqualified, for `RETURNING` (SQLite accepts no table name there).
+pub(crate) const RETURNED: &str = "id, series_id, teacher_id, student_id, room_id, starts_at, ends_at, status, \
+    attendance, attendance_note, is_makeup, availability_override, notes, substitute_for, created_at, updated_at";
+
 /// Lessons a scope may see: `$1` family (parents: their children's), `$2` teacher (their own).
 pub(crate) const VISIBLE: &str = "($1 IS NULL OR EXISTS (SELECT 1 FROM students s WHERE s.id = l.student_id \
     AND s.family_id = $1)) AND ($2 IS NULL OR l.teacher_id = $2)";
@@ -403,7 +407,7 @@ async fn create_lessons(
             };
             let booked = booking::book(&mut tx, tz, &slots, options).await?;
             if input.makeup {
-                super::credits::spend_credit(&mut tx, input.student_id, booked.lesson_ids[0]).await?;
+                super::credits::spend_credit(&mut tx, input.student_id, booked.lessons[0].id).await?;
             }
             let (kind, id) = booked.audit_subject();
             audit::record_tx(&mut tx, audit.subject(kind, id)).await?;

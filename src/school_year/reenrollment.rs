@@ -404,7 +404,7 @@ async fn continue_series(
             continue;
         }
         let options = BookingOptions { rrule: Some(&rrule), booked_by: Some(by), ..BookingOptions::default() };
-        booked_ids.extend(booking::book(tx, tz, &to_book, options).await?.lesson_ids);
+        booked_ids.extend(booking::book(tx, tz, &to_book, options).await?.lesson_ids());
     }
     if !not_booked.is_empty() {
         let task = crate::tasks::NewTask {

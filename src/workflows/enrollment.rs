@@ -459,7 +459,7 @@ async fn enroll(cx: StepCtx) -> StepResult {
     let options = BookingOptions { rrule: Some(&rrule), booked_by: Some(by), ..BookingOptions::default() };
     let booked = booking::book(&mut tx, tz, &to_book, options).await.map_err(StepError::retry)?;
     let series = booked.series_id;
-    let booked = booked.lesson_ids.len();
+    let booked = booked.lessons.len();
     let event = crate::privacy::audit::AuditEvent::new("enrollment.approved").subject("enrollment", enrollment.id);
     crate::privacy::audit::record_tx(
         &mut tx,
