@@ -94,6 +94,7 @@ pub async fn record_metrics(request: Request, next: Next) -> Response {
     let method = request.method().as_str().to_owned();
     let started = Instant::now();
     let response = next.run(request).await;
+    super::memory::note_request();
     let labels = [("method", method), ("route", route), ("status", response.status().as_u16().to_string())];
     metrics::counter!("http_requests_total", &labels).increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());

@@ -298,8 +298,7 @@ pub async fn serve(settings: Settings, no_worker: bool) -> anyhow::Result<()> {
         worker = !no_worker,
         "cedar is listening; API docs at /docs"
     );
-    let upkeep = tokio::spawn(metrics_upkeep(state.clone()));
-    let trim = tokio::spawn(memory::trim_periodically());
+    let housekeeping = tokio::spawn(memory::keep_bounded(state.metrics.clone()));
     let (stop_worker, worker_stopped) = tokio::sync::watch::channel(false);
     let worker = if no_worker { None } else { Some(tokio::spawn(jobs::start_worker(state.clone(), worker_stopped))) };
     let app = router(state.clone());
@@ -314,8 +313,7 @@ pub async fn serve(settings: Settings, no_worker: bool) -> anyhow::Result<()> {
             Ok(Ok(())) => {}
         }
     }
-    upkeep.abort();
-    trim.abort();
+    housekeeping.abort();
     state.db.close().await;
     tracing::info!("stopped");
     result
@@ -325,26 +323,15 @@ pub async fn serve(settings: Settings, no_worker: bool) -> anyhow::Result<()> {
 pub async fn work(settings: Settings) -> anyhow::Result<()> {
     let state = AppState::init(settings).await?;
     tracing::info!(database = %state.settings.database_url, "cedar worker starting");
-    let upkeep = tokio::spawn(metrics_upkeep(state.clone()));
-    let trim = tokio::spawn(memory::trim_periodically());
+    let housekeeping = tokio::spawn(memory::keep_bounded(state.metrics.clone()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(jobs::start_worker(state.clone(), stopped));
     shutdown_signal().await;
     let _ = stop.send(true);
     let result = worker.await?;
-    upkeep.abort();
-    trim.abort();
+    housekeeping.abort();
     state.db.close().await;
     result
-}
-
-/// Keeps the metrics histograms bounded.
-async fn metrics_upkeep(state: AppState) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-    loop {
-        tick.tick().await;
-        state.metrics.run_upkeep();
-    }
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting connections and
