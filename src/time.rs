@@ -138,7 +138,7 @@ pub fn json_utc<S: serde::Serializer>(at: &DateTime<Utc>, serializer: S) -> Resu
 
 /// The RFC 3339 text of `at` in `buffer`, or `None` where chrono's own formatting is needed
 /// (years outside 0–9999, leap seconds).
-fn rfc3339_into<'a>(at: &DateTime<Utc>, buffer: &'a mut [u8; 32]) -> Option<&'a str> {
+pub(crate) fn rfc3339_into<'a>(at: &DateTime<Utc>, buffer: &'a mut [u8; 32]) -> Option<&'a str> {
     use chrono::Timelike;
     let (year, nanos) = (at.year(), at.nanosecond());
     if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {

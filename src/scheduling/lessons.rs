@@ -19,6 +19,7 @@ use super::booking::{
 };
 use super::calendar::Exceptions;
 use super::facts::BookingFacts;
+use super::lesson_json::LessonPageJson;
 use super::recurrence;
 use super::{Attendance, EditScope, LessonStatus};
 use crate::app::AppState;
@@ -105,8 +106,8 @@ pub struct LessonFilter {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LessonPage {
-    items: Vec<Lesson>,
-    next_cursor: Option<String>,
+    pub(super) items: Vec<Lesson>,
+    pub(super) next_cursor: Option<String>,
 }
 
 fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
@@ -122,7 +123,7 @@ async fn list_lessons(
     State(state): State<AppState>,
     user: CurrentUser,
     Query(filter): Query<LessonFilter>,
-) -> ApiResult<Json<LessonPage>> {
+) -> ApiResult<LessonPageJson> {
     let mut errors = Errors::default();
     let limit = filter.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
@@ -141,7 +142,7 @@ async fn list_lessons(
     };
     errors.into_result()?;
     let Some((family, teacher)) = user.row_filter() else {
-        return Ok(Json(LessonPage { items: vec![], next_cursor: None }));
+        return Ok(LessonPageJson::new(&LessonPage { items: vec![], next_cursor: None }));
     };
     // Absent filters become `$n IS NULL` (true), not `($n IS NULL OR col = $n)`: the planner
     // sees the present ones plainly and uses the indexes; the parameters never change.
@@ -182,7 +183,7 @@ async fn list_lessons(
         let last = rows.last().expect("non-empty");
         URL_SAFE_NO_PAD.encode(format!("{}|{}", last.starts_at.to_rfc3339(), last.id))
     });
-    Ok(Json(LessonPage { items: rows, next_cursor }))
+    Ok(LessonPageJson::new(&LessonPage { items: rows, next_cursor }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

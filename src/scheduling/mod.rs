@@ -8,6 +8,7 @@ pub(crate) mod calendar;
 pub mod credits;
 pub mod facts;
 mod feeds;
+mod lesson_json;
 mod lesson_row;
 pub(crate) mod lessons;
 pub mod recurrence;
