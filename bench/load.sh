@@ -119,4 +119,4 @@ want e && TOKEN="$tampered" PATH_Q="/v1/me" run "e tampered token -> 401" fixed.
 rss() { awk '/VmRSS|RssAnon|RssFile/ {printf "%s %s %s  ", $1, $2, $3}' /proc/$pid/status; }
 echo "Cedar RSS after the run: $(rss)"
 sleep 11
-echo "Cedar RSS 11 s later (freed heap returned every 10 s): $(rss)"
+echo "Cedar RSS 11 s later (freed heap returned a second after a burst, and every 10 s): $(rss)"
