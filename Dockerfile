@@ -4,6 +4,8 @@
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
+# The linker's function order (build.rs, bench/order.sh): what serving runs sits together.
+COPY build ./build
 COPY src ./src
 COPY migrations ./migrations
 COPY benches ./benches
