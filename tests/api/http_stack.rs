@@ -300,7 +300,42 @@ backend_tests!(
     shutdown_waits_for_a_request_that_completes,
     unknown_json_field_is_rejected_clearly,
     requests_over_the_general_limit_get_429,
+    a_dropped_transaction_releases_its_locks_at_once,
 );
+
+/// A transaction dropped unfinished (a cancelled request) gives its locks back as its
+/// connection returns to the pool, not when that connection is next borrowed: the pool skips
+/// its release ping only for connections with nothing to flush (vendor/README.md). Watched
+/// from a connection outside the pool, so the pool's own reuse cannot flush it instead.
+async fn a_dropped_transaction_releases_its_locks_at_once(backend: Backend) {
+    use sqlx::Connection;
+    let app = spawn_app(backend).await;
+    let db = &app.state.db;
+    let mut tx = db.begin().await.unwrap();
+    // SQLite's `BEGIN IMMEDIATE` already holds the write lock; on PostgreSQL take a lock too.
+    if let cedar::db::TxConn::Postgres(conn) = cedar::db::Tx::conn_mut(&mut tx) {
+        sqlx::query("SELECT pg_advisory_xact_lock(4242)").execute(&mut **conn).await.unwrap();
+    }
+    drop(tx);
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let lock_free = || async {
+        match &app.state.settings.database_url {
+            cedar::config::DatabaseUrl::Postgres(url) => {
+                let mut other = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock(4242)").fetch_one(&mut other).await.unwrap()
+            }
+            cedar::config::DatabaseUrl::Sqlite(path) => {
+                let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path).busy_timeout(Duration::ZERO);
+                let mut other = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+                sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.is_ok()
+            }
+        }
+    };
+    while !lock_free().await {
+        assert!(std::time::Instant::now() < deadline, "the dropped transaction still holds its lock");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
 
 /// `CEDAR_RATE_LIMIT_PER_MINUTE` per signed-in user (per IP without a token): past it, the
 /// documented 429 problem with `Retry-After`; another user is not affected; probes are free.
