@@ -8,6 +8,7 @@
 # Installs Schemathesis from PyPI into target/fuzz-venv on first use. Not part of .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 backend="${1:-sqlite}"
 examples="${2:-10}"
 venv="${CARGO_TARGET_DIR:-target}/fuzz-venv"
@@ -18,7 +19,7 @@ fi
 
 cargo build --quiet
 bin="${CARGO_TARGET_DIR:-target}/debug/cedar"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 data=$(mktemp -d)
 export CEDAR_DATA_DIR="$data" CEDAR_LOG_LEVEL=error CEDAR_CONFIG=/dev/null CEDAR_RATE_LIMIT_PER_MINUTE=0 \
   CEDAR_AUTH_RATE_PER_IP=100000 CEDAR_AUTH_RATE_PER_ACCOUNT=100000 CEDAR_PUBLIC_URL="http://127.0.0.1:$port"

@@ -4,11 +4,11 @@
 # Needs wrk (installed from Debian's packages if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null 2>&1 || sudo apt-get install -y -qq wrk; }
+. bench/lib.sh
+need wrk
 
-cargo build --release --quiet
-bin="${CARGO_TARGET_DIR:-target}/release/cedar"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+bin=$(release_cedar)
+port=$(free_port)
 data=$(mktemp -d)
 # Load tests measure throughput, not the general request limit.
 export CEDAR_DATA_DIR="$data" CEDAR_LOG_LEVEL=warn CEDAR_CONFIG=/dev/null CEDAR_RATE_LIMIT_PER_MINUTE=0

@@ -10,15 +10,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 backend="${1:-postgres}"
 duration="${LOAD_SECONDS:-15}"
-command -v wrk >/dev/null || { apt-get install -y -qq wrk >/dev/null 2>&1 || sudo apt-get install -y -qq wrk; }
+. bench/lib.sh
+need wrk
 # LOAD_BIN=/path/to/cedar measures another build (say, another profile) as it is.
-if [ -n "${LOAD_BIN:-}" ]; then
-  bin="$LOAD_BIN"
-else
-  cargo build --release --locked --quiet --bin cedar
-  bin="$(pwd)/${CARGO_TARGET_DIR:-target}/release/cedar"
-fi
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+bin=$(release_cedar "${LOAD_BIN:-}")
+port=$(free_port)
 work=$(mktemp -d)
 export CEDAR_DATA_DIR="$work/data" CEDAR_LOG_LEVEL=warn CEDAR_CONFIG=/dev/null CEDAR_RATE_LIMIT_PER_MINUTE=0 \
   CEDAR_AUTH_RATE_PER_IP=1000000 CEDAR_AUTH_RATE_PER_ACCOUNT=1000000 CEDAR_OWNER_ALERTS=false

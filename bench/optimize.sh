@@ -7,6 +7,7 @@
 # Defaults: no move budget, 30 s cap, the binary's default iteration budget, seed 1, 2 threads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 args=()
 extra=()
 while [ $# -gt 0 ]; do
@@ -15,8 +16,7 @@ while [ $# -gt 0 ]; do
     *) extra+=("$1"); shift ;;
   esac
 done
-cargo build --release --quiet
-bin="${CARGO_TARGET_DIR:-target}/release/cedar"
+bin=$(release_cedar)
 fixtures=tests/fixtures/schedule-opt
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

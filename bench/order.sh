@@ -13,6 +13,7 @@
 # toolchain or dependency upgrade renames functions, run this, and regenerate when it falls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 if [ "${1:-}" = "--check" ]; then
   bin="${2:-${CARGO_TARGET_DIR:-target}/release/cedar}"
   nm --defined-only "$bin" | awk '{print $3}' | sort -u > "${TMPDIR:-/tmp}/cedar.symbols.$$"
@@ -22,16 +23,11 @@ if [ "${1:-}" = "--check" ]; then
   echo "build/cedar.order: $found of $listed listed names are defined in $bin"
   exit 0
 fi
-command -v valgrind >/dev/null || { apt-get install -y -qq valgrind >/dev/null 2>&1 || sudo apt-get install -y -qq valgrind; }
+need valgrind
 # Which functions run does not depend on where they sit, so any release build will do
 # (ORDER_BIN=/path/to/cedar records a given one). Function names carry hashes that change
 # with the toolchain and the dependencies (even a patched one): record the build you ship.
-if [ -n "${ORDER_BIN:-}" ]; then
-  bin="$ORDER_BIN"
-else
-  cargo build --release --locked --quiet --bin cedar
-  bin="$(pwd)/${CARGO_TARGET_DIR:-target}/release/cedar"
-fi
+bin=$(release_cedar "${ORDER_BIN:-}")
 work=$(mktemp -d)
 pg="${LOAD_PG:-postgres://postgres@127.0.0.1:5432}"
 pg_db="cedar_order_$$"
@@ -41,7 +37,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 url="http://127.0.0.1:$port"
 export CEDAR_LOG_LEVEL=warn CEDAR_CONFIG=/dev/null CEDAR_RATE_LIMIT_PER_MINUTE=0 CEDAR_OWNER_ALERTS=false
 
