@@ -17,8 +17,6 @@ where
     Uuid: Decode<'r, R::Database>,
     DateTime<Utc>: Decode<'r, R::Database>,
     LessonStatus: Decode<'r, R::Database>,
-    Attendance: Decode<'r, R::Database>,
-    String: Decode<'r, R::Database>,
     bool: Decode<'r, R::Database>,
     Option<Uuid>: Decode<'r, R::Database>,
     Option<Attendance>: Decode<'r, R::Database>,
