@@ -15,6 +15,7 @@ backend_tests!(
     cancelling_following_occurrences_keeps_them_as_history,
     a_lesson_still_running_at_from_is_listed_and_none_lasts_over_four_hours,
     a_booking_and_its_audit_entry_are_written_together_or_not_at_all,
+    the_lesson_list_pages_by_cursor_and_shows_each_family_its_own,
 );
 
 fn uuid(v: &Value) -> Uuid {
@@ -224,4 +225,31 @@ async fn a_booking_and_its_audit_entry_are_written_together_or_not_at_all(backen
     assert_eq!(office.get(all_created).await.expect(200)["items"].as_array().unwrap().len(), before);
     let path = format!("/v1/lessons?from=2027-03-01T00:00:00Z&to=2027-03-05T00:00:00Z&teacher_id={}", s.teacher2_id);
     assert!(office.get(&path).await.expect(200)["items"].as_array().unwrap().is_empty());
+}
+
+/// `GET /v1/lessons` pages with `limit` and the `next_cursor` it returns: every lesson once,
+/// in time order, each listed exactly as the booking returned it; a cursor it did not issue is
+/// a 422 naming `cursor`; a parent sees their own child's lessons and another family none.
+async fn the_lesson_list_pages_by_cursor_and_shows_each_family_its_own(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let s = school(&app).await;
+    let (_, occurrences) = weekly_series(&app, &s).await;
+    let office = app.as_user(&s.admin);
+    let path = format!("/v1/lessons?teacher_id={}&limit=3", s.teacher1_id);
+    let first = office.get(&path).await.expect(200);
+    assert_eq!(first["items"].as_array().unwrap(), &occurrences[..3]);
+    let cursor = first["next_cursor"].as_str().expect("a cursor to the fourth lesson");
+    let again = office.get(&path).await.expect(200);
+    assert_eq!(again, first, "the same request lists the same page");
+    let second = office.get(&format!("{path}&cursor={cursor}")).await.expect(200);
+    assert_eq!(second["items"].as_array().unwrap(), &occurrences[3..]);
+    assert_eq!(second["next_cursor"], Value::Null);
+
+    let bad = office.get(&format!("{path}&cursor=not-a-cursor")).await.problem(422);
+    assert!(bad.to_string().contains("cursor"), "{bad}");
+
+    let own = app.as_user(&s.parent_a).get(&format!("/v1/lessons?teacher_id={}", s.teacher1_id)).await.expect(200);
+    assert_eq!(own["items"].as_array().unwrap(), &occurrences);
+    let other = app.as_user(&s.parent_b).get(&format!("/v1/lessons?teacher_id={}", s.teacher1_id)).await.expect(200);
+    assert_eq!(other, json!({"items": [], "next_cursor": null}));
 }
