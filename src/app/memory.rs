@@ -1,8 +1,9 @@
-//! Keeping the process's memory bounded between bursts of requests. Two things grow with
+//! Keeping the process's memory bounded between bursts of requests. Three things grow with
 //! traffic and are given back here, once a second:
 //! - the metrics histograms' raw samples: the Prometheus recorder keeps one `f64` per recorded
 //!   request until an upkeep folds them into the buckets (with an upkeep a minute, a 50,000
 //!   req/s burst held 26 MB of them);
+//! - the lesson list's kept pages (up to 4 MB): those nobody asked for in 30 s are dropped;
 //! - freed heap: glibc keeps what connections and responses freed in its per-thread arenas,
 //!   where it counts as the process's memory for good; `malloc_trim` returns those pages.
 //!
@@ -11,9 +12,9 @@
 //! millisecond. (`bench/load.sh` reports RSS right after a run and once trimmed.)
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use metrics_exporter_prometheus::PrometheusHandle;
+use super::AppState;
 
 /// Requests seen so far (any response); only its changes matter.
 static REQUESTS: AtomicU64 = AtomicU64::new(0);
@@ -28,14 +29,16 @@ pub async fn trim_now() {
     let _ = tokio::task::spawn_blocking(trim).await;
 }
 
-/// Folds the metrics samples in every second and trims per [`TrimPolicy`]; runs until aborted.
-pub async fn keep_bounded(metrics: PrometheusHandle) {
+/// Folds the metrics samples in every second, drops idle kept pages and trims per
+/// [`TrimPolicy`]; runs until aborted.
+pub async fn keep_bounded(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut policy = TrimPolicy::new(REQUESTS.load(Ordering::Relaxed));
     loop {
         tick.tick().await;
-        metrics.run_upkeep();
+        state.metrics.run_upkeep();
+        state.lesson_pages.forget_idle(Instant::now());
         if policy.due(REQUESTS.load(Ordering::Relaxed)) {
             trim_now().await;
         }

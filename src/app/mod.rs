@@ -54,6 +54,9 @@ pub struct Shared {
     pub request_limiter: Arc<ratelimit::RateLimiter>,
     /// Signs the links in emails that open a page without signing in.
     pub link_key: Arc<crate::http::signed_links::LinkKey>,
+    /// Pages of the lesson list answered before, served again once their rows are confirmed
+    /// unchanged.
+    pub lesson_pages: Arc<crate::scheduling::lesson_pages::LessonPages>,
     /// Staff reads awaiting their audit entry (started on first use).
     read_log: Arc<OnceLock<crate::privacy::read_log::ReadLog>>,
 }
@@ -90,6 +93,7 @@ impl AppState {
                 std::time::Duration::from_secs(60),
             )),
             link_key: Arc::default(),
+            lesson_pages: Arc::default(),
             read_log: Arc::default(),
             settings: Arc::new(settings),
         })))
@@ -298,7 +302,7 @@ pub async fn serve(settings: Settings, no_worker: bool) -> anyhow::Result<()> {
         worker = !no_worker,
         "cedar is listening; API docs at /docs"
     );
-    let housekeeping = tokio::spawn(memory::keep_bounded(state.metrics.clone()));
+    let housekeeping = tokio::spawn(memory::keep_bounded(state.clone()));
     let (stop_worker, worker_stopped) = tokio::sync::watch::channel(false);
     let worker = if no_worker { None } else { Some(tokio::spawn(jobs::start_worker(state.clone(), worker_stopped))) };
     let app = router(state.clone());
@@ -323,7 +327,7 @@ pub async fn serve(settings: Settings, no_worker: bool) -> anyhow::Result<()> {
 pub async fn work(settings: Settings) -> anyhow::Result<()> {
     let state = AppState::init(settings).await?;
     tracing::info!(database = %state.settings.database_url, "cedar worker starting");
-    let housekeeping = tokio::spawn(memory::keep_bounded(state.metrics.clone()));
+    let housekeeping = tokio::spawn(memory::keep_bounded(state.clone()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(jobs::start_worker(state.clone(), stopped));
     shutdown_signal().await;

@@ -13,6 +13,7 @@ use chrono::{Datelike, NaiveDateTime, Utc};
 
 use crate::config::{DatabaseUrl, Settings};
 use crate::db::Db;
+use crate::scheduling::lesson_pages;
 
 /// The first bytes of each kind of backup file.
 const SQLITE_MAGIC: &[u8] = b"SQLite format 3\0";
@@ -79,6 +80,7 @@ pub async fn restore(settings: &Settings, from: &Path, force: bool) -> anyhow::R
             bail!("{} is not a Cedar backup", from.display());
         }
     }
+    let handed_out = last_row_version(settings).await?;
     match &settings.database_url {
         DatabaseUrl::Sqlite(path) => {
             if !head.starts_with(SQLITE_MAGIC) {
@@ -120,8 +122,25 @@ pub async fn restore(settings: &Settings, from: &Path, force: bool) -> anyhow::R
     }
     let db = Db::connect(settings).await?;
     db.prepare(settings.supabase.is_some()).await?;
+    if let Some(handed_out) = handed_out {
+        lesson_pages::continue_row_versions_after(&db, handed_out).await?;
+    }
     db.close().await;
     Ok(())
+}
+
+/// The lessons' last version number in the database about to be replaced, if it has any
+/// (`scheduling::lesson_pages`: a running Cedar checks kept pages against those numbers).
+async fn last_row_version(settings: &Settings) -> anyhow::Result<Option<i64>> {
+    if let DatabaseUrl::Sqlite(path) = &settings.database_url
+        && !path.exists()
+    {
+        return Ok(None);
+    }
+    let db = Db::connect(settings).await?;
+    let last = lesson_pages::last_row_version(&db).await;
+    db.close().await;
+    Ok(last?)
 }
 
 /// Whether the configured database already holds Cedar's tables (its migrations table).

@@ -6,18 +6,20 @@
 //! The output is byte for byte what `Lesson`'s derived `Serialize` writes (the test below
 //! holds the two together); everything else still serializes lessons through serde.
 
+use axum::body::Bytes;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::lessons::{Lesson, LessonPage};
+use super::lesson_list::LessonPage;
+use super::lessons::Lesson;
 
 /// Bytes per lesson, a little over the usual (no notes): the buffer is allocated once.
 const LESSON_BYTES: usize = 560;
 
 /// `{"items":[…],"next_cursor":…}` of a page of lessons, as an `application/json` response.
-pub struct LessonPageJson(Vec<u8>);
+pub struct LessonPageJson(Bytes);
 
 impl LessonPageJson {
     pub fn new(page: &LessonPage) -> Self {
@@ -32,7 +34,18 @@ impl LessonPageJson {
         out.extend_from_slice(b"],\"next_cursor\":");
         optional(&mut out, page.next_cursor.as_deref(), text);
         out.push(b'}');
-        Self(out)
+        Self(out.into())
+    }
+
+    /// The body (shared, not copied: kept pages hand out the same bytes).
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+}
+
+impl From<Bytes> for LessonPageJson {
+    fn from(body: Bytes) -> Self {
+        Self(body)
     }
 }
 
@@ -159,7 +172,7 @@ mod tests {
             [(&items[..], None), (&items[..], Some("MjAyNy0wMS0xMVQxNTowMDowMFp8YQ")), (&[][..], None)]
         {
             let page = LessonPage { items: items.to_vec(), next_cursor: cursor.map(str::to_owned) };
-            let written = LessonPageJson::new(&page).0;
+            let written = LessonPageJson::new(&page).0.to_vec();
             assert_eq!(String::from_utf8(written).unwrap(), serde_json::to_string(&page).unwrap());
         }
     }

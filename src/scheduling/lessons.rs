@@ -4,8 +4,6 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -19,7 +17,7 @@ use super::booking::{
 };
 use super::calendar::Exceptions;
 use super::facts::BookingFacts;
-use super::lesson_json::LessonPageJson;
+use super::lesson_list::LessonPage;
 use super::recurrence;
 use super::{Attendance, EditScope, LessonStatus};
 use crate::app::AppState;
@@ -35,7 +33,7 @@ use crate::{on_db, on_tx};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(list_lessons, create_lessons))
+        .routes(routes!(super::lesson_list::list_lessons, create_lessons))
         .routes(routes!(get_lesson, update_lesson, delete_lesson))
         .routes(routes!(super::credits::mark_attendance))
 }
@@ -85,105 +83,6 @@ pub(crate) async fn find_visible(db: &Db, user: &CurrentUser, id: Uuid) -> ApiRe
     let sql = sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM lessons l WHERE {VISIBLE} AND l.id = $3"));
     on_db!(db, pool => sqlx::query_as::<_, Lesson>(sql).bind(family).bind(teacher).bind(id).fetch_optional(pool).await)?
         .ok_or(ApiError::NotFound)
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct LessonFilter {
-    /// Lessons ending after this instant.
-    from: Option<DateTime<Utc>>,
-    /// Lessons starting before this instant.
-    to: Option<DateTime<Utc>>,
-    teacher_id: Option<Uuid>,
-    student_id: Option<Uuid>,
-    room_id: Option<Uuid>,
-    /// `scheduled` or `cancelled`.
-    status: Option<String>,
-    /// 1–500 (default 100).
-    limit: Option<u32>,
-    cursor: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct LessonPage {
-    pub(super) items: Vec<Lesson>,
-    pub(super) next_cursor: Option<String>,
-}
-
-fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
-    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
-    let (at, id) = raw.split_once('|')?;
-    Some((DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc), Uuid::parse_str(id).ok()?))
-}
-
-/// Lessons the caller may see, in time order (`from`/`to` select a range).
-#[utoipa::path(get, path = "/v1/lessons", tag = "scheduling", params(LessonFilter), security(("bearer" = [])),
-    responses((status = 200, body = LessonPage), (status = 401), (status = 422)))]
-async fn list_lessons(
-    State(state): State<AppState>,
-    user: CurrentUser,
-    Query(filter): Query<LessonFilter>,
-) -> ApiResult<LessonPageJson> {
-    let mut errors = Errors::default();
-    let limit = filter.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        errors.add("limit", "must be between 1 and 500");
-    }
-    let status = errors.optional_choice::<LessonStatus>("status", filter.status.as_deref());
-    let after = match filter.cursor.as_deref().filter(|c| !c.is_empty()) {
-        Some(c) => {
-            let decoded = decode_cursor(c);
-            if decoded.is_none() {
-                errors.add("cursor", "is not a cursor returned by this list");
-            }
-            decoded
-        }
-        None => None,
-    };
-    errors.into_result()?;
-    let Some((family, teacher)) = user.row_filter() else {
-        return Ok(LessonPageJson::new(&LessonPage { items: vec![], next_cursor: None }));
-    };
-    // Absent filters become `$n IS NULL` (true), not `($n IS NULL OR col = $n)`: the planner
-    // sees the present ones plainly and uses the indexes; the parameters never change.
-    let when =
-        |present: bool, n: u8, condition: &str| if present { condition.to_owned() } else { format!("${n} IS NULL") };
-    let conditions = [
-        when(family.is_some(), 1, "EXISTS (SELECT 1 FROM students s WHERE s.id = l.student_id AND s.family_id = $1)"),
-        when(teacher.is_some(), 2, "l.teacher_id = $2"),
-        // Lessons running at `from` began after `from - MAX_LESSON` ($12): a bounded range.
-        if filter.from.is_some() {
-            "l.ends_at > $3 AND l.starts_at > $12".to_owned()
-        } else {
-            "$3 IS NULL AND $12 IS NULL".to_owned()
-        },
-        when(filter.to.is_some(), 4, "l.starts_at < $4"),
-        when(filter.teacher_id.is_some(), 5, "l.teacher_id = $5"),
-        when(filter.student_id.is_some(), 6, "l.student_id = $6"),
-        when(filter.room_id.is_some(), 7, "l.room_id = $7"),
-        when(filter.status.is_some(), 8, "l.status = $8"),
-        if after.is_some() {
-            "(l.starts_at > $9 OR (l.starts_at = $9 AND l.id > $10))".to_owned()
-        } else {
-            "$9 IS NULL AND $10 IS NULL".to_owned()
-        },
-    ];
-    let sql = sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM lessons l WHERE {} ORDER BY l.starts_at, l.id LIMIT $11",
-        conditions.join(" AND ")
-    ));
-    let (after_at, after_id) = (after.map(|a| a.0), after.map(|a| a.1));
-    let mut rows = on_db!(&state.db, pool => sqlx::query_as::<_, Lesson>(sql)
-        .bind(family).bind(teacher).bind(filter.from).bind(filter.to).bind(filter.teacher_id).bind(filter.student_id)
-        .bind(filter.room_id).bind(status).bind(after_at).bind(after_id).bind(i64::from(limit) + 1)
-        .bind(filter.from.map(super::running_since))
-        .fetch_all(pool).await)?;
-    let next_cursor = (rows.len() > limit as usize).then(|| {
-        rows.truncate(limit as usize);
-        let last = rows.last().expect("non-empty");
-        URL_SAFE_NO_PAD.encode(format!("{}|{}", last.starts_at.to_rfc3339(), last.id))
-    });
-    Ok(LessonPageJson::new(&LessonPage { items: rows, next_cursor }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -9,6 +9,8 @@ pub mod credits;
 pub mod facts;
 mod feeds;
 mod lesson_json;
+mod lesson_list;
+pub mod lesson_pages;
 mod lesson_row;
 pub(crate) mod lessons;
 pub mod recurrence;

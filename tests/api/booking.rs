@@ -24,7 +24,7 @@ fn uuid(v: &Value) -> Uuid {
 
 /// Teacher 1 teaches Mondays and Wednesdays 09:00–21:00; Hélène has four Monday lessons at
 /// 16:00 Toronto time from 1 March 2027 (across the 14 March change to daylight time).
-async fn weekly_series(app: &TestApp, s: &School) -> (Uuid, Vec<Value>) {
+pub(crate) async fn weekly_series(app: &TestApp, s: &School) -> (Uuid, Vec<Value>) {
     let office = app.as_user(&s.admin);
     let windows = json!({"windows": [{"weekday": 1, "start_time": "09:00", "end_time": "21:00"},
         {"weekday": 3, "start_time": "09:00", "end_time": "21:00"}]});

@@ -17,6 +17,7 @@ mod extremes;
 mod fakes;
 mod http_stack;
 mod idempotency;
+mod lesson_pages;
 mod mail;
 mod messaging;
 mod operations;
