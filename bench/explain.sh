@@ -20,6 +20,8 @@ explain "b: student search q=an (admin)" \
   "SELECT $cols_s FROM students s WHERE s.search_text LIKE '%an%' ESCAPE '\\' ORDER BY s.id LIMIT 51"
 explain "c: one teacher's week" \
   "SELECT $cols_l FROM lessons l WHERE l.teacher_id = '$teacher' AND l.ends_at > '2027-01-11T00:00:00Z' AND l.starts_at > '2027-01-10T20:00:00Z' AND l.starts_at < '2027-01-18T00:00:00Z' ORDER BY l.starts_at, l.id LIMIT 101"
+explain "c: the check of a kept week (scheduling::lesson_pages: an index-only scan)" \
+  "SELECT l.row_version FROM lessons l WHERE l.teacher_id = '$teacher' AND l.ends_at > '2027-01-11T00:00:00Z' AND l.starts_at > '2027-01-10T20:00:00Z' AND l.starts_at < '2027-01-18T00:00:00Z' ORDER BY l.starts_at, l.id LIMIT 101"
 explain "d1: booking, the parties" \
   "SELECT (SELECT COUNT(*) FROM teachers WHERE id = '$teacher'), (SELECT COUNT(*) FROM students WHERE id = '$student')"
 explain "d2: booking, closures, time off and terms" \

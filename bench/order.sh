@@ -60,6 +60,8 @@ workload() { # every request kind of bench/load.sh and its seeding, a few times 
     call POST /v1/lessons "{\"teacher_id\":\"$teacher\",\"student_id\":\"$student\",\"starts_at\":\"2028-02-0${round}T20:00:00Z\",\"duration_minutes\":30,\"override_availability\":true}" >/dev/null
     call GET "/v1/students/$student" >/dev/null
     call GET "/v1/students?q=an&limit=50" >/dev/null
+    # Twice: read (or read again, the round's bookings changed it), then a kept page.
+    call GET "/v1/lessons?teacher_id=$teacher&from=2027-01-01T00:00:00Z&to=2027-01-31T00:00:00Z" >/dev/null
     call GET "/v1/lessons?teacher_id=$teacher&from=2027-01-01T00:00:00Z&to=2027-01-31T00:00:00Z" >/dev/null
     curl -s -H "authorization: Bearer ${token%?????}AAAAA" "$url/v1/me" >/dev/null
     curl -s "$url/health" "$url/ready" >/dev/null

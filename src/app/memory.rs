@@ -3,7 +3,8 @@
 //! - the metrics histograms' raw samples: the Prometheus recorder keeps one `f64` per recorded
 //!   request until an upkeep folds them into the buckets (with an upkeep a minute, a 50,000
 //!   req/s burst held 26 MB of them);
-//! - the lesson list's kept pages (up to 4 MB): those nobody asked for in 30 s are dropped;
+//! - the lesson list's kept pages (up to 4 MB): those nobody asked for in 10 s are dropped,
+//!   and the heap trimmed right away;
 //! - freed heap: glibc keeps what connections and responses freed in its per-thread arenas,
 //!   where it counts as the process's memory for good; `malloc_trim` returns those pages.
 //!
@@ -38,8 +39,8 @@ pub async fn keep_bounded(state: AppState) {
     loop {
         tick.tick().await;
         state.metrics.run_upkeep();
-        state.lesson_pages.forget_idle(Instant::now());
-        if policy.due(REQUESTS.load(Ordering::Relaxed)) {
+        let dropped_pages = state.lesson_pages.forget_idle(Instant::now()) > 0;
+        if policy.due(REQUESTS.load(Ordering::Relaxed)) || dropped_pages {
             trim_now().await;
         }
     }

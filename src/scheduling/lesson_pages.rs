@@ -10,7 +10,7 @@
 //! bytes. Nothing is served without that check, so a kept page never outlives its validity,
 //! whoever changed the rows (another process, a workflow, SQL by hand).
 //!
-//! Bounded: at most [`MAX_BYTES`] of pages, the least recently used dropped first, and a page
+//! Bounded: at most [`MAX_BYTES`] in 512 pages, the least recently used dropped first, and a page
 //! nobody asked for in [`IDLE`] is dropped by the once-a-second upkeep (`app::memory`), so the
 //! memory goes back after a busy spell.
 
@@ -28,10 +28,12 @@ use crate::db::Db;
 
 /// All kept pages together, bodies and numbers: 70 teachers' weeks.
 pub const MAX_BYTES: usize = 4 << 20;
+/// At most this many pages (making room scans them all).
+const MAX_PAGES: usize = 512;
 /// A page larger than this is not kept (a 500-lesson page with long notes).
 const MAX_PAGE_BYTES: usize = MAX_BYTES / 8;
 /// A page not asked for in this long is dropped.
-pub const IDLE: Duration = Duration::from_secs(30);
+pub const IDLE: Duration = Duration::from_secs(10);
 
 /// Everything a page depends on besides its rows: the caller's scope and the query.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -118,7 +120,7 @@ impl LessonPages {
         if size > MAX_PAGE_BYTES {
             return;
         }
-        while pages.bytes + size > MAX_BYTES {
+        while pages.bytes + size > MAX_BYTES || pages.entries.len() >= MAX_PAGES {
             let oldest = pages.entries.iter().min_by_key(|(_, entry)| entry.used).map(|(key, _)| key.clone());
             match oldest {
                 Some(oldest) => pages.remove(&oldest),
@@ -280,6 +282,11 @@ mod tests {
             assert!(pages.get(&key(n), start).is_some(), "page {n}");
         }
         assert!(pages.bytes() <= MAX_BYTES);
+        // Many small pages: the count is bounded too.
+        for n in 100..100 + MAX_PAGES as u32 {
+            pages.keep(key(n), page(1, &[]), start + Duration::from_secs(20));
+        }
+        assert_eq!(pages.lock().entries.len(), MAX_PAGES);
         // Too large to keep at all.
         pages.keep(key(20), page(MAX_PAGE_BYTES + 1, &[]), start);
         assert!(pages.get(&key(20), start).is_none());
