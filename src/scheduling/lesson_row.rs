@@ -7,11 +7,17 @@ use uuid::Uuid;
 use super::lessons::Lesson;
 use super::{Attendance, LessonStatus};
 
+/// A row of either backend that holds a lesson in [`super::lessons::COLUMNS`] order (the
+/// decoding bounds, written once).
+trait LessonRow<'r>: Row {
+    fn lesson(&'r self) -> sqlx::Result<Lesson>;
+}
+
 /// Rows decode by position, in [`super::lessons::COLUMNS`] order, without sqlx's per-value
 /// type check: the week view decodes 1,600 values per request, and looking each up by name
 /// and checking its type was a tenth of its CPU. The column list is a constant, and every
 /// query of lessons runs in the tests on both backends; a mismatch would fail to decode.
-impl<'r, R: Row> sqlx::FromRow<'r, R> for Lesson
+impl<'r, R: Row> LessonRow<'r> for R
 where
     usize: ColumnIndex<R>,
     Uuid: Decode<'r, R::Database>,
@@ -22,8 +28,31 @@ where
     Option<Attendance>: Decode<'r, R::Database>,
     Option<String>: Decode<'r, R::Database>,
 {
+    fn lesson(&'r self) -> sqlx::Result<Lesson> {
+        Ok(Lesson {
+            id: self.try_get_unchecked(0)?,
+            series_id: self.try_get_unchecked(1)?,
+            teacher_id: self.try_get_unchecked(2)?,
+            student_id: self.try_get_unchecked(3)?,
+            room_id: self.try_get_unchecked(4)?,
+            starts_at: self.try_get_unchecked(5)?,
+            ends_at: self.try_get_unchecked(6)?,
+            status: self.try_get_unchecked(7)?,
+            attendance: self.try_get_unchecked(8)?,
+            attendance_note: self.try_get_unchecked(9)?,
+            is_makeup: self.try_get_unchecked(10)?,
+            availability_override: self.try_get_unchecked(11)?,
+            notes: self.try_get_unchecked(12)?,
+            substitute_for: self.try_get_unchecked(13)?,
+            created_at: self.try_get_unchecked(14)?,
+            updated_at: self.try_get_unchecked(15)?,
+        })
+    }
+}
+
+impl<'r, R: LessonRow<'r>> sqlx::FromRow<'r, R> for Lesson {
     fn from_row(row: &'r R) -> sqlx::Result<Self> {
-        lesson(row)
+        row.lesson()
     }
 }
 
@@ -34,50 +63,12 @@ pub struct Versioned {
     pub version: i64,
 }
 
-impl<'r, R: Row> sqlx::FromRow<'r, R> for Versioned
+impl<'r, R: LessonRow<'r>> sqlx::FromRow<'r, R> for Versioned
 where
     usize: ColumnIndex<R>,
     i64: Decode<'r, R::Database>,
-    Uuid: Decode<'r, R::Database>,
-    DateTime<Utc>: Decode<'r, R::Database>,
-    LessonStatus: Decode<'r, R::Database>,
-    bool: Decode<'r, R::Database>,
-    Option<Uuid>: Decode<'r, R::Database>,
-    Option<Attendance>: Decode<'r, R::Database>,
-    Option<String>: Decode<'r, R::Database>,
 {
     fn from_row(row: &'r R) -> sqlx::Result<Self> {
-        Ok(Self { lesson: lesson(row)?, version: row.try_get_unchecked(16)? })
+        Ok(Self { lesson: row.lesson()?, version: row.try_get_unchecked(16)? })
     }
-}
-
-fn lesson<'r, R: Row>(row: &'r R) -> sqlx::Result<Lesson>
-where
-    usize: ColumnIndex<R>,
-    Uuid: Decode<'r, R::Database>,
-    DateTime<Utc>: Decode<'r, R::Database>,
-    LessonStatus: Decode<'r, R::Database>,
-    bool: Decode<'r, R::Database>,
-    Option<Uuid>: Decode<'r, R::Database>,
-    Option<Attendance>: Decode<'r, R::Database>,
-    Option<String>: Decode<'r, R::Database>,
-{
-    Ok(Lesson {
-        id: row.try_get_unchecked(0)?,
-        series_id: row.try_get_unchecked(1)?,
-        teacher_id: row.try_get_unchecked(2)?,
-        student_id: row.try_get_unchecked(3)?,
-        room_id: row.try_get_unchecked(4)?,
-        starts_at: row.try_get_unchecked(5)?,
-        ends_at: row.try_get_unchecked(6)?,
-        status: row.try_get_unchecked(7)?,
-        attendance: row.try_get_unchecked(8)?,
-        attendance_note: row.try_get_unchecked(9)?,
-        is_makeup: row.try_get_unchecked(10)?,
-        availability_override: row.try_get_unchecked(11)?,
-        notes: row.try_get_unchecked(12)?,
-        substitute_for: row.try_get_unchecked(13)?,
-        created_at: row.try_get_unchecked(14)?,
-        updated_at: row.try_get_unchecked(15)?,
-    })
 }
