@@ -37,7 +37,11 @@ const SECTIONS: &[(&str, &str)] = &[
     ("reenrollments", "SELECT * FROM reenrollments WHERE family_id = $1 ORDER BY id"),
     (
         "lessons",
-        "SELECT l.* FROM lessons l JOIN students s ON s.id = l.student_id WHERE s.family_id = $1 ORDER BY l.starts_at",
+        // Every column but `row_version`, the kept pages' internal number (scheduling::lesson_pages).
+        "SELECT l.id, l.series_id, l.teacher_id, l.student_id, l.room_id, l.starts_at, l.ends_at, l.status, \
+         l.attendance, l.attendance_note, l.attendance_marked_by, l.attendance_marked_at, l.is_makeup, \
+         l.availability_override, l.notes, l.created_at, l.updated_at, l.substitute_for \
+         FROM lessons l JOIN students s ON s.id = l.student_id WHERE s.family_id = $1 ORDER BY l.starts_at",
     ),
     (
         "makeup_credits",

@@ -128,6 +128,8 @@ async fn an_export_holds_everything_of_the_family_and_nothing_else(backend: Back
     let count = |section: &str| export[section].as_array().unwrap().len();
     assert_eq!(count("students"), 1);
     assert_eq!(count("lessons"), 5);
+    assert!(export["lessons"][0].get("attendance_marked_at").is_some(), "every column of the lesson");
+    assert!(export["lessons"][0].get("row_version").is_none(), "not the kept pages' internal number");
     assert_eq!(count("invoices"), 1);
     assert!(count("invoice_lines") >= 1);
     assert_eq!(count("progress_notes"), 1);
