@@ -38,8 +38,8 @@ impl LessonPageJson {
     }
 
     /// The body (shared, not copied: kept pages hand out the same bytes).
-    pub fn into_bytes(self) -> Bytes {
-        self.0
+    pub fn body(&self) -> &Bytes {
+        &self.0
     }
 }
 

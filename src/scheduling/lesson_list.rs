@@ -141,9 +141,8 @@ pub(super) async fn list_lessons(
         URL_SAFE_NO_PAD.encode(format!("{}|{}", last.starts_at.to_rfc3339(), last.id))
     });
     let json = LessonPageJson::new(&LessonPage { items, next_cursor });
-    let body = json.into_bytes();
-    state.lesson_pages.keep(query, KeptPage { versions: versions.into(), body: body.clone() }, Instant::now());
-    Ok(LessonPageJson::from(body))
+    state.lesson_pages.keep(query, KeptPage { versions: versions.into(), body: json.body().clone() }, Instant::now());
+    Ok(json)
 }
 
 /// The page's `WHERE`, numbering the parameters as `bind_query!` binds them. Absent filters

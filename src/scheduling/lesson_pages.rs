@@ -27,13 +27,13 @@ use super::LessonStatus;
 use crate::db::Db;
 
 /// All kept pages together, bodies and numbers: 70 teachers' weeks.
-pub const MAX_BYTES: usize = 4 << 20;
+const MAX_BYTES: usize = 4 << 20;
 /// At most this many pages (making room scans them all).
 const MAX_PAGES: usize = 512;
 /// A page larger than this is not kept (a 500-lesson page with long notes).
 const MAX_PAGE_BYTES: usize = MAX_BYTES / 8;
 /// A page not asked for in this long is dropped.
-pub const IDLE: Duration = Duration::from_secs(10);
+const IDLE: Duration = Duration::from_secs(10);
 
 /// Everything a page depends on besides its rows: the caller's scope and the query.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -129,11 +129,6 @@ impl LessonPages {
         }
         pages.bytes += size;
         pages.entries.insert(key, Entry { page, used: now });
-    }
-
-    /// Drops the kept page of `key`: it no longer matches its rows.
-    pub fn forget(&self, key: &PageQuery) {
-        self.lock().remove(key);
     }
 
     /// Drops the pages not asked for in [`IDLE`]; how many were dropped.
@@ -257,9 +252,6 @@ mod tests {
         pages.keep(key(1), page(20, &[3]), now);
         assert_eq!(&*pages.get(&key(1), now).expect("replaced").versions, &[3]);
         assert_eq!(pages.bytes(), page(20, &[3]).bytes());
-        pages.forget(&key(1));
-        assert!(pages.get(&key(1), now).is_none());
-        assert_eq!(pages.bytes(), 0);
     }
 
     #[test]
