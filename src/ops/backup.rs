@@ -80,13 +80,13 @@ pub async fn restore(settings: &Settings, from: &Path, force: bool) -> anyhow::R
             bail!("{} is not a Cedar backup", from.display());
         }
     }
-    let handed_out = last_row_version(settings).await?;
+    let target = Target::inspect(settings).await?;
     match &settings.database_url {
         DatabaseUrl::Sqlite(path) => {
             if !head.starts_with(SQLITE_MAGIC) {
                 bail!("{} is not a SQLite backup (a PostgreSQL dump restores into PostgreSQL only)", from.display());
             }
-            if path.exists() && !force && has_tables(settings).await? {
+            if target.occupied && !force {
                 bail!(
                     "{} already holds Cedar's tables; restore into an empty database, or pass --force",
                     path.display()
@@ -106,14 +106,13 @@ pub async fn restore(settings: &Settings, from: &Path, force: bool) -> anyhow::R
             if !head.starts_with(PG_DUMP_MAGIC) {
                 bail!("{} is not a pg_dump custom-format backup", from.display());
             }
-            let occupied = has_tables(settings).await?;
-            if occupied && !force {
+            if target.occupied && !force {
                 bail!("the database already holds Cedar's tables; restore into an empty database, or pass --force");
             }
             let (url, password) = split_password(url)?;
             let mut command = tokio::process::Command::new("pg_restore");
             command.args(["--no-owner", "--no-privileges", "--exit-on-error", "--single-transaction"]);
-            if occupied {
+            if target.occupied {
                 command.args(["--clean", "--if-exists"]);
             }
             command.arg("--dbname").arg(url).arg(from);
@@ -122,46 +121,53 @@ pub async fn restore(settings: &Settings, from: &Path, force: bool) -> anyhow::R
     }
     let db = Db::connect(settings).await?;
     db.prepare(settings.supabase.is_some()).await?;
-    if let Some(handed_out) = handed_out {
+    if let Some(handed_out) = target.handed_out {
         lesson_pages::continue_row_versions_after(&db, handed_out).await?;
     }
     db.close().await;
     Ok(())
 }
 
-/// The lessons' last version number in the database about to be replaced, if it has any
-/// (`scheduling::lesson_pages`: a running Cedar checks kept pages against those numbers).
-async fn last_row_version(settings: &Settings) -> anyhow::Result<Option<i64>> {
-    if let DatabaseUrl::Sqlite(path) = &settings.database_url
-        && !path.exists()
-    {
-        return Ok(None);
-    }
-    let db = Db::connect(settings).await?;
-    let last = lesson_pages::last_row_version(&db).await;
-    db.close().await;
-    Ok(last?)
+/// What the database a restore replaces holds, read over one connection.
+#[derive(Default)]
+struct Target {
+    /// Cedar's tables (replacing them needs `--force`).
+    occupied: bool,
+    /// The lessons' last version number (`scheduling::lesson_pages`: a running Cedar checks
+    /// kept pages against the numbers handed out so far).
+    handed_out: Option<i64>,
 }
 
-/// Whether the configured database already holds Cedar's tables (its migrations table).
-async fn has_tables(settings: &Settings) -> anyhow::Result<bool> {
-    let db = Db::connect(settings).await?;
-    let found = match &db {
-        Db::Sqlite(pool) => {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
-            )
-            .fetch_one(pool)
-            .await?
+impl Target {
+    async fn inspect(settings: &Settings) -> anyhow::Result<Self> {
+        if let DatabaseUrl::Sqlite(path) = &settings.database_url
+            && !path.exists()
+        {
+            return Ok(Self::default());
         }
-        Db::Postgres(pool) => {
-            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema()")
+        let db = Db::connect(settings).await?;
+        let target = Self::read(&db).await;
+        db.close().await;
+        target
+    }
+
+    async fn read(db: &Db) -> anyhow::Result<Self> {
+        let tables: i64 = match db {
+            Db::Sqlite(pool) => {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+                )
                 .fetch_one(pool)
                 .await?
-        }
-    };
-    db.close().await;
-    Ok(found > 0)
+            }
+            Db::Postgres(pool) => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM pg_tables WHERE schemaname = current_schema()")
+                    .fetch_one(pool)
+                    .await?
+            }
+        };
+        Ok(Self { occupied: tables > 0, handed_out: lesson_pages::last_row_version(db).await? })
+    }
 }
 
 /// The URL without its password, and the password (for `PGPASSWORD`).
