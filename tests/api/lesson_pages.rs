@@ -1,6 +1,6 @@
 //! The lesson list's kept pages: a page answered before is served again only while the
 //! database confirms its rows — changed through the API or by hand, added, deleted, or no
-//! longer visible to the caller — are the same.
+//! longer visible to the caller — are the same; each family and teacher has its own pages.
 
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -104,6 +104,15 @@ async fn a_kept_page_follows_what_the_caller_may_see(backend: Backend) {
     assert_eq!(parent_a.get(path).await.expect(200), own);
     assert_eq!(pages.kept_answers(), 1);
 
+    // Teachers too: Hélène's teacher gets the kept page, the other teacher never does.
+    let (teacher1, teacher2) = (app.as_user(&s.teacher1), app.as_user(&s.teacher2));
+    assert_eq!(teacher1.get(path).await.expect(200), own);
+    assert_eq!(teacher1.get(path).await.expect(200), own);
+    assert_eq!(pages.kept_answers(), 2);
+    assert_eq!(teacher2.get(path).await.expect(200), none);
+    assert_eq!(teacher2.get(path).await.expect(200), none);
+    assert_eq!(pages.kept_answers(), 3, "the other teacher's own (empty) page");
+
     // Hélène moves to family B: no lesson row changed, yet the pages did.
     by_hand(
         &app,
@@ -113,5 +122,5 @@ async fn a_kept_page_follows_what_the_caller_may_see(backend: Backend) {
     .await;
     assert_eq!(parent_a.get(path).await.expect(200), none);
     assert_eq!(parent_b.get(path).await.expect(200)["items"], json!(occurrences));
-    assert_eq!(pages.kept_answers(), 1);
+    assert_eq!(pages.kept_answers(), 3);
 }
